@@ -1,0 +1,48 @@
+# a2nets: `make repro` sets up and runs the whole pipeline; `make test` runs the tests.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export DVC_NO_ANALYTICS := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export GX_ANALYTICS_ENABLED := False
+export PYTHONHASHSEED := 0
+
+.DEFAULT_GOAL := help
+.PHONY: help setup params test test-fast repro bench ablation ui clean
+
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## Create .venv and install the project (pinned by requirements/constraints.txt)
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements/constraints.txt torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[dev]'
+	touch $@
+
+params: $(STAMP) ## Recompose params.yaml from pipeline/conf (what `dvc exp run` does)
+	$(PY) -m pipeline.config
+
+test: $(STAMP) ## Run every test, the slow end-to-end ones included
+	$(PY) -m pytest -q --timeout=900
+
+test-fast: $(STAMP) ## Run the tests not marked slow
+	$(PY) -m pytest -q -m "not slow"
+
+repro: $(STAMP) ## Run the whole pipeline (generate → … → register) with DVC
+	$(VENV)/bin/dvc repro
+
+bench: $(STAMP) ## Run the benchmarks (prints Markdown tables of measured ratios)
+	@for b in attention preprocess loader train_step; do echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
+
+ablation: $(STAMP) ## Miniature ablation of the paper on the synthetic set (writes docs/ablation.*)
+	$(PY) -m pipeline.ablation
+
+ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the project's store
+	$(VENV)/bin/a2net ui
+
+clean: ## Remove generated data, models, reports and the local MLflow store (keeps .venv)
+	rm -rf data models reports mlflow/mlflow.db mlflow/artifacts

@@ -1,0 +1,109 @@
+"""Load a stage's configuration: ``params.yaml`` plus ``key=value`` overrides.
+
+``params.yaml`` (committed, composed from ``pipeline/conf`` by ``make params`` or
+``dvc exp run``) is what every stage reads, so ``dvc repro`` and a hand-run stage agree.
+Plain overrides (``train.epochs=3``) are merged onto it; an override that picks a config
+group (``model=tiny_plain``, ``experiment=...``) recomposes from ``pipeline/conf`` instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+PARAMS_FILE = Path("params.yaml")
+
+
+class StageError(Exception):
+    """A user-facing failure of a stage: the message is one line naming the thing and the fix."""
+
+
+class ConfigError(StageError, ValueError):
+    """A configuration that cannot be used; the message says what to change."""
+
+
+def config_groups() -> set[str]:
+    """Names of the Hydra config groups (``data``, ``model``, ...)."""
+    return {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose ``pipeline/conf/config.yaml`` with Hydra overrides (unresolved)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides))
+    except HydraException as err:
+        first_line = str(err).strip().splitlines()[0]
+        raise ConfigError(f"bad config override: {first_line}") from None
+
+
+def _group_of(override: str) -> str | None:
+    key = override.split("=", 1)[0].lstrip("+~")
+    return key if key in config_groups() else None
+
+
+def load_config(overrides: Sequence[str] = (), params_file: Path | None = None) -> DictConfig:
+    """Return the resolved config of a stage run.
+
+    Reads ``params_file`` (default ``./params.yaml``; composed defaults when absent) and
+    applies ``overrides``. Raises ``ConfigError`` with a one-line reason on a bad override.
+    """
+    params_file = PARAMS_FILE if params_file is None else params_file
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} is not key=value (e.g. train.epochs=3)")
+    if any(_group_of(o) for o in overrides) or not params_file.exists():
+        cfg = compose(overrides)
+    else:
+        cfg = OmegaConf.load(params_file)
+        for override in overrides:
+            key, value = override.split("=", 1)
+            key = key.lstrip("+")
+            if OmegaConf.select(cfg, key) is None and not override.startswith("+"):
+                raise ConfigError(f"unknown config key {key!r} (prefix it with + to add a new key)")
+            parsed = OmegaConf.from_dotlist([f"value={value}"])["value"]
+            OmegaConf.update(cfg, key, parsed, merge=True, force_add=True)
+    try:
+        OmegaConf.resolve(cfg)
+    except Exception as err:  # omegaconf raises several interpolation error types
+        raise ConfigError(f"cannot resolve config: {err}".splitlines()[0]) from None
+    return cfg
+
+
+def classes_file(data_cfg: DictConfig) -> Path:
+    """The class list of a dataset: ``data.classes``, or ``<data.root>/classes.txt`` when null."""
+    return Path(data_cfg.classes) if data_cfg.get("classes") else Path(data_cfg.root) / "classes.txt"
+
+
+def write_params(path: Path = PARAMS_FILE, overrides: Sequence[str] = ()) -> None:
+    """Write the composed, resolved config to ``params.yaml`` atomically, exactly as DVC does."""
+    cfg = compose(overrides)
+    OmegaConf.resolve(cfg)
+    text = OmegaConf.to_yaml(cfg)
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def stage_main(core, argv: Sequence[str] | None = None) -> int:
+    """Shared ``main`` of a stage: load the config, run ``core(cfg)``, turn errors into one line."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = load_config(argv)
+        result = core(cfg)
+    except (StageError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    write_params(PARAMS_FILE, sys.argv[1:])
