@@ -117,7 +117,7 @@ def decode_clip(
     frame_bytes = width * height * 3
     if len(out) % frame_bytes:
         raise DecodeError(f"ffmpeg output is not whole {width}x{height} RGB frames")
-    frames = np.frombuffer(out, np.uint8).reshape(-1, height, width, 3)
+    frames = np.frombuffer(bytearray(out), np.uint8).reshape(-1, height, width, 3)
     return DecodedClip(frames)
 
 

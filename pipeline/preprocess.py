@@ -1,0 +1,401 @@
+"""Preprocess stage: decode every annotated clip once into JPEG-frame WebDataset shards.
+
+``python -m pipeline.preprocess data.root=... data.shards_dir=...`` reads
+``<root>/annotations/*.csv`` and writes, per split, ``<shards_dir>/<split>/<split>-000000.tar``...
+(members ``<clip_id>.<frame:06d>.jpg`` and ``<clip_id>.json``, clips sorted by clip_id,
+``samples_per_shard`` clips per shard) plus ``<shards_dir>/manifest.csv`` with one row per
+annotated clip (status ok | missing | failed and ffmpeg's reason).
+
+Each clip is decoded by its own single-threaded ffmpeg (fps filter, short side scaled, audio
+dropped) and its frames are JPEG-encoded with an explicit quality, so the output bytes do not
+depend on ``workers``. Shards are written under a temporary name and renamed; after each shard a
+record of what went into it is kept in ``<shards_dir>/.state/``, so a killed run picks up after
+its last finished shard and still produces the same bytes. Bad videos never stop the stage.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import re
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import torch
+import torchvision
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from pipeline.config import ConfigError, StageError, stage_main
+from pipeline.kinetics import Annotation, find_video, load_classes, read_annotations
+from pipeline.video import DecodeError, decode_clip, ffmpeg_version
+
+FORMAT_VERSION = 1  # bump when the shard layout or decoding changes
+MANIFEST_COLUMNS = (
+    "clip_id", "youtube_id", "label", "label_index", "split", "time_start", "time_end",
+    "status", "reason", "num_frames", "height", "width", "fps", "shard",
+)
+STATE_DIR = ".state"
+TMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """What a worker needs to turn one annotated clip into JPEG frames."""
+
+    annotation: Annotation
+    video: str | None  # None: no video file was found
+    fps: float
+    short_side: int
+    jpeg_quality: int
+    trim: bool
+
+
+@dataclass
+class ClipResult:
+    """A decoded clip (status ok: JPEG frames) or why it has none."""
+
+    status: str  # ok | missing | failed
+    reason: str = ""
+    jpegs: list[bytes] = field(default_factory=list)
+    height: int = 0
+    width: int = 0
+
+
+def shard_name(split: str, index: int) -> str:
+    """File name of shard ``index`` of ``split``: ``<split>-000000.tar``."""
+    return f"{split}-{index:06d}.tar"
+
+
+def encode_jpegs(frames: torch.Tensor, quality: int) -> list[bytes]:
+    """JPEG-encode uint8 frames (N, H, W, 3) at ``quality`` (libjpeg, deterministic)."""
+    encoded = torchvision.io.encode_jpeg(list(frames.permute(0, 3, 1, 2)), quality=quality)
+    return [t.numpy().tobytes() for t in encoded]
+
+
+def process_clip(job: ClipJob) -> ClipResult:
+    """Decode and JPEG-encode one clip; never raises for a bad or missing video."""
+    if job.video is None:
+        return ClipResult("missing", "no video file found for this clip")
+    ann = job.annotation
+    window = (ann.time_start, ann.time_end) if job.trim else (None, None)
+    try:
+        clip = decode_clip(Path(job.video), fps=job.fps, short_side=job.short_side,
+                           start=window[0], end=window[1])
+    except DecodeError as err:
+        return ClipResult("failed", str(err))
+    jpegs = encode_jpegs(torch.from_numpy(clip.frames), job.jpeg_quality)
+    return ClipResult("ok", "", jpegs, clip.height, clip.width)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+
+
+def _run_jobs(jobs: list[ClipJob], workers: int) -> Iterator[ClipResult]:
+    """Results of ``jobs`` in order, decoded by ``workers`` processes, with a progress bar."""
+    bar = tqdm(total=len(jobs), desc="preprocess", unit="clip", file=sys.stderr,
+               disable=not jobs, mininterval=1.0)
+    with bar:
+        if workers <= 1:
+            _init_worker()
+            for job in jobs:
+                yield process_clip(job)
+                bar.update()
+            return
+        with multiprocessing.get_context("fork").Pool(workers, _init_worker) as pool:
+            for result in pool.imap(process_clip, jobs, chunksize=1):
+                yield result
+                bar.update()
+
+
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add ``data`` as ``name`` with fixed metadata, so reruns give identical bytes."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(data))
+
+
+def clip_meta(ann: Annotation, result: ClipResult, fps: float) -> dict:
+    """The ``<clip_id>.json`` record of an ok clip."""
+    return {
+        "label": ann.label, "label_index": ann.label_index, "split": ann.split,
+        "youtube_id": ann.youtube_id, "time_start": ann.time_start, "time_end": ann.time_end,
+        "num_frames": len(result.jpegs), "height": result.height, "width": result.width,
+        "fps": fps,
+    }
+
+
+def manifest_row(ann: Annotation, result: ClipResult, fps: float, shard: str) -> dict:
+    """The manifest row of one annotated clip (numbers empty unless it is ok)."""
+    ok = result.status == "ok"
+    return {
+        "clip_id": ann.clip_id, "youtube_id": ann.youtube_id, "label": ann.label,
+        "label_index": ann.label_index, "split": ann.split, "time_start": ann.time_start,
+        "time_end": ann.time_end, "status": result.status, "reason": result.reason,
+        "num_frames": len(result.jpegs) if ok else "", "height": result.height if ok else "",
+        "width": result.width if ok else "", "fps": f"{fps:g}" if ok else "", "shard": shard,
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _fingerprint(root: Path, ann: Annotation, video: Path | None) -> str:
+    """What decides a clip's output besides the params: its annotation and its video file."""
+    fields = [ann.label, ann.label_index, ann.youtube_id, ann.time_start, ann.time_end, ann.split]
+    if video is not None:
+        stat = video.stat()
+        fields += [video.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns]
+    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()[:20]
+
+
+class _SplitWriter:
+    """Streams one split's results into shards and keeps each finished shard's state record.
+
+    State ``.state/<split>/<shard>.json`` lists the fingerprints and manifest rows of every clip
+    consumed up to and including that shard (ok or not) since the previous shard, the params
+    hash and the shard's sha256: a rerun keeps a shard only when all of these still match.
+    """
+
+    def __init__(self, shards_dir: Path, split: str, params_hash: str, first_index: int,
+                 samples_per_shard: int, fps: float):
+        self.split_dir = shards_dir / split
+        self.state_dir = shards_dir / STATE_DIR / split
+        self.split, self.params_hash, self.fps = split, params_hash, fps
+        self.samples_per_shard = samples_per_shard
+        self.index = first_index
+        self.tar: tarfile.TarFile | None = None
+        self.samples = 0
+        self.pending: list[tuple[str, dict]] = []  # (fingerprint, manifest row) since last shard
+        self.rows: list[dict] = []  # manifest rows of every clip this writer consumed
+
+    @property
+    def _shard_path(self) -> Path:
+        return self.split_dir / shard_name(self.split, self.index)
+
+    def add(self, ann: Annotation, fingerprint: str, result: ClipResult) -> None:
+        shard = ""
+        if result.status == "ok":
+            if self.tar is None:
+                tmp = self._shard_path.with_name(self._shard_path.name + TMP_SUFFIX)
+                self.tar = tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT)
+            for i, jpeg in enumerate(result.jpegs):
+                _tar_member(self.tar, f"{ann.clip_id}.{i:06d}.jpg", jpeg)
+            meta = json.dumps(clip_meta(ann, result, self.fps), sort_keys=True)
+            _tar_member(self.tar, f"{ann.clip_id}.json", meta.encode())
+            self.samples += 1
+            shard = f"{self.split}/{self._shard_path.name}"
+        row = manifest_row(ann, result, self.fps, shard)
+        self.pending.append((fingerprint, row))
+        self.rows.append(row)
+        if self.samples == self.samples_per_shard:
+            self.finish_shard()
+
+    def finish_shard(self) -> None:
+        """Close the open shard, rename it into place, then record its state."""
+        if self.tar is None:
+            return
+        tmp = Path(self.tar.name)
+        self.tar.close()
+        os.replace(tmp, self._shard_path)
+        state = {
+            "params": self.params_hash,
+            "fingerprints": [fp for fp, _ in self.pending],
+            "rows": [row for _, row in self.pending],
+            "sha256": _sha256(self._shard_path),
+        }
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        state_path = self.state_dir / f"{self._shard_path.name}.json"
+        _write_atomic(state_path, json.dumps(state, sort_keys=True).encode())
+        self.tar, self.samples, self.pending = None, 0, []
+        self.index += 1
+
+
+def _reusable_prefix(shards_dir: Path, split: str, params_hash: str,
+                     fingerprints: list[str]) -> tuple[int, list[dict]]:
+    """(number of shards of a previous run that can be kept, manifest rows of their clips)."""
+    index, consumed, rows = 0, 0, []
+    while True:
+        shard = shards_dir / split / shard_name(split, index)
+        state_path = shards_dir / STATE_DIR / split / f"{shard.name}.json"
+        if not (shard.is_file() and state_path.is_file()):
+            break
+        try:
+            state = json.loads(state_path.read_text())
+        except ValueError:
+            break
+        taken = state.get("fingerprints", [])
+        if (state.get("params") != params_hash or not taken
+                or fingerprints[consumed:consumed + len(taken)] != taken
+                or state.get("sha256") != _sha256(shard)):
+            break
+        rows += state["rows"]
+        consumed += len(taken)
+        index += 1
+    return index, rows
+
+
+def _remove_stale(directory: Path, pattern: re.Pattern, keep: set[str]) -> None:
+    """Delete files in ``directory`` whose names match ``pattern`` and are not in ``keep``."""
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if path.is_file() and pattern.fullmatch(path.name) and path.name not in keep:
+                path.unlink()
+
+
+def _check_params(fps: float, short_side: int, jpeg_quality: int, samples_per_shard: int) -> None:
+    if not fps > 0:
+        raise ConfigError(f"data.fps must be > 0, got {fps}")
+    if short_side < 2:
+        raise ConfigError(f"data.short_side must be >= 2 pixels, got {short_side}")
+    if not 1 <= jpeg_quality <= 100:
+        raise ConfigError(f"data.jpeg_quality must be in 1..100, got {jpeg_quality}")
+    if samples_per_shard < 1:
+        raise ConfigError(f"data.samples_per_shard must be >= 1, got {samples_per_shard}")
+
+
+def _by_split(annotations: Iterable[Annotation]) -> dict[str, list[Annotation]]:
+    """Annotations grouped by split (splits sorted), each sorted by clip_id; duplicates rejected."""
+    splits: dict[str, dict[str, Annotation]] = {}
+    for ann in annotations:
+        seen = splits.setdefault(ann.split, {})
+        if ann.clip_id in seen:
+            raise StageError(
+                f"clip {ann.clip_id} of split {ann.split!r} is annotated twice "
+                f"({seen[ann.clip_id].source} and {ann.source}); remove one of the rows"
+            )
+        seen[ann.clip_id] = ann
+    return {split: [clips[c] for c in sorted(clips)] for split, clips in sorted(splits.items())}
+
+
+def preprocess(
+    root: Path,
+    shards_dir: Path,
+    *,
+    classes_file: Path | None,
+    fps: float,
+    short_side: int,
+    jpeg_quality: int,
+    workers: int,
+    trim: bool,
+    samples_per_shard: int,
+) -> dict:
+    """Decode every annotated clip under ``root`` into shards + manifest under ``shards_dir``.
+
+    ``classes_file`` None means ``<root>/classes.txt``.
+
+    Returns a summary ``{"splits": {split: {ok, missing, failed, frames, shards}},
+    "reused_shards": n, "decoded_clips": n, "seconds": s}``.
+    """
+    _check_params(fps, short_side, jpeg_quality, samples_per_shard)
+    root, shards_dir = Path(root), Path(shards_dir)
+    if not root.is_dir():
+        raise StageError(f"{root}: dataset root not found; set data.root to a Kinetics-layout dir")
+    started = time.perf_counter()
+    classes = load_classes(root / "classes.txt" if classes_file is None else Path(classes_file))
+    splits = _by_split(read_annotations(root, classes))
+    params_hash = hashlib.sha256(json.dumps([
+        FORMAT_VERSION, fps, short_side, jpeg_quality, trim, samples_per_shard,
+        ffmpeg_version(), torchvision.__version__,
+    ]).encode()).hexdigest()[:20]
+
+    plans = []  # (split, annotations, fingerprints, reused shard count, their manifest rows)
+    jobs: list[ClipJob] = []
+    for split, anns in splits.items():
+        videos = [find_video(root, ann) for ann in anns]
+        fingerprints = [_fingerprint(root, a, v) for a, v in zip(anns, videos)]
+        reused, rows = _reusable_prefix(shards_dir, split, params_hash, fingerprints)
+        plans.append((split, anns, fingerprints, reused, rows))
+        jobs += [
+            ClipJob(ann, None if video is None else str(video), fps, short_side, jpeg_quality, trim)
+            for ann, video in zip(anns[len(rows):], videos[len(rows):])
+        ]
+        (shards_dir / split).mkdir(parents=True, exist_ok=True)
+
+    writers = {
+        split: _SplitWriter(shards_dir, split, params_hash, reused, samples_per_shard, fps)
+        for split, _anns, _fingerprints, reused, _rows in plans
+    }
+    slots = [
+        (writers[split], ann, fingerprint)
+        for split, anns, fingerprints, _reused, rows in plans
+        for ann, fingerprint in zip(anns[len(rows):], fingerprints[len(rows):])
+    ]
+    for result, (writer, ann, fingerprint) in zip(_run_jobs(jobs, workers), slots):
+        writer.add(ann, fingerprint, result)
+
+    manifest: list[dict] = []
+    summary: dict = {"splits": {}, "reused_shards": 0, "decoded_clips": len(jobs)}
+    for split, _anns, _fingerprints, reused, rows in plans:
+        writer = writers[split]
+        writer.finish_shard()
+        keep = {shard_name(split, i) for i in range(writer.index)}
+        _remove_stale(shards_dir / split, re.compile(rf"{re.escape(split)}-\d{{6}}\.tar(\.tmp)?"),
+                      keep)
+        _remove_stale(shards_dir / STATE_DIR / split, re.compile(r".*\.json(\.tmp)?"),
+                      {f"{name}.json" for name in keep})
+        split_rows = rows + writer.rows
+        manifest += split_rows
+        counts = {s: sum(r["status"] == s for r in split_rows) for s in ("ok", "missing", "failed")}
+        counts["frames"] = sum(int(r["num_frames"] or 0) for r in split_rows)
+        counts["shards"] = writer.index
+        summary["splits"][split] = counts
+        summary["reused_shards"] += reused
+
+    text = io.StringIO()
+    out = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+    out.writeheader()
+    out.writerows(manifest)
+    _write_atomic(shards_dir / "manifest.csv", text.getvalue().encode())
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    return summary
+
+
+def run(cfg: DictConfig) -> int:
+    """Thin stage entry: plain values from ``cfg.data`` into ``preprocess``, print the summary."""
+    data = cfg.data
+    classes_file = None if data.classes is None else Path(data.classes)
+    summary = preprocess(
+        Path(data.root), Path(data.shards_dir), classes_file=classes_file,
+        fps=data.fps, short_side=int(data.short_side), jpeg_quality=int(data.jpeg_quality),
+        workers=int(data.workers), trim=bool(data.trim),
+        samples_per_shard=int(data.samples_per_shard),
+    )
+    for split, c in summary["splits"].items():
+        print(f"{split}: {c['ok']} ok, {c['missing']} missing, {c['failed']} failed, "
+              f"{c['frames']} frames in {c['shards']} shards")
+    print(f"decoded {summary['decoded_clips']} clips, kept {summary['reused_shards']} finished "
+          f"shards, {summary['seconds']:.1f} s -> {data.shards_dir}/manifest.csv")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""Read the preprocess stage's JPEG-frame shards: whole clips, or sampled clips by index.
+
+A shard ``<split>-000000.tar`` holds, per clip, ``<clip_id>.<frame:06d>.jpg`` members and a
+``<clip_id>.json`` record. ``ClipDataset`` scans the tar headers once into an index of member
+offsets, so reading a training clip touches only the JPEGs of the frames it samples
+(``os.pread`` on a per-process file descriptor), and decodes them with
+``torchvision.io.decode_jpeg``. Every item draws its randomness from a generator seeded by
+(seed, epoch, index), so a sample is the same whatever the number of DataLoader workers or
+training processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from pipeline.config import StageError
+
+Sampler = Callable[[int, torch.Generator], list[list[int]]]
+Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """One clip of a shard: its key (clip_id), its JSON record and its JPEG frames in order."""
+
+    key: str
+    meta: dict
+    jpegs: list[bytes]
+
+
+@dataclass(frozen=True)
+class ClipEntry:
+    """Where one clip's frames lie in its shard: data offsets and sizes, frame order."""
+
+    key: str
+    meta: dict
+    shard: int  # index into the dataset's shard list
+    offsets: np.ndarray  # int64 (num_frames,)
+    sizes: np.ndarray  # int64 (num_frames,)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.offsets)
+
+
+def shard_paths(shards_dir: Path, split: str) -> list[Path]:
+    """The shards of ``split`` in order: ``<shards_dir>/<split>/<split>-NNNNNN.tar``."""
+    pattern = re.compile(rf"{re.escape(split)}-\d{{6}}\.tar")
+    folder = Path(shards_dir) / split
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if pattern.fullmatch(p.name))
+
+
+def scan_shard(path: Path, shard: int = 0) -> list[ClipEntry]:
+    """Index the clips of one shard from its tar headers (reads only the small JSON members)."""
+    frames: dict[str, dict[int, tuple[int, int]]] = {}
+    metas: dict[str, dict] = {}
+    with tarfile.open(path) as tar:
+        for member in tar:
+            key, _, suffix = member.name.partition(".")
+            if suffix == "json":
+                metas[key] = json.loads(tar.extractfile(member).read())
+            elif suffix.endswith(".jpg") and suffix[:-4].isdigit():
+                frames.setdefault(key, {})[int(suffix[:-4])] = (member.offset_data, member.size)
+    entries = []
+    for key, meta in metas.items():
+        found = frames.get(key, {})
+        if sorted(found) != list(range(meta["num_frames"])):
+            raise StageError(
+                f"{path}: clip {key} has frames {len(found)} of {meta['num_frames']}; "
+                "rerun python -m pipeline.preprocess to rebuild the shards"
+            )
+        spans = np.array([found[i] for i in range(len(found))], dtype=np.int64).reshape(-1, 2)
+        entries.append(ClipEntry(key, meta, shard, spans[:, 0].copy(), spans[:, 1].copy()))
+    return entries
+
+
+def _read_spans(fd: int, offsets: Sequence[int], sizes: Sequence[int]) -> list[bytes]:
+    return [os.pread(fd, int(size), int(offset)) for offset, size in zip(offsets, sizes)]
+
+
+def iter_shard(path: Path) -> Iterator[ClipRecord]:
+    """Every clip of a shard, in shard order, with all its JPEG frames."""
+    entries = scan_shard(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for entry in entries:
+            yield ClipRecord(entry.key, entry.meta, _read_spans(fd, entry.offsets, entry.sizes))
+    finally:
+        os.close(fd)
+
+
+def decode_frames(jpegs: Sequence[bytes], indices: Sequence[int]) -> torch.Tensor:
+    """Decode the frames ``indices`` of ``jpegs`` to uint8 RGB (T, C, H, W), each JPEG once."""
+    unique = sorted(set(indices))
+    data = [torch.frombuffer(bytearray(jpegs[i]), dtype=torch.uint8) for i in unique]
+    decoded = decode_jpeg(data, mode=ImageReadMode.RGB)
+    position = {frame: k for k, frame in enumerate(unique)}
+    return torch.stack([decoded[position[i]] for i in indices])
+
+
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator seeded from (seed, epoch, index) alone (independent of worker or rank)."""
+    digest = hashlib.sha256(f"{seed}/{epoch}/{index}".encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Map-style dataset of sampled clips from the shards of one split.
+
+    ``sampler(num_frames, generator)`` returns V lists of frame indices (views);
+    ``transform(frames, generator)`` gets the uint8 (V, T, C, H, W) views. Items are
+    ``{"frames": (V, T, C, H, W) tensor, "label": int, "key": str}``. File descriptors are
+    opened lazily per process and released by ``close()`` (or when the dataset is collected).
+    """
+
+    def __init__(self, shards_dir: Path, split: str, sampler: Sampler,
+                 transform: Transform | None = None, seed: int = 0):
+        self.paths = shard_paths(shards_dir, split)
+        if not self.paths:
+            raise StageError(
+                f"{Path(shards_dir) / split}: no {split}-NNNNNN.tar shards; "
+                "run python -m pipeline.preprocess first"
+            )
+        self.entries = [e for i, p in enumerate(self.paths) for e in scan_shard(p, i)]
+        self.sampler, self.transform, self.seed = sampler, transform, seed
+        self.epoch = 0
+        self._fds: dict[int, int] = {}
+
+    @property
+    def keys(self) -> list[str]:
+        return [e.key for e in self.entries]
+
+    @property
+    def labels(self) -> list[int]:
+        return [int(e.meta["label_index"]) for e in self.entries]
+
+    @property
+    def num_frames(self) -> list[int]:
+        return [e.num_frames for e in self.entries]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Pick the epoch whose random draws items use (call before each epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def read_jpegs(self, index: int, frames: Sequence[int]) -> list[bytes]:
+        """JPEG bytes of the given frames of clip ``index`` (only those are read)."""
+        entry = self.entries[index]
+        fd = self._fds.get(entry.shard)
+        if fd is None:
+            fd = self._fds[entry.shard] = os.open(self.paths[entry.shard], os.O_RDONLY)
+        return _read_spans(fd, entry.offsets[list(frames)], entry.sizes[list(frames)])
+
+    def __getitem__(self, index: int) -> dict:
+        entry = self.entries[index]
+        generator = item_generator(self.seed, self.epoch, index)
+        views = self.sampler(entry.num_frames, generator)
+        needed = sorted({i for view in views for i in view})
+        jpegs = self.read_jpegs(index, needed)
+        position = {frame: k for k, frame in enumerate(needed)}
+        flat = [position[i] for view in views for i in view]
+        frames = decode_frames(jpegs, flat).unflatten(0, (len(views), -1))
+        if self.transform is not None:
+            frames = self.transform(frames, generator)
+        return {"frames": frames, "label": int(entry.meta["label_index"]), "key": entry.key}
+
+    def close(self) -> None:
+        """Close this process's shard file descriptors."""
+        fds, self._fds = self._fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fds": {}}
+
+    def __del__(self) -> None:
+        self.close()

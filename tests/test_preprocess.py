@@ -1,0 +1,224 @@
+"""The preprocess stage on a tiny Kinetics-layout root written here with real ffmpeg."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.preprocess import main, preprocess
+from pipeline.video import encode_video, ffmpeg_exe
+
+CLASSES = ["abseiling", "air drumming", "zumba"]
+FPS, SHORT_SIDE = 10, 32
+# (split, label, youtube_id, source fps, frames, width, height, layout)
+GOOD_CLIPS = [
+    ("train", "abseiling", "aaaaaaaaaaa", 25, 12, 64, 48, "label"),
+    ("train", "air drumming", "bbbbbbbbbbb", 30, 9, 48, 64, "underscore"),
+    ("train", "zumba", "ccccccccccc", 12, 6, 80, 80, "flat"),
+    ("train", "zumba", "ddddddddddd", 15, 8, 96, 54, "label"),
+    ("validate", "abseiling", "eeeeeeeeeee", 20, 10, 66, 50, "label"),
+    ("validate", "air drumming", "fffffffffff", 10, 4, 40, 72, "flat"),
+]
+# fault kind -> youtube_id; all in split train with label zumba
+FAULTS = {"missing": "m-missing00", "corrupt": "x-corrupt00", "truncated": "x-truncated",
+          "zero_byte": "x-zerobyte0", "text": "x-textfile0"}
+
+
+def clip_id(youtube_id: str, start: int = 0, end: int = 10) -> str:
+    return f"{youtube_id}_{start:06d}_{end:06d}"
+
+
+def source_frames(n: int, width: int, height: int, seed: int) -> np.ndarray:
+    """Smooth moving gradients (JPEG/H.264 friendly), uint8 (N, H, W, 3)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = rng.uniform(0, 255, 3)
+    return np.stack([
+        np.stack([(base[c] + 3 * x + 2 * y + 9 * t * (c + 1)) % 256 for c in range(3)], -1)
+        for t in range(n)
+    ]).astype(np.uint8)
+
+
+def write_kinetics_root(root: Path, faults: bool = True, extra_train: int = 0) -> Path:
+    """A Kinetics-layout root: classes.txt, annotations/{train,validate}.csv, videos/<split>/..."""
+    (root / "annotations").mkdir(parents=True)
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    clips = list(GOOD_CLIPS) + [
+        ("train", "abseiling", f"extra{k:06d}", 25, 10, 64, 48, "label") for k in range(extra_train)
+    ]
+    rows = {"train": [], "validate": []}
+    for seed, (split, label, yid, fps, n, w, h, layout) in enumerate(clips):
+        folder = root / "videos" / split
+        folder = {"label": folder / label, "underscore": folder / label.replace(" ", "_"),
+                  "flat": folder}[layout]
+        folder.mkdir(parents=True, exist_ok=True)
+        encode_video(source_frames(n, w, h, seed), folder / f"{clip_id(yid)}.mp4", fps)
+        rows[split].append((label, yid))
+    if faults:
+        folder = root / "videos" / "train" / "zumba"
+        good = (root / "videos/train/abseiling" / f"{clip_id('aaaaaaaaaaa')}.mp4").read_bytes()
+        (folder / f"{clip_id(FAULTS['corrupt'])}.mp4").write_bytes(
+            good[:32] + np.random.default_rng(0).bytes(len(good)))
+        (folder / f"{clip_id(FAULTS['truncated'])}.mp4").write_bytes(good[: len(good) // 2])
+        (folder / f"{clip_id(FAULTS['zero_byte'])}.mp4").write_bytes(b"")
+        (folder / f"{clip_id(FAULTS['text'])}.mp4").write_text("this is not a video\n")
+        rows["train"] += [("zumba", yid) for yid in FAULTS.values()]
+    for split, entries in rows.items():
+        lines = ["label,youtube_id,time_start,time_end,split,is_cc"]
+        lines += [f'"{label}",{yid},0,10,{split},0' for label, yid in entries]
+        (root / "annotations" / f"{split}.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def run_stage(root: Path, shards_dir: Path, **overrides) -> dict:
+    params = dict(classes_file=None, fps=FPS, short_side=SHORT_SIDE,
+                  jpeg_quality=90, workers=1, trim=False, samples_per_shard=2)
+    return preprocess(root, shards_dir, **{**params, **overrides})
+
+
+def read_manifest(shards_dir: Path) -> dict[str, dict]:
+    with open(shards_dir / "manifest.csv", newline="") as f:
+        return {row["clip_id"]: row for row in csv.DictReader(f)}
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def reference_decode(video: Path, out_dir: Path) -> list[np.ndarray]:
+    """Decode with a hand-written ffmpeg command to PNG files (independent of pipeline.video)."""
+    out_dir.mkdir()
+    scale = f"scale='if(lt(iw,ih),{SHORT_SIDE},-2)':'if(lt(iw,ih),-2,{SHORT_SIDE})'"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-threads", "1", "-i", str(video), "-an",
+                    "-vf", f"fps={FPS},{scale}", str(out_dir / "%04d.png")], check=True)
+    return [np.asarray(Image.open(p).convert("RGB")) for p in sorted(out_dir.glob("*.png"))]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path, dict]:
+    tmp = tmp_path_factory.mktemp("pre")
+    root = write_kinetics_root(tmp / "root")
+    summary = run_stage(root, tmp / "shards")
+    return root, tmp / "shards", summary
+
+
+def test_frames_match_an_independent_ffmpeg_decode(built, tmp_path):
+    root, shards, _ = built
+    manifest = read_manifest(shards)
+    for split, label, yid, *_ in GOOD_CLIPS:
+        row = manifest[clip_id(yid)]
+        video = next((root / "videos" / split).rglob(f"{clip_id(yid)}.mp4"))
+        expected = reference_decode(video, tmp_path / yid)
+        assert row["status"] == "ok" and int(row["num_frames"]) == len(expected) > 0
+        height, width = expected[0].shape[:2]
+        assert (int(row["height"]), int(row["width"])) == (height, width)
+        assert min(height, width) == SHORT_SIDE and height % 2 == 0 and width % 2 == 0
+        with tarfile.open(shards / row["shard"]) as tar:
+            meta = json.loads(tar.extractfile(f"{clip_id(yid)}.json").read())
+            assert meta["label"] == label and meta["label_index"] == CLASSES.index(label)
+            assert meta["num_frames"] == len(expected) and meta["fps"] == FPS
+            for i, frame in enumerate(expected):
+                jpeg = tar.extractfile(f"{clip_id(yid)}.{i:06d}.jpg").read()
+                reference = io.BytesIO()
+                Image.fromarray(frame).save(reference, format="JPEG", quality=90)
+                assert jpeg == reference.getvalue(), f"{yid} frame {i} differs"
+
+
+def test_manifest_rows_statuses_and_reasons(built):
+    _, shards, summary = built
+    manifest = read_manifest(shards)
+    assert len(manifest) == len(GOOD_CLIPS) + len(FAULTS)
+    with open(shards / "manifest.csv", newline="") as f:
+        keys = [(row["split"], row["clip_id"]) for row in csv.DictReader(f)]
+    assert keys == sorted(keys)
+    assert manifest[clip_id(FAULTS["missing"])]["status"] == "missing"
+    for kind in ("corrupt", "truncated", "zero_byte", "text"):
+        row = manifest[clip_id(FAULTS[kind])]
+        assert row["status"] == "failed", kind
+        assert "Invalid data" in row["reason"] or "moov" in row["reason"], row["reason"]
+        assert row["shard"] == "" and row["num_frames"] == ""
+    assert summary["splits"]["train"] == {"ok": 4, "missing": 1, "failed": 4, "shards": 2,
+                                          "frames": sum(
+        int(manifest[clip_id(c[2])]["num_frames"]) for c in GOOD_CLIPS if c[0] == "train")}
+
+
+def test_shards_hold_sorted_clips_in_webdataset_layout(built):
+    _, shards, _ = built
+    assert sorted(p.relative_to(shards).as_posix() for p in shards.rglob("*.tar")) == [
+        "train/train-000000.tar", "train/train-000001.tar", "validate/validate-000000.tar"]
+    assert not list(shards.rglob("*.tmp"))
+    keys = []
+    for shard in sorted((shards / "train").glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            members = tar.getmembers()
+        assert all(m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == "" for m in members)
+        assert all(m.mode == 0o644 for m in members)
+        keys += list(dict.fromkeys(m.name.split(".")[0] for m in members))
+    assert keys == sorted(clip_id(c[2]) for c in GOOD_CLIPS if c[0] == "train")
+
+
+def test_output_is_byte_identical_whatever_the_worker_count(built, tmp_path):
+    root, shards, _ = built
+    run_stage(root, tmp_path / "two", workers=2)
+    assert tree_bytes(tmp_path / "two") == tree_bytes(shards)
+
+
+def test_rerun_keeps_shards_and_changed_params_rebuild(built, tmp_path):
+    root, shards, _ = built
+    out = tmp_path / "out"
+    run_stage(root, out)
+    first = tree_bytes(out)
+    assert run_stage(root, out)["reused_shards"] == 3
+    assert tree_bytes(out) == first
+    changed = run_stage(root, out, jpeg_quality=50)
+    assert changed["reused_shards"] == 0 and tree_bytes(out) != first
+    assert run_stage(root, out, samples_per_shard=10)["splits"]["train"]["shards"] == 1
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["train-000000.tar"]
+
+
+def test_stage_main_exits_zero_with_bad_videos_and_two_on_bad_root(built, tmp_path, capsys):
+    root, _, _ = built
+    out = tmp_path / "cli"
+    args = [f"data.root={root}", f"data.shards_dir={out}",
+            f"data.fps={FPS}", f"data.short_side={SHORT_SIDE}", "data.jpeg_quality=90",
+            "data.workers=2", "data.samples_per_shard=2"]
+    assert main(args) == 0
+    assert "4 ok, 1 missing, 4 failed" in capsys.readouterr().out
+    assert main([f"data.root={tmp_path / 'nowhere'}", f"data.shards_dir={out}"]) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_bytes(tmp_path):
+    root = write_kinetics_root(tmp_path / "root", faults=False, extra_train=6)
+    args = [sys.executable, "-m", "pipeline.preprocess", f"data.root={root}",
+            f"data.fps={FPS}",
+            f"data.short_side={SHORT_SIDE}", "data.workers=1", "data.samples_per_shard=1"]
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(args + [f"data.shards_dir={killed}"], start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 60
+    while not (killed / "train" / "train-000000.tar").exists() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert (killed / "train" / "train-000000.tar").exists()
+    assert not (killed / "manifest.csv").exists(), "the stage finished before it was killed"
+    resumed = run_stage(root, killed, samples_per_shard=1)
+    assert resumed["reused_shards"] >= 1
+    run_stage(root, tmp_path / "clean", samples_per_shard=1)
+    assert tree_bytes(killed) == tree_bytes(tmp_path / "clean")
