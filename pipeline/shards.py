@@ -128,6 +128,7 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __init__(self, shards_dir: Path, split: str, sampler: Sampler,
                  transform: Transform | None = None, seed: int = 0):
+        self._fds: dict[int, int] = {}  # shard index -> this process's descriptor
         self.paths = shard_paths(shards_dir, split)
         if not self.paths:
             raise StageError(
@@ -137,7 +138,6 @@ class ClipDataset(torch.utils.data.Dataset):
         self.entries = [e for i, p in enumerate(self.paths) for e in scan_shard(p, i)]
         self.sampler, self.transform, self.seed = sampler, transform, seed
         self.epoch = 0
-        self._fds: dict[int, int] = {}
 
     @property
     def keys(self) -> list[str]:
