@@ -1,0 +1,371 @@
+"""Stage 1: write a synthetic Kinetics-layout dataset whose classes need long-range context.
+
+Each clip shows two objects in opposite halves of the frame. The four classes are
+{same colour, different colours} x {moving together, moving opposite ways}. Either object on
+its own is drawn from the same distribution in every class (uniform hue, uniform direction,
+random shape/size/amplitude), so only a model that relates the two far-apart objects can tell
+the classes apart; a model with a local receptive field is at chance. See docs/data.md.
+
+The output is a Kinetics root (``classes.txt``, ``annotations/{train,validate}.csv``,
+``videos/<split>/<label>/<clip>.mp4``) with a few missing and corrupt videos, as in the real
+downloads. Every clip comes from its own seeded generator, so the bytes are identical on every
+run and for any worker count.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import os
+import shutil
+import subprocess
+import time
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from pipeline.config import StageError, stage_main
+from pipeline.video import ffmpeg_exe
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """One synthetic class: how object B's colour and motion relate to object A's."""
+
+    name: str
+    same_colour: bool
+    same_direction: bool
+
+
+CLASSES = (
+    ClassSpec("same colour, moving together", True, True),
+    ClassSpec("same colour, moving opposite ways", True, False),
+    ClassSpec("different colours (hues 90+ degrees apart), moving together", False, True),
+    ClassSpec("different colours (hues 90+ degrees apart), moving opposite ways", False, False),
+)
+SPLITS = ("train", "validate")
+CSV_HEADER = "label,youtube_id,time_start,time_end,split,is_cc\n"
+
+RESOLUTIONS = ((96, 128), (120, 160), (112, 112), (128, 96), (90, 160), (144, 176))  # (H, W)
+FRAME_RATES = (12, 15, 20, 24, 25)
+DURATIONS_S = (3, 4, 5)
+SHAPES = ("disc", "square", "triangle")
+# Geometry in units of the frame's short side S, inside the centred S x S "stage" (what a
+# centre crop keeps): objects stay MARGIN from its border and GAP/2 from its midline.
+RADIUS_RANGE = (0.095, 0.125)  # >= 6 px once the short side is scaled to 64
+MARGIN = 0.05
+GAP = 0.16
+PERIOD_RANGE_S = (1.5, 3.0)
+ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
+
+
+@dataclass(frozen=True)
+class ObjectTrack:
+    """One rendered object: its look and its centre in every frame (pixels, x right, y down)."""
+
+    shape: str
+    radius: float  # pixels; the shape lies inside this circle
+    hue: float  # degrees in [0, 360)
+    rgb: tuple[int, int, int]
+    direction: tuple[float, float]  # unit vector of its line of motion
+    centres: np.ndarray  # (T, 2) float, (x, y)
+
+
+def _triangle_wave(phase: np.ndarray) -> np.ndarray:
+    """Periodic ramp in [-1/2, 1/2] with period 1: constant speed, instant turns."""
+    return 2.0 * np.abs(phase - np.floor(phase + 0.5)) - 0.5
+
+
+def _hsv_rgb(hue: float, saturation: float, value: float) -> tuple[int, int, int]:
+    r, g, b = colorsys.hsv_to_rgb(hue / 360.0, saturation, value)
+    return (round(r * 255), round(g * 255), round(b * 255))
+
+
+def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.ndarray:
+    """Boolean mask of ``shape`` centred at the origin; every shape fits in the radius circle."""
+    if shape == "disc":
+        return dx * dx + dy * dy <= radius * radius
+    if shape == "square":  # same area as the disc
+        half = radius * np.sqrt(np.pi) / 2
+        return np.maximum(np.abs(dx), np.abs(dy)) <= half
+    # upward equilateral triangle with circumradius ``radius``
+    return (dy <= radius / 2) & (np.sqrt(3) * np.abs(dx) - dy <= radius)
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Dim, low-saturation textured background, (H, W, 3) float in [0, 1]."""
+    base = np.array(
+        colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.0, 0.35), rng.uniform(0.15, 0.45))
+    )
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    texture = np.zeros((height, width))
+    for _ in range(4):
+        fx, fy = rng.uniform(-4, 4, size=2)
+        texture += rng.uniform(0.02, 0.05) * np.sin(2 * np.pi * (fx * x + fy * y) + rng.uniform(0, 2 * np.pi))
+    tint = rng.uniform(0.5, 1.0, size=3)
+    return np.clip(base + texture[..., None] * tint, 0.0, 1.0).astype(np.float32)
+
+
+def render_clip(
+    rng: np.random.Generator, spec: ClassSpec, duration_s: int
+) -> tuple[np.ndarray, int, tuple[ObjectTrack, ObjectTrack]]:
+    """Draw one ``duration_s`` clip of class ``spec``: frames uint8 (T, H, W, 3), fps, object tracks.
+
+    Resolution, frame rate, background, shapes, sizes, hues and the line of motion are
+    random. Both objects oscillate (triangle wave) with a shared period and phase along
+    directions d_A and d_B = +-d_A, each inside its own half of the centred stage, so they
+    never overlap or leave the frame and their velocities are parallel or opposite at
+    every instant.
+    """
+    height, width = RESOLUTIONS[rng.integers(len(RESOLUTIONS))]
+    fps = int(FRAME_RATES[rng.integers(len(FRAME_RATES))])
+    num_frames = duration_s * fps
+    short = min(height, width)
+    origin = np.array([(width - short) / 2, (height - short) / 2])
+
+    angle = rng.uniform(0, 2 * np.pi)
+    direction_a = np.array([np.cos(angle), np.sin(angle)])
+    directions = (direction_a, direction_a if spec.same_direction else -direction_a)
+    hue_a, hue_offset = rng.uniform(0, 360), rng.uniform(90, 270)  # both drawn in every class
+    hues = (hue_a, hue_a if spec.same_colour else (hue_a + hue_offset) % 360)
+    # split the stage across the axis the motion crosses least, so each half has room to move
+    split_axis = int(abs(direction_a[0]) < abs(direction_a[1]))
+    halves = (0, 1) if rng.uniform() < 0.5 else (1, 0)
+    period = rng.uniform(*PERIOD_RANGE_S)
+    wave = _triangle_wave(np.arange(num_frames) / fps / period + rng.uniform())  # (T,)
+
+    frames = _background(rng, height, width)[None].repeat(num_frames, axis=0)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    tracks = []
+    for direction, hue, half in zip(directions, hues, halves):
+        radius = rng.uniform(*RADIUS_RANGE)
+        low = np.full(2, MARGIN + radius)
+        high = np.full(2, 1 - MARGIN - radius)
+        if half == 0:
+            high[split_axis] = 0.5 - GAP / 2 - radius
+        else:
+            low[split_axis] = 0.5 + GAP / 2 + radius
+        reach = np.abs(direction) + 1e-9  # travel along each axis per unit of amplitude
+        amplitude = rng.uniform(0.6, 1.0) * np.min((high - low) / reach)
+        extent = amplitude * reach
+        middle = rng.uniform(low + extent / 2, high - extent / 2)
+        centres_unit = middle + amplitude * wave[:, None] * direction  # (T, 2) in stage units
+        centres = origin + centres_unit * short
+        shape = SHAPES[rng.integers(len(SHAPES))]
+        rgb = _hsv_rgb(hue, rng.uniform(0.75, 1.0), rng.uniform(0.8, 1.0))
+        mask = _shape_mask(
+            shape,
+            x[None] - centres[:, 0, None, None],
+            y[None] - centres[:, 1, None, None],
+            radius * short,
+        )  # (T, H, W)
+        frames[mask] = np.array(rgb, dtype=np.float32) / 255
+        tracks.append(
+            ObjectTrack(shape, radius * short, hue, rgb, (float(direction[0]), float(direction[1])), centres)
+        )
+    noise = rng.standard_normal(size=frames.shape[:3] + (1,), dtype=np.float32)  # per-pixel, grey
+    frames = np.clip((frames + 0.02 * noise) * 255 + 0.5, 0, 255).astype(np.uint8)
+    return frames, fps, (tracks[0], tracks[1])
+
+
+def encode_mp4(frames: np.ndarray, fps: int, path: Path) -> None:
+    """Encode uint8 (T, H, W, 3) RGB frames to H.264/yuv420p mp4, byte-identical on reruns."""
+    num_frames, height, width, _ = frames.shape
+    command = [
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", "-threads", "1",
+        "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1",
+        "-f", "mp4", str(path),
+    ]  # fmt: skip
+    result = subprocess.run(command, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
+    if result.returncode != 0:
+        raise StageError(f"ffmpeg could not encode {path}: {result.stderr.decode().strip()[-300:]}")
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """Everything needed to write one annotated clip; ``fault`` is '', 'missing' or 'corrupt'."""
+
+    seed: int
+    split: str
+    index: int
+    spec: ClassSpec
+    fault: str
+
+
+def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator of clip ``index`` of ``split``: independent of every other clip."""
+    return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
+
+
+def annotation_row(job: ClipJob) -> tuple[str, str, int, int, int]:
+    """(label, youtube_id, time_start, time_end, is_cc) of a clip, drawn from its own generator.
+
+    Uses a generator separate from the pixels so that the clip id is known without rendering.
+    """
+    rng = np.random.default_rng([job.seed, zlib.crc32(job.split.encode()), job.index, 1])
+    chars = ID_ALPHABET[rng.integers(len(ID_ALPHABET), size=11)]
+    if rng.uniform() < 0.15:  # real Kinetics ids often start with '-', which trips CLI tools
+        chars[0] = "-"
+    start = int(rng.integers(0, 300))
+    duration = int(DURATIONS_S[rng.integers(len(DURATIONS_S))])
+    return job.spec.name, "".join(chars), start, start + duration, int(rng.integers(2))
+
+
+def _clip_stem(job: ClipJob) -> str:
+    _, youtube_id, start, end, _ = annotation_row(job)
+    return f"{youtube_id}_{start:06d}_{end:06d}"
+
+
+def write_clip(root: Path, job: ClipJob) -> None:
+    """Render and write the video of ``job`` under ``root`` (or garbage, or nothing)."""
+    if job.fault == "missing":
+        return
+    folder = root / "videos" / job.split / job.spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    _, _, start, end, _ = annotation_row(job)
+    path = folder / f"{_clip_stem(job)}.mp4"
+    frames, fps, _ = render_clip(clip_rng(job.seed, job.split, job.index), job.spec, end - start)
+    encode_mp4(frames, fps, path)
+    if job.fault == "corrupt":  # an interrupted download: the mp4 index (moov) is cut off
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+
+
+def _csv_field(text: str) -> str:
+    """Quote a label the way the Kinetics CSVs do (labels with spaces are quoted)."""
+    if any(c in text for c in ' ,"()'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def plan_jobs(
+    seed: int, train_per_class: int, validate_per_class: int, num_missing: int, num_corrupt: int
+) -> list[ClipJob]:
+    """All clips of the dataset in CSV order; faults go to train clips chosen from ``seed``."""
+    per_class = {"train": train_per_class, "validate": validate_per_class}
+    if min(per_class.values()) < 1:
+        raise StageError("generate.train_per_class and generate.validate_per_class must be >= 1")
+    num_train = train_per_class * len(CLASSES)
+    if num_missing < 0 or num_corrupt < 0 or num_missing + num_corrupt > num_train:
+        raise StageError(
+            f"generate.num_missing + generate.num_corrupt must be between 0 and the {num_train} "
+            "train clips; lower them"
+        )
+    faulty = np.random.default_rng([seed, 2]).permutation(num_train)[: num_missing + num_corrupt]
+    fault_of = {int(i): "missing" if k < num_missing else "corrupt" for k, i in enumerate(faulty)}
+    return [
+        ClipJob(seed, split, i, CLASSES[i % len(CLASSES)], fault_of.get(i, "") if split == "train" else "")
+        for split in SPLITS
+        for i in range(per_class[split] * len(CLASSES))
+    ]
+
+
+def _classes_text() -> str:
+    return "".join(f"{spec.name}\n" for spec in CLASSES)
+
+
+def _write_annotations(root: Path, jobs: list[ClipJob]) -> None:
+    (root / "annotations").mkdir(parents=True)
+    (root / "classes.txt").write_text(_classes_text())
+    for split in SPLITS:
+        lines = [CSV_HEADER]
+        for job in (j for j in jobs if j.split == split):
+            label, youtube_id, start, end, is_cc = annotation_row(job)
+            lines.append(f"{_csv_field(label)},{youtube_id},{start},{end},{split},{is_cc}\n")
+        (root / "annotations" / f"{split}.csv").write_text("".join(lines))
+
+
+def _check_replaceable(root: Path) -> None:
+    """Refuse to replace ``root`` unless it is absent, empty or an earlier synthetic dataset."""
+    if not root.is_dir() or not any(root.iterdir()):
+        return
+    classes = root / "classes.txt"
+    if not (classes.is_file() and classes.read_text() == _classes_text()):
+        raise StageError(
+            f"{root} exists and is not a synthetic dataset; point data.root at a new folder"
+        )
+
+
+def _replace_dir(built: Path, root: Path) -> None:
+    """Move the finished dataset ``built`` to ``root``, replacing an earlier one as a whole."""
+    if root.exists():
+        old = root.with_name(f".{root.name}.old-{os.getpid()}")
+        os.replace(root, old)
+        os.replace(built, root)
+        shutil.rmtree(old)
+    else:
+        os.replace(built, root)
+
+
+def generate_dataset(
+    root: Path,
+    *,
+    seed: int,
+    train_per_class: int,
+    validate_per_class: int,
+    num_missing: int,
+    num_corrupt: int,
+    workers: int = 2,
+) -> dict:
+    """Write the synthetic dataset to ``root`` (replaced as a whole) and return a summary.
+
+    The summary lists the clip counts per split and the clip ids left missing or corrupt.
+    """
+    root = Path(root)
+    jobs = plan_jobs(seed, train_per_class, validate_per_class, num_missing, num_corrupt)
+    _check_replaceable(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    built = root.with_name(f".{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(built, ignore_errors=True)
+    built.mkdir(parents=True)
+    try:
+        _write_annotations(built, jobs)
+        if workers > 1:
+            with ProcessPoolExecutor(workers) as pool:
+                list(pool.map(write_clip, [built] * len(jobs), jobs, chunksize=4))
+        else:
+            for job in jobs:
+                write_clip(built, job)
+        _replace_dir(built, root)
+    finally:
+        shutil.rmtree(built, ignore_errors=True)
+    return {
+        "root": str(root),
+        "classes": [spec.name for spec in CLASSES],
+        "clips": {split: sum(j.split == split for j in jobs) for split in SPLITS},
+        "missing": [_clip_stem(j) for j in jobs if j.fault == "missing"],
+        "corrupt": [_clip_stem(j) for j in jobs if j.fault == "corrupt"],
+    }
+
+
+def run(cfg: DictConfig) -> None:
+    """Generate ``cfg.generate`` into ``cfg.data.root`` and print a one-line summary."""
+    g = cfg.generate
+    started = time.perf_counter()
+    summary = generate_dataset(
+        Path(cfg.data.root),
+        seed=int(g.seed),
+        train_per_class=int(g.train_per_class),
+        validate_per_class=int(g.validate_per_class),
+        num_missing=int(g.num_missing),
+        num_corrupt=int(g.num_corrupt),
+        workers=int(cfg.data.workers),
+    )
+    clips = ", ".join(f"{n} {split}" for split, n in summary["clips"].items())
+    print(
+        f"generated {clips} clips in {summary['root']} ({len(summary['missing'])} missing, "
+        f"{len(summary['corrupt'])} corrupt) in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main(run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

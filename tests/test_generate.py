@@ -1,0 +1,172 @@
+"""Synthetic dataset generator: real ffmpeg encoding, real files, the class relations on pixels."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import StageError
+from pipeline.generate import (
+    CLASSES,
+    ClipJob,
+    annotation_row,
+    clip_rng,
+    generate_dataset,
+    main,
+    plan_jobs,
+    render_clip,
+)
+from pipeline.kinetics import find_video, load_classes, read_annotations
+from pipeline.video import ffmpeg_exe
+
+TINY = dict(seed=3, train_per_class=1, validate_per_class=1, num_missing=1, num_corrupt=1)
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def decode(path: Path) -> tuple[np.ndarray, float]:
+    """Decode a video with ffmpeg: frames uint8 (T, H, W, 3) and the stream's frame rate."""
+    info = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    match = re.search(r"Video: h264.*?, yuv420p.*?, (\d+)x(\d+).*?, ([\d.]+) fps", info.stderr)
+    assert match, info.stderr
+    width, height, fps = int(match[1]), int(match[2]), float(match[3])
+    raw = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3), fps
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny dataset written through the stage's command line (composed config, overrides)."""
+    workdir = tmp_path_factory.mktemp("stage")
+    overrides = [f"generate.{key}={value}" for key, value in TINY.items()]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)  # no params.yaml here: the config is composed from pipeline/conf
+        assert main(["data.root=data/synthetic", "data.workers=1", *overrides]) == 0
+    return workdir / "data/synthetic"
+
+
+def test_layout_is_a_readable_kinetics_root(dataset: Path) -> None:
+    classes = load_classes(dataset / "classes.txt")
+    assert classes == [spec.name for spec in CLASSES]
+    assert any("," in c and "(" in c for c in classes)
+    csv_text = (dataset / "annotations/train.csv").read_text()
+    assert csv_text.startswith("label,youtube_id,time_start,time_end,split,is_cc\n")
+    assert '\n"same colour, moving together",' in csv_text
+    anns = read_annotations(dataset, classes)
+    assert [(a.split, a.label_index) for a in anns] == [(s, i) for s in ("train", "validate") for i in range(4)]
+    videos = [find_video(dataset, a) for a in anns]
+    assert sum(v is None for v in videos) == 1
+    for ann, video in zip(anns, videos):
+        if video is not None:
+            assert video == dataset / "videos" / ann.split / ann.label / f"{ann.clip_id}.mp4"
+    assert sorted(p.name for p in dataset.parent.iterdir()) == ["synthetic"]  # no temp dirs left
+
+
+def test_videos_decode_to_the_rendered_frames_and_one_is_corrupt(dataset: Path) -> None:
+    anns = read_annotations(dataset, load_classes(dataset / "classes.txt"))
+    jobs = plan_jobs(**TINY)
+    corrupt = 0
+    for ann, job in zip(anns, jobs):
+        video = find_video(dataset, ann)
+        if video is None:
+            continue
+        probe = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video), "-f", "null", "-"],
+                               capture_output=True)
+        if probe.returncode != 0:
+            corrupt += 1
+            continue
+        frames, fps = decode(video)
+        expected, expected_fps, _ = render_clip(clip_rng(job.seed, job.split, job.index), job.spec,
+                                                ann.time_end - ann.time_start)
+        assert fps == expected_fps
+        assert frames.shape == expected.shape
+        assert frames.shape[0] == (ann.time_end - ann.time_start) * fps
+        assert np.abs(frames.astype(int) - expected).mean() < 6  # lossy, but the same picture
+    assert corrupt == 1
+
+
+def test_output_is_byte_identical_across_runs_and_worker_counts(dataset: Path, tmp_path: Path) -> None:
+    other = tmp_path / "synthetic"
+    generate_dataset(other, **TINY, workers=2)
+    (other / "videos/train/stale.mp4").write_bytes(b"left over")
+    summary = generate_dataset(other, **TINY, workers=2)  # rerun replaces the whole root
+    assert tree_hashes(other) == tree_hashes(dataset)
+    assert summary["clips"] == {"train": 4, "validate": 4}
+    assert len(summary["missing"]) == len(summary["corrupt"]) == 1
+
+
+def test_refuses_to_overwrite_a_foreign_directory_and_bad_counts(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StageError, match="is not a synthetic dataset"):
+        generate_dataset(tmp_path, **TINY)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    with pytest.raises(StageError, match="num_missing"):
+        plan_jobs(seed=0, train_per_class=1, validate_per_class=1, num_missing=4, num_corrupt=1)
+
+
+def test_youtube_ids_look_real() -> None:
+    ids = [annotation_row(ClipJob(0, "train", i, CLASSES[0], ""))[1] for i in range(200)]
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{11}", i) for i in ids)
+    assert 10 < sum(i.startswith("-") for i in ids) < 60
+    assert len(set(ids)) == len(ids)
+
+
+def circular_gap(a: float, b: float) -> float:
+    return min(abs(a - b) % 360, 360 - abs(a - b) % 360)
+
+
+@pytest.mark.parametrize("spec", CLASSES, ids=lambda s: s.name)
+def test_class_is_the_relation_between_two_far_apart_objects(spec) -> None:
+    for seed in range(6):
+        frames, fps, (a, b) = render_clip(np.random.default_rng(seed), spec, 3)
+        num_frames, height, width, _ = frames.shape
+        assert num_frames == 3 * fps and 12 <= fps <= 25
+        short = min(height, width)
+        assert a.radius * 64 / short >= 6 and b.radius * 64 / short >= 6  # survives short side 64
+        # colour: equal hue, or hues at least 90 degrees apart
+        assert (circular_gap(a.hue, b.hue) < 1e-9) == spec.same_colour
+        if not spec.same_colour:
+            assert circular_gap(a.hue, b.hue) >= 90
+        # motion: velocities parallel or opposite in every frame where they move
+        va, vb = np.diff(a.centres, axis=0), np.diff(b.centres, axis=0)
+        moving = (np.linalg.norm(va, axis=1) > 1e-6) & (np.linalg.norm(vb, axis=1) > 1e-6)
+        assert moving.mean() > 0.8
+        cosine = (va * vb).sum(1)[moving] / np.linalg.norm(va[moving], axis=1) / np.linalg.norm(vb[moving], axis=1)
+        np.testing.assert_allclose(cosine, 1.0 if spec.same_direction else -1.0, atol=1e-6)
+        assert np.ptp(a.centres, axis=0).max() > 0.08 * short  # visibly moving
+        # far apart, never overlapping, always inside the frame
+        distance = np.linalg.norm(a.centres - b.centres, axis=1)
+        assert distance.min() >= 0.35 * short and distance.min() > a.radius + b.radius
+        for track in (a, b):
+            assert (track.centres - track.radius >= 0).all()
+            assert (track.centres + track.radius <= [width, height]).all()
+            # the pixels at the object's centre have its colour (up to the per-pixel noise)
+            cx, cy = np.round(track.centres).astype(int).T
+            pixels = frames[np.arange(num_frames), cy, cx].astype(int)
+            assert np.abs(pixels - track.rgb).max() <= 30
+
+
+def test_each_object_alone_does_not_depend_on_the_class() -> None:
+    """With the same generator state object A (and the background) are identical in every class."""
+    renders = [render_clip(np.random.default_rng(11), spec, 3) for spec in CLASSES]
+    first_a = renders[0][2][0]
+    for _, fps, (a, _) in renders[1:]:
+        assert fps == renders[0][1]
+        assert (a.shape, a.radius, a.hue, a.rgb, a.direction) == (
+            first_a.shape, first_a.radius, first_a.hue, first_a.rgb, first_a.direction)
+        np.testing.assert_array_equal(a.centres, first_a.centres)
