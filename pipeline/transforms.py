@@ -1,0 +1,131 @@
+"""Clip sampling and pixel transforms shared by train, evaluate and predict.
+
+A ``ClipDataset`` item is built in two steps, both driven by the item's own ``torch.Generator``
+so that augmentation does not depend on worker or process counts:
+
+1. a *sampler* picks the frame indices of each view (``RandomClip`` for training: one clip at a
+   random start; ``UniformClips`` for testing: clips with evenly spread starts),
+2. a *transform* turns the decoded views, uint8 ``(V, T, C, H, W)``, into uint8 crops
+   ``(V', C, T, S, S)`` (``TrainTransform``: short-side scale jitter, random crop, optional
+   horizontal flip; ``TestTransform``: short side to S, then 1 or 3 crops along the long side as
+   in PySlowFast's 3-crop testing).
+
+Crops stay uint8 until they reach the device, where ``normalize`` makes them float: a quarter of
+the host-to-device traffic of float32 clips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from pipeline.clips import random_clip_indices, uniform_clip_indices
+
+
+@dataclass(frozen=True)
+class RandomClip:
+    """Training sampler: one clip of ``clip_len`` frames ``stride`` apart at a random start."""
+
+    clip_len: int
+    stride: int
+
+    def __call__(self, num_frames: int, generator: torch.Generator) -> list[list[int]]:
+        return [random_clip_indices(num_frames, self.clip_len, self.stride, generator)]
+
+
+@dataclass(frozen=True)
+class UniformClips:
+    """Test sampler: ``num_clips`` clips with evenly spread starts (deterministic)."""
+
+    clip_len: int
+    stride: int
+    num_clips: int
+
+    def __call__(self, num_frames: int, generator: torch.Generator) -> list[list[int]]:
+        return uniform_clip_indices(num_frames, self.clip_len, self.stride, self.num_clips)
+
+
+def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize ``(..., H, W)`` frames so that the shorter side is ``size`` (antialiased)."""
+    height, width = frames.shape[-2:]
+    if min(height, width) == size:
+        return frames
+    return F.resize(frames, [size], antialias=True)
+
+
+def crop_offsets(length: int, size: int, num_crops: int) -> list[int]:
+    """Start offsets of ``num_crops`` crops of ``size`` along a side of ``length``.
+
+    One crop is centred; three are first/centre/last (left/centre/right or top/centre/bottom).
+    """
+    if size > length:
+        raise ValueError(f"crop {size} is larger than the side {length}")
+    if num_crops == 1:
+        return [(length - size) // 2]
+    if num_crops == 3:
+        return [0, (length - size) // 2, length - size]
+    raise ValueError(f"num_crops must be 1 or 3, got {num_crops}")
+
+
+def to_clip_layout(views: torch.Tensor) -> torch.Tensor:
+    """``(V, T, C, H, W)`` → ``(V, C, T, H, W)``, the layout of 3-D convolutions."""
+    return views.permute(0, 2, 1, 3, 4).contiguous()
+
+
+@dataclass(frozen=True)
+class TrainTransform:
+    """Scale jitter + random crop + optional horizontal flip, one draw per item.
+
+    The short side is resized to ``crop_size × U(scale_jitter)`` and a ``crop_size²`` window is
+    cut at a random position; every view and frame of the item gets the same geometry.
+    """
+
+    crop_size: int
+    scale_jitter: tuple[float, float] = (1.0, 1.0)
+    hflip: bool = False
+
+    def __call__(self, views: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """uint8 ``(V, T, C, H, W)`` → uint8 ``(V, C, T, crop, crop)``."""
+        low, high = self.scale_jitter
+        scale = low + (high - low) * float(torch.rand((), generator=generator))
+        short = max(self.crop_size, round(self.crop_size * scale))
+        views = resize_short_side(views, short)
+        height, width = views.shape[-2:]
+        top = int(torch.randint(0, height - self.crop_size + 1, (), generator=generator))
+        left = int(torch.randint(0, width - self.crop_size + 1, (), generator=generator))
+        views = views[..., top : top + self.crop_size, left : left + self.crop_size]
+        if self.hflip and bool(torch.rand((), generator=generator) < 0.5):
+            views = views.flip(-1)
+        return to_clip_layout(views)
+
+
+@dataclass(frozen=True)
+class TestTransform:
+    """Short side to ``crop_size``, then ``num_crops`` (1 or 3) crops along the long side."""
+
+    crop_size: int
+    num_crops: int = 1
+
+    def __call__(self, views: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 ``(V, T, C, H, W)`` → uint8 ``(V · num_crops, C, T, crop, crop)``, view-major."""
+        views = resize_short_side(views, self.crop_size)
+        height, width = views.shape[-2:]
+        size = self.crop_size
+        crops = []
+        for view in views:
+            if width >= height:
+                crops += [view[..., :size, x : x + size] for x in crop_offsets(width, size, self.num_crops)]
+            else:
+                crops += [view[..., y : y + size, :size] for y in crop_offsets(height, size, self.num_crops)]
+        return to_clip_layout(torch.stack(crops))
+
+
+def normalize(clips: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``(N, C, T, H, W)`` → float32 ``(x / 255 - mean) / std`` per channel."""
+    shape = (1, -1) + (1,) * (clips.dim() - 2)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=clips.device).view(shape)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=clips.device).view(shape)
+    return (clips.float().div_(255.0) - mean_t) / std_t

@@ -1,0 +1,242 @@
+"""The train stage on real shards (real ffmpeg → preprocess): outputs, MLflow, resume, DDP, errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+import torch.multiprocessing as mp
+from omegaconf import DictConfig
+from test_preprocess import run_stage, write_kinetics_root
+
+import pipeline.train as train_stage
+from pipeline.config import load_config
+from pipeline.distributed import SyncBatchNorm
+from pipeline.train import lr_factor, parameter_groups, train
+from pipeline.transforms import TrainTransform
+
+TRAIN_CLIPS = 8  # 4 clips of test_preprocess's root + 4 extra
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(dataset root, shards dir): 8 train and 2 validate clips of 3 classes, short side 32."""
+    tmp = tmp_path_factory.mktemp("train-data")
+    root = write_kinetics_root(tmp / "root", faults=False, extra_train=TRAIN_CLIPS - 4)
+    run_stage(root, tmp / "shards", samples_per_shard=3)
+    return root, tmp / "shards"
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite MLflow store for the session (creating its tables takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_uri: str) -> Path:
+    """A fresh cwd without params.yaml (the config is composed) and the session's MLflow store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    return tmp_path
+
+
+def tiny_overrides(shards: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
+    """A 2-epoch tiny_a2 run on 4×32×32 clips, batch 4, with every output under ``out``."""
+    root, shards_dir = shards
+    return [
+        f"data.root={root}",
+        f"data.shards_dir={shards_dir}",
+        "model.clip.num_frames=4",
+        "model.clip.stride=1",
+        "model.clip.crop_size=32",
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.num_workers=0",
+        "train.lr=0.1",
+        f"train.out_dir={out / 'model'}",
+        f"train.metrics_csv={out / 'train_metrics.csv'}",
+        f"eval.metrics_file={out / 'metrics.json'}",
+        f"eval.per_class_file={out / 'per_class.json'}",
+        f"eval.plots_dir={out / 'plots'}",
+        *extra,
+    ]
+
+
+def tiny_config(shards: tuple[Path, Path], out: Path, *extra: str) -> DictConfig:
+    return load_config(tiny_overrides(shards, out, *extra), params_file=out / "no-params.yaml")
+
+
+def state_dicts_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_writes_checkpoint_weights_metrics_and_one_mlflow_run(shards, workdir):
+    cfg = tiny_config(shards, workdir)
+    checkpoint_path = train(cfg)
+
+    checkpoint = torch.load(checkpoint_path, weights_only=True)
+    assert checkpoint["epoch"] == 2
+    assert checkpoint["model_name"] == "tiny_a2"
+    assert checkpoint["classes"] == ["abseiling", "air drumming", "zumba"]
+    assert checkpoint["clip"] == {"num_frames": 4, "stride": 1, "crop_size": 32}
+    assert checkpoint["config"]["train"]["epochs"] == 2
+    assert {"model", "optimizer", "scheduler", "rng"} <= checkpoint.keys()
+    final = torch.load(workdir / "model/model.pt", weights_only=True)
+    assert state_dicts_equal(final, checkpoint["model"])
+
+    lines = (workdir / "train_metrics.csv").read_text().splitlines()
+    assert lines[0].split(",")[:3] == ["epoch", "train_loss", "train_top1"]
+    assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
+
+    run_id = (workdir / "model/run_id.txt").read_text().strip()
+    assert run_id == checkpoint["mlflow_run_id"]
+    run = mlflow.get_run(run_id)
+    assert run.data.params["train.epochs"] == "2"
+    assert run.data.params["model.net.name"] == "tiny_a2"
+    assert {"train_loss", "train_top1", "lr", "val_clip_top1", "clips_per_s", "model_params", "model_macs"} <= run.data.metrics.keys()
+    assert len(run.data.tags["data.manifest_md5"]) == 32
+    assert run.data.tags["git_commit"] == "unknown"  # the cwd is a temp dir outside git
+    history = mlflow.tracking.MlflowClient().get_metric_history(run_id, "train_loss")
+    assert [m.step for m in history] == [1, 2]
+
+
+def test_resume_after_an_interruption_ends_with_the_weights_of_a_straight_run(shards, workdir, monkeypatch):
+    straight = tiny_config(shards, workdir / "straight")
+    train(straight)
+
+    class Interrupted(Exception):
+        pass
+
+    save = train_stage.atomic_save
+
+    def save_then_die(obj, path):
+        save(obj, path)
+        raise Interrupted  # killed right after the first epoch's checkpoint
+
+    resumed = tiny_config(shards, workdir / "resumed")
+    monkeypatch.setattr(train_stage, "atomic_save", save_then_die)
+    with pytest.raises(Interrupted):
+        train(resumed)
+    monkeypatch.setattr(train_stage, "atomic_save", save)
+    first_run_id = (workdir / "resumed/model/run_id.txt").read_text()
+    assert torch.load(workdir / "resumed/model/last.pt", weights_only=True)["epoch"] == 1
+
+    resumed.train.resume = True
+    train(resumed)
+
+    a = torch.load(workdir / "straight/model/last.pt", weights_only=True)
+    b = torch.load(workdir / "resumed/model/last.pt", weights_only=True)
+    assert state_dicts_equal(a["model"], b["model"])
+    momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
+    momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
+    assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b, strict=True))
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    assert (workdir / "resumed/model/run_id.txt").read_text() == first_run_id
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def ddp_worker(rank: int, world_size: int, port: int, overrides: list[str], params_file: str) -> None:
+    """One torchrun-like process: the launcher's env vars, then the ordinary training."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    train(load_config(overrides, params_file=Path(params_file)))
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_like_one_process_on_the_same_global_batch(shards, workdir):
+    torch.set_num_threads(1)
+    single = workdir / "single"
+    train(tiny_config(shards, single))
+    double = workdir / "double"
+    overrides = tiny_overrides(shards, double)
+    mp.spawn(ddp_worker, args=(2, free_port(), overrides, str(double / "no-params.yaml")), nprocs=2)
+
+    a = torch.load(single / "model/last.pt", weights_only=True)
+    b = torch.load(double / "model/last.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        assert torch.allclose(a["model"][key].double(), b["model"][key].double(), atol=1e-5), key
+    for row_a, row_b in zip(a["history"], b["history"], strict=True):
+        for metric in ("train_loss", "train_top1", "val_clip_top1"):
+            assert row_a[metric] == pytest.approx(row_b[metric], abs=1e-5), metric
+
+
+def sync_bn_worker(rank: int, port: int, batch: torch.Tensor, out: str) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    bn = SyncBatchNorm(3)
+    half = batch[rank * 2 : rank * 2 + 2].clone().requires_grad_(True)
+    (bn(half) * torch.arange(1.0, 3.0)[:, None, None, None, None]).sum().backward()
+    torch.save({"out_grad": half.grad, "running_var": bn.running_var, "weight_grad": bn.weight.grad}, f"{out}/{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_sync_batchnorm_on_two_cpu_processes_equals_batchnorm_on_the_whole_batch(tmp_path):
+    batch = torch.randn(4, 3, 2, 5, 5, generator=torch.Generator().manual_seed(1))
+    mp.spawn(sync_bn_worker, args=(free_port(), batch, str(tmp_path)), nprocs=2)
+    reference = torch.nn.BatchNorm3d(3)
+    whole = batch.clone().requires_grad_(True)
+    (reference(whole) * torch.tensor([1.0, 2.0, 1.0, 2.0])[:, None, None, None, None]).sum().backward()
+    parts = [torch.load(tmp_path / f"{rank}.pt") for rank in (0, 1)]
+    assert torch.allclose(torch.cat([p["out_grad"] for p in parts]), whole.grad, atol=1e-5)
+    assert torch.allclose(parts[0]["running_var"], reference.running_var, atol=1e-6)
+    # DDP averages parameter gradients over processes; their mean is the whole batch's gradient / 2
+    assert torch.allclose(parts[0]["weight_grad"] + parts[1]["weight_grad"], reference.weight.grad, atol=1e-5)
+
+
+def test_lr_warms_up_linearly_then_decays_along_a_cosine_to_zero():
+    factors = [lr_factor(step, warmup_steps=4, total_steps=12) for step in range(12)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[4] == 1.0 and factors[8] == pytest.approx(0.5)
+    assert all(a > b for a, b in zip(factors[4:], factors[5:]))
+    assert lr_factor(12, 4, 12) == pytest.approx(0.0)
+
+
+def test_weight_decay_skips_norm_parameters_and_biases():
+    net = torch.nn.Sequential(torch.nn.Conv3d(3, 4, 1), torch.nn.BatchNorm3d(4), torch.nn.Linear(4, 2))
+    decay, no_decay = parameter_groups(net, 1e-4)
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(net[0].weight), id(net[2].weight)}
+    assert len(no_decay["params"]) == 4  # conv bias, BN weight and bias, linear bias
+
+
+def test_train_transform_is_a_function_of_the_generator_and_keeps_the_geometry_of_a_crop():
+    frames = torch.randint(0, 256, (1, 4, 3, 40, 60), dtype=torch.uint8)
+    transform = TrainTransform(32, scale_jitter=(1.0, 1.3), hflip=True)
+    a = transform(frames, torch.Generator().manual_seed(5))
+    b = transform(frames, torch.Generator().manual_seed(5))
+    assert a.shape == (1, 3, 4, 32, 32) and a.dtype == torch.uint8
+    assert torch.equal(a, b)
+    no_jitter = TrainTransform(40, scale_jitter=(1.0, 1.0))(frames, torch.Generator().manual_seed(0))
+    windows = [frames[0, :, :, :, x : x + 40].permute(1, 0, 2, 3) for x in range(21)]
+    assert any(torch.equal(no_jitter[0], w) for w in windows)  # an exact crop, no resampling
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.net.name=tiny_bogus", "unknown model 'tiny_bogus'"),
+        ("data.shards_dir=/nonexistent/shards", "shards dir /nonexistent/shards not found"),
+        ("data.train_split=test", "no test-NNNNNN.tar shards"),
+        ("train.batch_size=64", "fewer than train.batch_size=64"),
+    ],
+)
+def test_bad_configs_fail_with_one_clear_line(shards, workdir, capsys, override, message):
+    argv = tiny_overrides(shards, workdir, override)
+    assert train_stage.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
