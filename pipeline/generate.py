@@ -56,9 +56,9 @@ SHAPES = ("disc", "square", "triangle")
 # Geometry in units of the frame's short side S, inside the centred S x S "stage" (what a
 # centre crop keeps): objects stay MARGIN from its border and GAP/2 from its midline.
 RADIUS_RANGE = (0.095, 0.125)  # >= 6 px once the short side is scaled to 64
-MARGIN = 0.05
-GAP = 0.16
-PERIOD_RANGE_S = (1.5, 3.0)
+MARGIN = 0.07  # a 56 px centre crop of a 64 px short side cuts 4 px (0.0625) per side
+GAP = 0.14
+PERIOD_RANGE_S = (1.0, 2.0)
 ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
 
 
@@ -149,20 +149,23 @@ def render_clip(
         else:
             low[split_axis] = 0.5 + GAP / 2 + radius
         reach = np.abs(direction) + 1e-9  # travel along each axis per unit of amplitude
-        amplitude = rng.uniform(0.6, 1.0) * np.min((high - low) / reach)
+        amplitude = rng.uniform(0.8, 1.0) * np.min((high - low) / reach)
         extent = amplitude * reach
         middle = rng.uniform(low + extent / 2, high - extent / 2)
         centres_unit = middle + amplitude * wave[:, None] * direction  # (T, 2) in stage units
         centres = origin + centres_unit * short
         shape = SHAPES[rng.integers(len(SHAPES))]
         rgb = _hsv_rgb(hue, rng.uniform(0.75, 1.0), rng.uniform(0.8, 1.0))
+        # draw only inside the box the object sweeps over the clip
+        x0, y0 = np.floor(centres.min(0) - radius * short).astype(int)
+        x1, y1 = np.ceil(centres.max(0) + radius * short).astype(int) + 1
         mask = _shape_mask(
             shape,
-            x[None] - centres[:, 0, None, None],
-            y[None] - centres[:, 1, None, None],
+            x[None, y0:y1, x0:x1] - centres[:, 0, None, None],
+            y[None, y0:y1, x0:x1] - centres[:, 1, None, None],
             radius * short,
-        )  # (T, H, W)
-        frames[mask] = np.array(rgb, dtype=np.float32) / 255
+        )  # (T, y1 - y0, x1 - x0)
+        frames[:, y0:y1, x0:x1][mask] = np.array(rgb, dtype=np.float32) / 255
         tracks.append(
             ObjectTrack(shape, radius * short, hue, rgb, (float(direction[0]), float(direction[1])), centres)
         )
