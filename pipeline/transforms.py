@@ -106,6 +106,7 @@ class TrainTransform:
 class TestTransform:
     """Short side to ``crop_size``, then ``num_crops`` (1 or 3) crops along the long side."""
 
+    __test__ = False  # not a pytest test class despite the name
     crop_size: int
     num_crops: int = 1
 

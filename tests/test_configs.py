@@ -1,0 +1,67 @@
+"""Every config combination composes, overrides on the command line, and instantiates its model."""
+
+from __future__ import annotations
+
+import itertools
+
+import a2model
+import pytest
+import torch
+
+from pipeline.config import CONF_DIR, compose
+from pipeline.train import build_net
+
+GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) for group in ("model", "data", "train")}
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+TINY = [name for name in GROUPS["model"] if name.startswith("tiny_")]
+
+
+def test_every_named_model_of_a2model_has_a_config():
+    video_models = {name for name, shape in a2model.MODEL_INPUTS.items() if len(shape) == 4}
+    assert set(GROUPS["model"]) == video_models
+    assert {"tiny_a2", "r26_a2", "r50_a2"} <= set(GROUPS["model"])
+
+
+@pytest.mark.parametrize(("model", "data", "train"), list(itertools.product(*GROUPS.values())))
+def test_every_combination_composes_with_command_line_overrides(model, data, train):
+    cfg = compose([f"model={model}", f"data={data}", f"train={train}", "train.epochs=3", "train.seed=7"])
+    assert cfg.model.net.name == model and cfg.data.name == data
+    assert cfg.train.epochs == 3 and cfg.train.seed == 7
+    assert list(a2model.MODEL_INPUTS[model]) == [3, cfg.model.clip.num_frames, cfg.model.clip.crop_size, cfg.model.clip.crop_size]
+    assert cfg.train.batch_size >= 1 and len(cfg.train.scale_jitter) == 2
+
+
+@pytest.mark.parametrize("model", GROUPS["model"])
+def test_every_model_config_instantiates_for_synthetic_and_kinetics_classes(model):
+    cfg = compose([f"model={model}"])
+    for num_classes in (4, 400):
+        with torch.device("meta"):  # the ResNet-50s are built without allocating their weights
+            net = build_net(cfg.model.net, num_classes)
+        classifier = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+        assert classifier.out_features == num_classes
+
+
+@pytest.mark.parametrize("model", TINY)
+def test_tiny_models_classify_their_default_clip(model):
+    cfg = compose([f"model={model}"])
+    clip = cfg.model.clip
+    net = build_net(cfg.model.net, 4).eval()
+    with torch.no_grad():
+        logits = net(torch.zeros(2, 3, clip.num_frames, clip.crop_size, clip.crop_size))
+    assert logits.shape == (2, 4)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiments_are_deltas_on_the_defaults(experiment):
+    base = compose()
+    cfg = compose([f"experiment={experiment}"])
+    assert cfg.data.name == "kinetics400" and cfg.train.device == "auto"
+    assert cfg.generate == base.generate and cfg.validate == base.validate  # untouched sections
+    assert compose([f"experiment={experiment}", "train.epochs=1"]).train.epochs == 1
+
+
+def test_paper_experiment_is_the_kinetics_r50_a2_on_the_gpu_schedule():
+    cfg = compose(["experiment=kinetics400_r50_a2"])
+    assert (cfg.model.net.name, cfg.data.name, cfg.train.lr) == ("r50_a2", "kinetics400", 0.1)
+    assert (cfg.model.clip.num_frames, cfg.model.clip.crop_size) == (8, 224)
+    assert (cfg.eval.num_clips, cfg.eval.num_crops) == (10, 3)

@@ -1,0 +1,88 @@
+"""The evaluate stage: multi-view scoring maths, 3-crop geometry, and train → evaluate end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from test_train import mlflow_uri, shards, tiny_overrides, workdir  # noqa: F401 (fixtures)
+
+from pipeline import evaluate as evaluate_stage
+from pipeline import train as train_stage
+from pipeline.evaluate import Evaluation, topk_accuracy
+from pipeline.transforms import TestTransform
+
+
+def test_video_scores_sum_the_softmax_of_views_and_clip_accuracy_counts_each_view():
+    # 2 videos × 2 views × 3 classes: one view of each video is wrong, the summed scores are right
+    view_scores = torch.tensor(
+        [
+            [[0.9, 0.1, 0.0], [0.3, 0.4, 0.3]],
+            [[0.2, 0.5, 0.3], [0.1, 0.2, 0.7]],
+        ]
+    )
+    result = Evaluation(["a", "b", "c"], view_scores, torch.tensor([0, 2]))
+    metrics = result.metrics()
+    assert metrics["clip_top1"] == 0.5
+    assert torch.allclose(result.video_scores, torch.tensor([[1.2, 0.5, 0.3], [0.3, 0.7, 1.0]]))
+    assert metrics["video_top1"] == 1.0
+    assert metrics["video_top5"] == 1.0 and metrics["clip_top5"] == 1.0  # k clamped to 3 classes
+    assert result.confusion().tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
+    assert result.per_class_top1() == {"a": 1.0, "c": 1.0}  # b has no videos
+
+
+def test_topk_accuracy_counts_the_label_among_the_k_best():
+    scores = torch.tensor([[0.5, 0.3, 0.2], [0.5, 0.3, 0.2], [0.5, 0.3, 0.2]])
+    labels = torch.tensor([0, 1, 2])
+    assert topk_accuracy(scores, labels, 1) == pytest.approx(1 / 3)
+    assert topk_accuracy(scores, labels, 2) == pytest.approx(2 / 3)
+    assert topk_accuracy(scores, labels, 5) == 1.0
+
+
+@pytest.mark.parametrize(("height", "width"), [(40, 64), (64, 40)])
+def test_three_crops_are_first_centre_last_along_the_long_side(height, width):
+    frames = torch.randint(0, 256, (2, 3, 3, height, width), dtype=torch.uint8)  # (V, T, C, H, W)
+    crops = TestTransform(40, num_crops=3)(frames)
+    assert crops.shape == (6, 3, 3, 40, 40)
+    clip = frames[1].permute(1, 0, 2, 3)  # (C, T, H, W)
+    starts = [0, 12, 24]
+    for k, start in enumerate(starts):
+        expected = clip[..., start : start + 40] if width > height else clip[..., start : start + 40, :]
+        assert torch.equal(crops[3 + k], expected)
+    assert torch.equal(TestTransform(40, num_crops=1)(frames)[1], crops[4])  # one crop = the centre
+
+
+def test_train_then_evaluate_writes_metrics_plots_and_logs_to_the_training_run(shards, workdir):  # noqa: F811
+    argv = tiny_overrides(shards, workdir, "eval.num_clips=2", "eval.num_crops=3", "eval.batch_size=12")
+    assert train_stage.main(argv) == 0
+    assert evaluate_stage.main(argv) == 0
+
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    for key in ("video_top1", "video_top5", "clip_top1", "clip_top5"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["video_top5"] == 1.0  # 3 classes: top-5 is clamped to top-3
+    assert metrics["num_videos"] == 2 and metrics["views_per_video"] == 6
+    per_class = json.loads((workdir / "per_class.json").read_text())
+    assert set(per_class) == {"abseiling", "air drumming"}  # the classes with validation videos
+    with open(workdir / "plots/predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["actual"] for r in rows) == ["abseiling", "air drumming"]
+    assert all(r["predicted"] in ("abseiling", "air drumming", "zumba") for r in rows)
+    assert (workdir / "plots/confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    run = mlflow.get_run((workdir / "model/run_id.txt").read_text().strip())
+    assert run.data.metrics["video_top1"] == metrics["video_top1"]
+    assert "train_loss" in run.data.metrics  # the same run as training
+    artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/metrics.json" in artifacts
+
+
+def test_missing_checkpoint_is_one_clear_line(shards, workdir, capsys):  # noqa: F811
+    argv = tiny_overrides(shards, workdir, f"train.out_dir={workdir / 'never-trained'}")
+    assert evaluate_stage.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: checkpoint ") and "never-trained/last.pt not found" in err and "\n" not in err
