@@ -28,6 +28,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from pipeline.config import StageError, stage_main
+from pipeline.kinetics import Annotation
 from pipeline.video import ffmpeg_exe
 
 
@@ -70,7 +71,7 @@ class ObjectTrack:
     radius: float  # pixels; the shape lies inside this circle
     hue: float  # degrees in [0, 360)
     rgb: tuple[int, int, int]
-    direction: tuple[float, float]  # unit vector of its line of motion
+    direction: tuple[float, float]  # unit vector of its line of motion (x, y)
     centres: np.ndarray  # (T, 2) float, (x, y)
 
 
@@ -104,7 +105,8 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     texture = np.zeros((height, width))
     for _ in range(4):
         fx, fy = rng.uniform(-4, 4, size=2)
-        texture += rng.uniform(0.02, 0.05) * np.sin(2 * np.pi * (fx * x + fy * y) + rng.uniform(0, 2 * np.pi))
+        amplitude, phase = rng.uniform(0.02, 0.05), rng.uniform(0, 2 * np.pi)
+        texture += amplitude * np.sin(2 * np.pi * (fx * x + fy * y) + phase)
     tint = rng.uniform(0.5, 1.0, size=3)
     return np.clip(base + texture[..., None] * tint, 0.0, 1.0).astype(np.float32)
 
@@ -167,7 +169,7 @@ def render_clip(
         )  # (T, y1 - y0, x1 - x0)
         frames[:, y0:y1, x0:x1][mask] = np.array(rgb, dtype=np.float32) / 255
         tracks.append(
-            ObjectTrack(shape, radius * short, hue, rgb, (float(direction[0]), float(direction[1])), centres)
+            ObjectTrack(shape, radius * short, hue, rgb, (direction[0], direction[1]), centres)
         )
     noise = rng.standard_normal(size=frames.shape[:3] + (1,), dtype=np.float32)  # per-pixel, grey
     frames = np.clip((frames + 0.02 * noise) * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -205,8 +207,8 @@ def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
 
 
-def annotation_row(job: ClipJob) -> tuple[str, str, int, int, int]:
-    """(label, youtube_id, time_start, time_end, is_cc) of a clip, drawn from its own generator.
+def clip_annotation(job: ClipJob) -> tuple[Annotation, int]:
+    """The clip's annotation and its ``is_cc`` flag, drawn from the clip's own generator.
 
     Uses a generator separate from the pixels so that the clip id is known without rendering.
     """
@@ -216,12 +218,16 @@ def annotation_row(job: ClipJob) -> tuple[str, str, int, int, int]:
         chars[0] = "-"
     start = int(rng.integers(0, 300))
     duration = int(DURATIONS_S[rng.integers(len(DURATIONS_S))])
-    return job.spec.name, "".join(chars), start, start + duration, int(rng.integers(2))
-
-
-def _clip_stem(job: ClipJob) -> str:
-    _, youtube_id, start, end, _ = annotation_row(job)
-    return f"{youtube_id}_{start:06d}_{end:06d}"
+    annotation = Annotation(
+        label=job.spec.name,
+        label_index=CLASSES.index(job.spec),
+        youtube_id="".join(chars),
+        time_start=start,
+        time_end=start + duration,
+        split=job.split,
+        source=f"annotations/{job.split}.csv:{job.index + 2}",
+    )
+    return annotation, int(rng.integers(2))
 
 
 def write_clip(root: Path, job: ClipJob) -> None:
@@ -230,9 +236,10 @@ def write_clip(root: Path, job: ClipJob) -> None:
         return
     folder = root / "videos" / job.split / job.spec.name
     folder.mkdir(parents=True, exist_ok=True)
-    _, _, start, end, _ = annotation_row(job)
-    path = folder / f"{_clip_stem(job)}.mp4"
-    frames, fps, _ = render_clip(clip_rng(job.seed, job.split, job.index), job.spec, end - start)
+    ann, _ = clip_annotation(job)
+    duration_s = ann.time_end - ann.time_start
+    frames, fps, _ = render_clip(clip_rng(job.seed, job.split, job.index), job.spec, duration_s)
+    path = folder / f"{ann.clip_id}.mp4"
     encode_mp4(frames, fps, path)
     if job.fault == "corrupt":  # an interrupted download: the mp4 index (moov) is cut off
         data = path.read_bytes()
@@ -278,8 +285,9 @@ def _write_annotations(root: Path, jobs: list[ClipJob]) -> None:
     for split in SPLITS:
         lines = [CSV_HEADER]
         for job in (j for j in jobs if j.split == split):
-            label, youtube_id, start, end, is_cc = annotation_row(job)
-            lines.append(f"{_csv_field(label)},{youtube_id},{start},{end},{split},{is_cc}\n")
+            a, is_cc = clip_annotation(job)
+            fields = (_csv_field(a.label), a.youtube_id, a.time_start, a.time_end, split, is_cc)
+            lines.append(",".join(map(str, fields)) + "\n")
         (root / "annotations" / f"{split}.csv").write_text("".join(lines))
 
 
@@ -341,8 +349,8 @@ def generate_dataset(
         "root": str(root),
         "classes": [spec.name for spec in CLASSES],
         "clips": {split: sum(j.split == split for j in jobs) for split in SPLITS},
-        "missing": [_clip_stem(j) for j in jobs if j.fault == "missing"],
-        "corrupt": [_clip_stem(j) for j in jobs if j.fault == "corrupt"],
+        "missing": [clip_annotation(j)[0].clip_id for j in jobs if j.fault == "missing"],
+        "corrupt": [clip_annotation(j)[0].clip_id for j in jobs if j.fault == "corrupt"],
     }
 
 

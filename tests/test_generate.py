@@ -14,7 +14,7 @@ from pipeline.config import StageError
 from pipeline.generate import (
     CLASSES,
     ClipJob,
-    annotation_row,
+    clip_annotation,
     clip_rng,
     generate_dataset,
     main,
@@ -68,6 +68,7 @@ def test_layout_is_a_readable_kinetics_root(dataset: Path) -> None:
     assert csv_text.startswith("label,youtube_id,time_start,time_end,split,is_cc\n")
     assert '\n"same colour, moving together",' in csv_text
     anns = read_annotations(dataset, classes)
+    assert anns == [clip_annotation(job)[0] for job in plan_jobs(**TINY)]  # what the generator meant
     assert [(a.split, a.label_index) for a in anns] == [(s, i) for s in ("train", "validate") for i in range(4)]
     videos = [find_video(dataset, a) for a in anns]
     assert sum(v is None for v in videos) == 1
@@ -120,7 +121,7 @@ def test_refuses_to_overwrite_a_foreign_directory_and_bad_counts(tmp_path: Path)
 
 
 def test_youtube_ids_look_real() -> None:
-    ids = [annotation_row(ClipJob(0, "train", i, CLASSES[0], ""))[1] for i in range(200)]
+    ids = [clip_annotation(ClipJob(0, "train", i, CLASSES[0], ""))[0].youtube_id for i in range(200)]
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{11}", i) for i in ids)
     assert 10 < sum(i.startswith("-") for i in ids) < 60
     assert len(set(ids)) == len(ids)
