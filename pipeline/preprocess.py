@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 import torchvision
 from omegaconf import DictConfig
@@ -36,7 +37,7 @@ from tqdm import tqdm
 
 from pipeline.config import ConfigError, StageError, stage_main
 from pipeline.kinetics import Annotation, find_video, load_classes, read_annotations
-from pipeline.video import DecodeError, decode_clip, ffmpeg_version
+from pipeline.video import DecodeError, ffmpeg_version, stream_frames
 
 FORMAT_VERSION = 1  # bump when the shard layout or decoding changes
 MANIFEST_COLUMNS = (
@@ -75,25 +76,28 @@ def shard_name(split: str, index: int) -> str:
     return f"{split}-{index:06d}.tar"
 
 
-def encode_jpegs(frames: torch.Tensor, quality: int) -> list[bytes]:
-    """JPEG-encode uint8 frames (N, H, W, 3) at ``quality`` (libjpeg, deterministic)."""
-    encoded = torchvision.io.encode_jpeg(list(frames.permute(0, 3, 1, 2)), quality=quality)
-    return [t.numpy().tobytes() for t in encoded]
+def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
+    """JPEG-encode one uint8 RGB frame (H, W, 3) at ``quality`` (libjpeg, deterministic)."""
+    return torchvision.io.encode_jpeg(torch.from_numpy(frame).permute(2, 0, 1),
+                                      quality=quality).numpy().tobytes()
 
 
 def process_clip(job: ClipJob) -> ClipResult:
-    """Decode and JPEG-encode one clip; never raises for a bad or missing video."""
+    """Decode and JPEG-encode one clip, frame by frame; never raises for a bad or missing video."""
     if job.video is None:
         return ClipResult("missing", "no video file found for this clip")
     ann = job.annotation
     window = (ann.time_start, ann.time_end) if job.trim else (None, None)
-    try:
-        clip = decode_clip(Path(job.video), fps=job.fps, short_side=job.short_side,
+    frames = stream_frames(Path(job.video), fps=job.fps, short_side=job.short_side,
                            start=window[0], end=window[1])
+    try:
+        jpegs, shape = [], (0, 0)
+        for frame in frames:
+            jpegs.append(encode_jpeg(frame, job.jpeg_quality))
+            shape = frame.shape[:2]
     except DecodeError as err:
         return ClipResult("failed", str(err))
-    jpegs = encode_jpegs(torch.from_numpy(clip.frames), job.jpeg_quality)
-    return ClipResult("ok", "", jpegs, clip.height, clip.width)
+    return ClipResult("ok", "", jpegs, *shape)
 
 
 def _init_worker() -> None:

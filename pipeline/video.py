@@ -6,11 +6,17 @@ the frames of a clip are the same bytes however many clips run in parallel.
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import io
+import os
 import re
 import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import ffmpeg
 import numpy as np
@@ -36,8 +42,6 @@ def ffprobe_exe() -> str | None:
 @functools.cache
 def ffmpeg_version() -> str:
     """First line of ``ffmpeg -version`` (part of what decides the decoded bytes)."""
-    import subprocess
-
     out = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True, check=True)
     return out.stdout.splitlines()[0]
 
@@ -84,6 +88,85 @@ def ffmpeg_reason(stderr: bytes | str | None) -> str:
     return "ffmpeg failed without a message"
 
 
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux)
+
+
+def _frame_size(stderr_fd: int) -> tuple[int, int] | None:
+    """(width, height) of the rawvideo output, from what ffmpeg has logged so far."""
+    text = os.pread(stderr_fd, os.fstat(stderr_fd).st_size, 0).decode("utf-8", "replace")
+    size = _OUTPUT_SIZE.search(text)
+    return None if size is None else (int(size.group(1)), int(size.group(2)))
+
+
+def stream_frames(
+    path: Path,
+    *,
+    fps: float,
+    short_side: int,
+    start: float | None = None,
+    end: float | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield the RGB frames uint8 (H, W, 3) of ``path`` as ffmpeg decodes them.
+
+    Frames are resampled to ``fps`` and scaled to short side ``short_side`` (long side even,
+    aspect kept); ``start``/``end`` (seconds) cut a window out of an untrimmed source; audio
+    is dropped. Raises DecodeError with ffmpeg's reason when it fails (possibly after some
+    frames: a truncated file) or yields no frame. ffmpeg's stdout comes through an enlarged
+    pipe one frame at a time; its stderr goes to a temporary file, so it can never block.
+    """
+    window = {k: v for k, v in (("ss", start), ("to", end)) if v is not None}
+    command = (
+        ffmpeg.input(str(path), threads=1, **window)
+        .video.filter("fps", fps=fps)
+        .filter("scale", **short_side_scale(short_side))
+        .output("pipe:", format="rawvideo", pix_fmt="rgb24", an=None, threads=1,
+                filter_threads=1)
+        .global_args("-hide_banner", "-nostdin", "-nostats")
+        .compile(cmd=ffmpeg_exe())
+    )
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=stderr)
+        try:
+            with process.stdout as pipe:
+                try:
+                    fcntl.fcntl(pipe, _F_SETPIPE_SZ, _PIPE_BYTES)
+                except OSError:  # capped by /proc/sys/fs/pipe-max-size; the default works
+                    pass
+                has_output = bool(pipe.peek(1))
+                # ffmpeg logs the output stream before its first frame; else read to the end
+                size = _frame_size(stderr.fileno()) if has_output else None
+                rest = None if size or not has_output else io.BytesIO(pipe.read())
+                if rest is not None:
+                    process.wait()
+                    size = _frame_size(stderr.fileno())
+                if size is None:
+                    failed = process.wait() != 0
+                    reason = _reason(stderr)
+                    raise DecodeError(reason if failed else f"no video frames ({reason})")
+                width, height = size
+                source = pipe if rest is None else rest
+                while True:
+                    frame = bytearray(width * height * 3)
+                    got = source.readinto(frame)
+                    if got == 0:
+                        break
+                    if got != len(frame):
+                        raise DecodeError(f"ffmpeg output ends inside a {width}x{height} frame")
+                    yield np.frombuffer(frame, np.uint8).reshape(height, width, 3)
+            if process.wait() != 0:
+                raise DecodeError(_reason(stderr))
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _reason(stderr) -> str:
+    return ffmpeg_reason(os.pread(stderr.fileno(), os.fstat(stderr.fileno()).st_size, 0))
+
+
 def decode_clip(
     path: Path,
     *,
@@ -92,33 +175,9 @@ def decode_clip(
     start: float | None = None,
     end: float | None = None,
 ) -> DecodedClip:
-    """Decode ``path`` to RGB frames at ``fps`` with the short side scaled to ``short_side``.
-
-    ``start``/``end`` (seconds) cut a window out of an untrimmed source. Audio is dropped.
-    Raises DecodeError with ffmpeg's reason when the file cannot be decoded or has no frames.
-    """
-    window = {k: v for k, v in (("ss", start), ("to", end)) if v is not None}
-    stream = (
-        ffmpeg.input(str(path), threads=1, **window)
-        .video.filter("fps", fps=fps)
-        .filter("scale", **short_side_scale(short_side))
-        .output("pipe:", format="rawvideo", pix_fmt="rgb24", an=None, threads=1,
-                filter_threads=1)
-        .global_args("-hide_banner", "-nostdin", "-nostats")
-    )
-    try:
-        out, err = stream.run(cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True)
-    except ffmpeg.Error as error:
-        raise DecodeError(ffmpeg_reason(error.stderr)) from None
-    size = _OUTPUT_SIZE.search(err.decode("utf-8", "replace"))
-    if not out or size is None:
-        raise DecodeError(f"no video frames decoded ({ffmpeg_reason(err)})")
-    width, height = int(size.group(1)), int(size.group(2))
-    frame_bytes = width * height * 3
-    if len(out) % frame_bytes:
-        raise DecodeError(f"ffmpeg output is not whole {width}x{height} RGB frames")
-    frames = np.frombuffer(bytearray(out), np.uint8).reshape(-1, height, width, 3)
-    return DecodedClip(frames)
+    """All frames of ``path`` at once (see ``stream_frames`` for the arguments and errors)."""
+    frames = list(stream_frames(path, fps=fps, short_side=short_side, start=start, end=end))
+    return DecodedClip(np.stack(frames))
 
 
 def encode_video(frames: np.ndarray, path: Path, fps: float, codec: str = "libx264") -> Path:
