@@ -32,7 +32,7 @@ TARGET = 0.7
 
 
 def null_decode(args: tuple[str, float, int]) -> None:
-    """Decode one clip with the stage's filters to ffmpeg's null muxer."""
+    """Decode one clip with the stage's fps and scale filters to ffmpeg's null muxer."""
     video, fps, short_side = args
     scale = f"scale='if(lt(iw,ih),{short_side},-2)':'if(lt(iw,ih),-2,{short_side})'"
     subprocess.run([ffmpeg_exe(), "-v", "quiet", "-nostdin", "-threads", "1", "-i", video,

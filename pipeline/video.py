@@ -110,7 +110,8 @@ def stream_frames(
     """Yield the RGB frames uint8 (H, W, 3) of ``path`` as ffmpeg decodes them.
 
     Frames are resampled to ``fps`` and scaled to short side ``short_side`` (long side even,
-    aspect kept); ``start``/``end`` (seconds) cut a window out of an untrimmed source; audio
+    aspect kept) in YUV 4:2:0 before the conversion to RGB (scaling and converting in one
+    swscale pass costs twice the decoding); ``start``/``end`` (seconds) cut a window out of an untrimmed source; audio
     is dropped. Raises DecodeError with ffmpeg's reason when it fails (possibly after some
     frames: a truncated file) or yields no frame. ffmpeg's stdout comes through an enlarged
     pipe one frame at a time; its stderr goes to a temporary file, so it can never block.
@@ -120,6 +121,7 @@ def stream_frames(
         ffmpeg.input(str(path), threads=1, **window)
         .video.filter("fps", fps=fps)
         .filter("scale", **short_side_scale(short_side))
+        .filter("format", "yuv420p")  # scale in YUV, then the fast unscaled YUV->RGB converter
         .output("pipe:", format="rawvideo", pix_fmt="rgb24", an=None, threads=1,
                 filter_threads=1)
         .global_args("-hide_banner", "-nostdin", "-nostats")
