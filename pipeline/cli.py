@@ -1,0 +1,134 @@
+"""``a2net``: the model registry from the command line — promote, predict, ui.
+
+Exit codes: 0 done, 1 promotion refused by the gate, 2 bad input (unknown version, file that is
+not a video, unloadable model). Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+from pipeline.config import StageError, load_config
+from pipeline.tracking import DEFAULT_STORE_DIR, tracking_uri
+
+EXIT_REFUSED = 1
+EXIT_BAD_INPUT = 2
+
+
+def _client():
+    """An MlflowClient on the project's store; quiet, as a command-line tool's stderr should be."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.MlflowClient()
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    """``a2net promote``: list versions, or move an alias to a version through the gate."""
+    from pipeline.registry import PromotionRefused, format_table, list_versions, promote
+
+    cfg = load_config()
+    name = args.model_name or cfg.register.model_name
+    client = _client()
+    if args.list:
+        print(format_table(list_versions(client, name)))
+        return 0
+    if args.version is None or args.to is None:
+        raise StageError("give --version N --to staging|production (or --list)")
+    try:
+        done = promote(client, name, args.version, args.to, metric=cfg.promote.metric,
+                       margin=float(cfg.promote.margin), force=args.force, reason=args.reason)
+    except PromotionRefused as refused:
+        print(f"refused: {refused}", file=sys.stderr)
+        return EXIT_REFUSED
+    moved = f" (was version {done.previous}, now @previous_{done.alias})" if done.previous else ""
+    forced = " [forced]" if done.forced else ""
+    print(f"models:/{done.name}@{done.alias} -> version {done.version}{moved}{forced}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``a2net predict``: top-k labels for each video; a bad video is reported, the rest run."""
+    from pipeline.predict import VideoError, format_prediction, load_model, predict
+
+    _client()
+    model = load_model(args.model or f"models:/{load_config().register.model_name}@staging")
+    results, failed = [], False
+    for video in args.videos:
+        try:
+            results += predict(model, [Path(video)], top_k=args.top_k)
+        except VideoError as err:
+            print(f"error: {err}", file=sys.stderr)
+            failed = True
+            continue
+        if not args.json:
+            print(format_prediction(results[-1]))
+    if args.json:
+        print(json.dumps({"model": model.uri, "predictions": [asdict(r) for r in results]},
+                         indent=2))
+    return EXIT_BAD_INPUT if failed else 0
+
+
+def ui_command(port: int, host: str = "127.0.0.1") -> list[str]:
+    """The ``mlflow ui`` command line over the project's SQLite store."""
+    store = f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}"
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store,
+            "--host", host, "--port", str(port)]
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """``a2net ui``: the MLflow UI over ``mlflow/mlflow.db`` (a remote server has its own UI)."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        print(f"MLFLOW_TRACKING_URI is a server; its UI is at {uri}")
+        return 0
+    command = ui_command(args.port)
+    print(f"MLflow UI on http://127.0.0.1:{args.port} ({' '.join(command[1:])})", flush=True)
+    os.execv(command[0], command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="a2net", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("promote", help="move models:/<name>@staging|production to a version")
+    p.add_argument("--version", help="model version number to promote")
+    p.add_argument("--to", choices=("staging", "production"), help="alias to move")
+    p.add_argument("--list", action="store_true", help="print the versions table and exit")
+    p.add_argument("--force", action="store_true", help="override the quality gate")
+    p.add_argument("--reason", help="why --force is needed (recorded as a version tag)")
+    p.add_argument("--model-name", help="registered model (default: register.model_name)")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("predict", help="top-5 labels of videos with a registered model")
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    p.add_argument("--model", help="model URI (default: models:/<register.model_name>@staging)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--top-k", type=int, default=5)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("ui", help="MLflow UI over the project's store")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except StageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

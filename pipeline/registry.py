@@ -1,0 +1,188 @@
+"""Model registry: promotion of versions between aliases behind a quality gate, and listing.
+
+A version is promoted by moving an alias (``models:/a2net@staging``, ``@production``). The gate
+refuses a version whose ``validation`` tag is not ``passed``, or whose ``promote.metric`` (read
+from its training run; higher is better) is worse than the alias's current holder by more than
+``promote.margin``. ``production`` only takes the version that holds ``staging``. ``force``
+(with a reason) overrides the quality gate and records who and why as version tags. The version
+an alias leaves keeps an alias ``previous_<alias>`` so that a rollback is one promotion away.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from pipeline.config import StageError
+from pipeline.register import HEADLINE_METRICS
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+STAGES = ("staging", "production")
+
+
+class PromotionRefused(StageError):
+    """The gate refused a promotion; the message is the one-line reason."""
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What a promotion did: ``previous`` is the version that held the alias before, if any."""
+
+    name: str
+    version: str
+    alias: str
+    previous: str | None
+    forced: bool
+
+
+def current_user() -> str:
+    """Who is promoting: the login name (``$USER`` as fallback), for the audit tags."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return os.environ.get("USER", "unknown")
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
+    """A model version, or a StageError naming it when the model or version does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        raise StageError(f"model {name!r} has no version {version}; "
+                         "see `a2net promote --list`") from None
+
+
+def alias_holder(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version that ``alias`` points at, or None."""
+    version = client.get_registered_model(name).aliases.get(alias)
+    return None if version is None else client.get_model_version(name, str(version))
+
+
+def run_metric(client: MlflowClient, version: ModelVersion, metric: str) -> float:
+    """``metric`` as logged on the version's training run."""
+    value = client.get_run(version.run_id).data.metrics.get(metric) if version.run_id else None
+    if value is None:
+        raise PromotionRefused(f"version {version.version} has no metric {metric!r} "
+                               f"on its run {version.run_id}")
+    return float(value)
+
+
+def check_gate(
+    client: MlflowClient, candidate: ModelVersion, holder: ModelVersion | None, alias: str,
+    metric: str, margin: float,
+) -> None:
+    """Raise PromotionRefused unless ``candidate`` is validated and not worse than ``holder``."""
+    validation = candidate.tags.get("validation", "missing")
+    if validation != "passed":
+        raise PromotionRefused(f"version {candidate.version} has validation={validation}, "
+                               "not passed; fix the data or use --force --reason")
+    value = run_metric(client, candidate, metric)
+    if holder is None or holder.version == candidate.version:
+        return
+    best = run_metric(client, holder, metric)
+    if value < best - margin:
+        raise PromotionRefused(
+            f"version {candidate.version} has {metric}={value:.4f}, worse than {alias} "
+            f"version {holder.version} ({best:.4f}) by more than the margin {margin}; "
+            "use --force --reason to override")
+
+
+def promote(
+    client: MlflowClient, name: str, version: str, alias: str, *, metric: str, margin: float,
+    force: bool = False, reason: str | None = None, user: str | None = None,
+) -> Promotion:
+    """Move ``alias`` of model ``name`` to ``version`` if the gate lets it (see module doc).
+
+    Raises PromotionRefused with the reason, or StageError for bad arguments.
+    """
+    if alias not in STAGES:
+        raise StageError(f"cannot promote to {alias!r}; choose one of {', '.join(STAGES)}")
+    if force and not (reason and reason.strip()):
+        raise StageError("--force needs --reason \"why\" (it is recorded on the version)")
+    candidate = get_version(client, name, version)
+    if alias == "production":
+        staging = alias_holder(client, name, "staging")
+        if staging is None or staging.version != candidate.version:
+            held = "no version" if staging is None else f"version {staging.version}"
+            raise PromotionRefused(f"production only takes the staging version; {held} holds "
+                                   f"staging, not {candidate.version}")
+    holder = alias_holder(client, name, alias)
+    if not force:
+        check_gate(client, candidate, holder, alias, metric, margin)
+    user = user or current_user()
+    tags = {"promoted_to": alias, "promoted_at": _utc_now(), "promoted_by": user}
+    if force:
+        tags |= {"forced_by": user, "force_reason": reason.strip()}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, candidate.version, key, value)
+    previous = None
+    if holder is not None and holder.version != candidate.version:
+        previous = str(holder.version)
+        client.set_registered_model_alias(name, f"previous_{alias}", previous)
+        client.set_model_version_tag(name, previous, f"previous_{alias}", tags["promoted_at"])
+    client.set_registered_model_alias(name, alias, candidate.version)
+    return Promotion(name, str(candidate.version), alias, previous, force)
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One line of ``a2net promote --list``."""
+
+    version: str
+    aliases: list[str]
+    validation: str
+    metrics: dict[str, float]
+    run_id: str
+    git_commit: str
+    shards_md5: str
+    created: str
+
+
+def list_versions(client: MlflowClient, name: str) -> list[VersionRow]:
+    """Every version of ``name``, newest first, with its aliases, lineage and run metrics."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException:
+        raise StageError(f"no registered model {name!r}; run the register stage first") from None
+    by_version: dict[str, list[str]] = {}
+    for alias, version in sorted(aliases.items()):
+        by_version.setdefault(str(version), []).append(alias)
+    rows = []
+    for mv in client.search_model_versions(f"name = '{name}'"):
+        run_metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        created = datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc)
+        rows.append(VersionRow(
+            version=str(mv.version), aliases=by_version.get(str(mv.version), []),
+            validation=mv.tags.get("validation", "missing"),
+            metrics={m: run_metrics[m] for m in HEADLINE_METRICS if m in run_metrics},
+            run_id=mv.run_id or "", git_commit=mv.tags.get("git_commit", "unknown"),
+            shards_md5=mv.tags.get("shards_md5", "unknown"),
+            created=created.strftime("%Y-%m-%d %H:%M"),
+        ))
+    return sorted(rows, key=lambda row: int(row.version), reverse=True)
+
+
+def format_table(rows: list[VersionRow]) -> str:
+    """``rows`` as a Markdown table (readable in a terminal, pasteable into a PR)."""
+    header = ["version", "aliases", "validation", *HEADLINE_METRICS, "run id", "git commit",
+              "shards md5", "created"]
+    lines = [header, ["---"] * len(header)]
+    for row in rows:
+        metrics = [f"{row.metrics[m]:.4f}" if m in row.metrics else "-" for m in HEADLINE_METRICS]
+        lines.append([row.version, ",".join(row.aliases) or "-", row.validation, *metrics,
+                      row.run_id, row.git_commit[:12], row.shards_md5[:12], row.created])
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)

@@ -1,0 +1,134 @@
+"""Registry against a real ``mlflow server``: register, promotion gate, force, listing."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+import pytest
+import torch
+import yaml
+from mlflow import MlflowClient
+
+from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, mlflow_server, register_version  # noqa: F401
+from pipeline.cli import main
+
+pytestmark = pytest.mark.slow  # a server start and several model exports: ~40 s in all
+
+
+def metrics(video_top1: float) -> dict[str, float]:
+    return {**GOOD_METRICS, "video_top1": video_top1}
+
+
+def promote(capsys: pytest.CaptureFixture, name: str, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()  # drop what registering printed
+    code = main(["promote", "--model-name", name, *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def aliases(name: str) -> dict[str, str]:
+    return {alias: str(v) for alias, v in MlflowClient().get_registered_model(name).aliases.items()}
+
+
+def test_register_logs_pt2_model_with_classes_preprocessing_and_lineage(register_version, tmp_path) -> None:
+    registered = register_version("reg-basic")
+    client = MlflowClient()
+    version = client.get_model_version("reg-basic", registered.version)
+    assert version.run_id == registered.run_id
+    assert version.tags["validation"] == "passed"
+    assert version.tags["video_top1"] == "0.8000"
+    assert {"git_commit", "params_md5", "shards_md5", "architecture"} <= version.tags.keys()
+    assert "| video_top1 | 0.8000 |" in version.description
+
+    local = mlflow.artifacts.download_artifacts(registered.model_uri, dst_path=str(tmp_path))
+    mlmodel = yaml.safe_load(open(f"{local}/MLmodel"))
+    assert open(f"{local}/extra_files/classes.txt").read().split("\n")[:-1] == CLASSES
+    assert mlmodel["metadata"]["classes"] == CLASSES
+    assert mlmodel["metadata"]["preprocessing"]["crop_size"] == PREPROCESSING.crop_size
+    assert sorted(os.listdir(f"{local}/data")) == ["model.pt2"]  # torch.export, no pickle
+    net = mlflow.pytorch.load_model(registered.model_uri)
+    for batch in (1, 3):  # the batch dimension was exported dynamic
+        assert net(torch.zeros(batch, *PREPROCESSING.input_shape)).shape == (batch, len(CLASSES))
+
+
+def test_promote_to_staging_then_production(register_version, capsys) -> None:
+    v1 = register_version("reg-flow").version
+    assert promote(capsys, "reg-flow", "--version", v1, "--to", "staging")[0] == 0
+    assert promote(capsys, "reg-flow", "--version", v1, "--to", "production")[0] == 0
+    assert aliases("reg-flow") == {"staging": v1, "production": v1}
+    tags = MlflowClient().get_model_version("reg-flow", v1).tags
+    assert tags["promoted_to"] == "production" and "promoted_at" in tags
+    assert "forced_by" not in tags
+
+
+def test_worse_version_is_refused_and_one_within_margin_taken(register_version, capsys) -> None:
+    v1 = register_version("reg-gate", metrics(0.80)).version
+    worse = register_version("reg-gate", metrics(0.70)).version
+    close = register_version("reg-gate", metrics(0.795)).version  # margin is 0.01
+    assert promote(capsys, "reg-gate", "--version", v1, "--to", "staging")[0] == 0
+
+    code, _, err = promote(capsys, "reg-gate", "--version", worse, "--to", "staging")
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("refused:") and "video_top1=0.7000" in err
+    assert aliases("reg-gate") == {"staging": v1}
+
+    assert promote(capsys, "reg-gate", "--version", close, "--to", "staging")[0] == 0
+    assert aliases("reg-gate") == {"staging": close, "previous_staging": v1}
+
+
+@pytest.mark.parametrize("validation", ["failed", "missing"])
+def test_unvalidated_version_is_refused(register_version, capsys, validation: str) -> None:
+    name = f"reg-unvalidated-{validation}"
+    version = register_version(name, validation=validation).version
+    code, _, err = promote(capsys, name, "--version", version, "--to", "staging")
+    assert code == 1 and f"validation={validation}" in err
+    assert aliases(name) == {}
+
+
+def test_force_with_reason_overrides_gate_and_records_who_and_why(register_version, capsys, monkeypatch) -> None:
+    version = register_version("reg-force", validation="failed").version
+    code, _, err = promote(capsys, "reg-force", "--version", version, "--to", "staging", "--force")
+    assert code == 2 and "--reason" in err
+
+    monkeypatch.setenv("USER", "alice")
+    monkeypatch.setenv("LOGNAME", "alice")
+    code, out, _ = promote(capsys, "reg-force", "--version", version, "--to", "staging",
+                           "--force", "--reason", "hotfix for the demo")
+    assert code == 0 and "[forced]" in out
+    tags = MlflowClient().get_model_version("reg-force", version).tags
+    assert tags["forced_by"] == "alice"
+    assert tags["force_reason"] == "hotfix for the demo"
+    assert tags["promoted_at"].startswith("20")
+    assert aliases("reg-force") == {"staging": version}
+
+
+def test_production_only_takes_the_staging_version(register_version, capsys) -> None:
+    v1 = register_version("reg-prod").version
+    v2 = register_version("reg-prod").version
+    code, _, err = promote(capsys, "reg-prod", "--version", v1, "--to", "production")
+    assert code == 1 and "no version holds staging" in err
+    assert promote(capsys, "reg-prod", "--version", v1, "--to", "staging")[0] == 0
+    code, _, err = promote(capsys, "reg-prod", "--version", v2, "--to", "production", "--force",
+                           "--reason", "skip staging")
+    assert code == 1 and f"version {v1} holds staging" in err
+    assert aliases("reg-prod") == {"staging": v1}
+
+
+def test_unknown_version_is_a_clear_error(register_version, capsys) -> None:
+    register_version("reg-unknown")
+    code, _, err = promote(capsys, "reg-unknown", "--version", "99", "--to", "staging")
+    assert code == 2 and err == "error: model 'reg-unknown' has no version 99; see `a2net promote --list`\n"
+
+
+def test_list_shows_versions_aliases_validation_and_metrics(register_version, capsys) -> None:
+    v1 = register_version("reg-list", metrics(0.80)).version
+    v2 = register_version("reg-list", metrics(0.60), validation="failed").version
+    promote(capsys, "reg-list", "--version", v1, "--to", "staging")
+    code, out, _ = promote(capsys, "reg-list", "--list")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("| version | aliases | validation | video_top1")
+    assert lines[2].startswith(f"| {v2} | - | failed | 0.6000 |")
+    assert lines[3].startswith(f"| {v1} | staging | passed | 0.8000 |")
+    assert "c0ffee" in lines[3] and "s" * 12 in lines[3]
