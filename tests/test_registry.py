@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import mlflow
+import numpy as np
 import pytest
 import torch
 import yaml
 from mlflow import MlflowClient
 
-from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, mlflow_server, register_version  # noqa: F401
+from mlflow_server import (CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet,  # noqa: F401
+                           mlflow_server, register_version)
 from pipeline.cli import main
+from pipeline.predict import video_scores, video_views
+from pipeline.video import encode_video
 
 pytestmark = pytest.mark.slow  # a server start and several model exports: ~40 s in all
 
@@ -132,3 +137,23 @@ def test_list_shows_versions_aliases_validation_and_metrics(register_version, ca
     assert lines[2].startswith(f"| {v2} | - | failed | 0.6000 |")
     assert lines[3].startswith(f"| {v1} | staging | passed | 0.8000 |")
     assert "c0ffee" in lines[3] and "s" * 12 in lines[3]
+
+
+def test_predict_over_http_uses_the_staging_model(register_version, capsys, tmp_path) -> None:
+    net = StandInNet(seed=3)
+    version = register_version("reg-predict", net=net).version
+    assert promote(capsys, "reg-predict", "--version", version, "--to", "staging")[0] == 0
+    rng = np.random.default_rng(1)
+    video = encode_video(rng.integers(0, 256, (30, 48, 64, 3), dtype=np.uint8),
+                         tmp_path / "clip.mp4", fps=10)
+    not_video = tmp_path / "notes.mp4"
+    not_video.write_text("not a video\n")
+
+    code = main(["predict", str(video), str(not_video), "--model", "models:/reg-predict@staging",
+                 "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2 and err.startswith(f"error: {not_video}: not a readable video")
+    [prediction] = json.loads(out)["predictions"]
+    expected = video_scores(net, video_views(video, PREPROCESSING)).topk(5)
+    assert prediction["labels"] == [CLASSES[i] for i in expected.indices.tolist()]
+    assert prediction["probabilities"] == pytest.approx(expected.values.tolist(), abs=1e-5)
