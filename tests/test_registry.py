@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -11,14 +13,19 @@ import pytest
 import torch
 import yaml
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
 from mlflow_server import (CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet,  # noqa: F401
                            mlflow_server, register_version)
 from pipeline.cli import main
+from pipeline.config import load_config, write_params
+from pipeline.register import main as register_main
+from pipeline.register import validation_outcome
+from pipeline.tracking import setup_mlflow
 from pipeline.predict import video_scores, video_views
 from pipeline.video import encode_video
 
-pytestmark = pytest.mark.slow  # a server start and several model exports: ~40 s in all
+server = pytest.mark.slow  # tests on the server: its start and several model exports, ~60 s
 
 
 def metrics(video_top1: float) -> dict[str, float]:
@@ -36,6 +43,7 @@ def aliases(name: str) -> dict[str, str]:
     return {alias: str(v) for alias, v in MlflowClient().get_registered_model(name).aliases.items()}
 
 
+@server
 def test_register_logs_pt2_model_with_classes_preprocessing_and_lineage(register_version, tmp_path) -> None:
     registered = register_version("reg-basic")
     client = MlflowClient()
@@ -57,6 +65,7 @@ def test_register_logs_pt2_model_with_classes_preprocessing_and_lineage(register
         assert net(torch.zeros(batch, *PREPROCESSING.input_shape)).shape == (batch, len(CLASSES))
 
 
+@server
 def test_promote_to_staging_then_production(register_version, capsys) -> None:
     v1 = register_version("reg-flow").version
     assert promote(capsys, "reg-flow", "--version", v1, "--to", "staging")[0] == 0
@@ -67,6 +76,7 @@ def test_promote_to_staging_then_production(register_version, capsys) -> None:
     assert "forced_by" not in tags
 
 
+@server
 def test_worse_version_is_refused_and_one_within_margin_taken(register_version, capsys) -> None:
     v1 = register_version("reg-gate", metrics(0.80)).version
     worse = register_version("reg-gate", metrics(0.70)).version
@@ -82,6 +92,7 @@ def test_worse_version_is_refused_and_one_within_margin_taken(register_version, 
     assert aliases("reg-gate") == {"staging": close, "previous_staging": v1}
 
 
+@server
 @pytest.mark.parametrize("validation", ["failed", "missing"])
 def test_unvalidated_version_is_refused(register_version, capsys, validation: str) -> None:
     name = f"reg-unvalidated-{validation}"
@@ -91,6 +102,7 @@ def test_unvalidated_version_is_refused(register_version, capsys, validation: st
     assert aliases(name) == {}
 
 
+@server
 def test_force_with_reason_overrides_gate_and_records_who_and_why(register_version, capsys, monkeypatch) -> None:
     version = register_version("reg-force", validation="failed").version
     code, _, err = promote(capsys, "reg-force", "--version", version, "--to", "staging", "--force")
@@ -108,6 +120,7 @@ def test_force_with_reason_overrides_gate_and_records_who_and_why(register_versi
     assert aliases("reg-force") == {"staging": version}
 
 
+@server
 def test_production_only_takes_the_staging_version(register_version, capsys) -> None:
     v1 = register_version("reg-prod").version
     v2 = register_version("reg-prod").version
@@ -120,12 +133,14 @@ def test_production_only_takes_the_staging_version(register_version, capsys) -> 
     assert aliases("reg-prod") == {"staging": v1}
 
 
+@server
 def test_unknown_version_is_a_clear_error(register_version, capsys) -> None:
     register_version("reg-unknown")
     code, _, err = promote(capsys, "reg-unknown", "--version", "99", "--to", "staging")
     assert code == 2 and err == "error: model 'reg-unknown' has no version 99; see `a2net promote --list`\n"
 
 
+@server
 def test_list_shows_versions_aliases_validation_and_metrics(register_version, capsys) -> None:
     v1 = register_version("reg-list", metrics(0.80)).version
     v2 = register_version("reg-list", metrics(0.60), validation="failed").version
@@ -139,6 +154,7 @@ def test_list_shows_versions_aliases_validation_and_metrics(register_version, ca
     assert "c0ffee" in lines[3] and "s" * 12 in lines[3]
 
 
+@server
 def test_predict_over_http_uses_the_staging_model(register_version, capsys, tmp_path) -> None:
     net = StandInNet(seed=3)
     version = register_version("reg-predict", net=net).version
@@ -157,3 +173,67 @@ def test_predict_over_http_uses_the_staging_model(register_version, capsys, tmp_
     expected = video_scores(net, video_views(video, PREPROCESSING)).topk(5)
     assert prediction["labels"] == [CLASSES[i] for i in expected.indices.tolist()]
     assert prediction["probabilities"] == pytest.approx(expected.values.tolist(), abs=1e-5)
+
+
+# ------------------------------------------------- the register stage on the embedded SQLite store
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Path:
+    """An empty project directory with its own params.yaml and SQLite store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    write_params(tmp_path / "params.yaml")
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
+
+
+def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -> None:
+    import a2model
+
+    cfg = load_config()
+    name = cfg.model.net.name
+    classes = ["archery", "bowling", "cartwheeling"]
+    net = a2model.build_model(name, num_classes=len(classes)).eval()
+    out_dir = Path(cfg.train.out_dir)
+    out_dir.mkdir(parents=True)
+    torch.save({"model": net.state_dict(), "config": OmegaConf.to_container(cfg), "classes": classes,
+                "model_name": name, "clip": dict(cfg.model.clip), "epoch": 1}, out_dir / "last.pt")
+    with mlflow.start_run(experiment_id=setup_mlflow(cfg.mlflow.experiment)) as run:
+        mlflow.log_metrics(GOOD_METRICS)
+        mlflow.set_tags({"git_commit": "abc123", "data.dvc_md5": "d" * 32 + ".dir"})
+    (out_dir / "run_id.txt").write_text(run.info.run_id + "\n")
+    summary = Path(cfg.validate.report_dir) / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"success": False, "expectations": []}))
+
+    assert register_main([]) == 0
+
+    registered = json.loads(Path("reports/registered_model.json").read_text())
+    assert registered["run_id"] == run.info.run_id
+    assert registered["model_uri"] == f"models:/a2net/{registered['version']}"
+    tags = MlflowClient().get_model_version("a2net", registered["version"]).tags
+    assert tags["git_commit"] == "abc123" and tags["shards_md5"] == "d" * 32 + ".dir"
+    assert tags["params_md5"] == hashlib.md5(Path("params.yaml").read_bytes()).hexdigest()
+    assert tags["validation"] == "failed" and tags["architecture"] == name
+    exported = mlflow.pytorch.load_model(registered["model_uri"])
+    clips = torch.randn(3, *a2model.MODEL_INPUTS[name])  # another batch size than the example's
+    torch.testing.assert_close(exported(clips), net(clips), rtol=1e-4, atol=1e-4)
+
+
+def test_register_stage_without_training_output_is_one_clear_line(project: Path, capsys) -> None:
+    assert register_main([]) == 2
+    assert capsys.readouterr().err == (
+        "error: models/train/run_id.txt not found; run the train stage first\n")
+
+
+@pytest.mark.parametrize("summary, outcome", [
+    ({"success": True, "expectations": []}, "passed"),
+    ({"success": False, "expectations": []}, "failed"),
+    (None, "missing"),
+])
+def test_validation_outcome_reads_the_validate_summary(tmp_path, summary, outcome) -> None:
+    path = tmp_path / "summary.json"
+    if summary is not None:
+        path.write_text(json.dumps(summary))
+    assert validation_outcome(path) == outcome
