@@ -31,9 +31,6 @@ from pipeline.shards import decode_frames
 from pipeline.transforms import TestTransform, normalize
 from pipeline.video import DecodeError, stream_frames
 
-DEFAULT_MODEL_URI = "models:/a2net@staging"
-
-
 class VideoError(StageError):
     """A file that cannot be used as a video (missing, not a video, no frames)."""
 
@@ -72,7 +69,7 @@ def _pickle_disallowed() -> Iterator[None]:
             os.environ[key] = before
 
 
-def load_model(model_uri: str = DEFAULT_MODEL_URI) -> LoadedModel:
+def load_model(model_uri: str) -> LoadedModel:
     """Download ``model_uri`` and load its pt2 program, class list and preprocessing (no pickle)."""
     import mlflow
     from mlflow.exceptions import MlflowException
