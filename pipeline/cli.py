@@ -81,7 +81,7 @@ def ui_command(port: int, host: str = "127.0.0.1") -> list[str]:
     """The ``mlflow ui`` command line over the project's SQLite store."""
     store = f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}"
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store,
-            "--host", host, "--port", str(port)]
+            "--host", host, "--port", str(port), "--workers", "1"]
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
