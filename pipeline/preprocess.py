@@ -101,7 +101,7 @@ def process_clip(job: ClipJob) -> ClipResult:
 
 
 def _init_worker() -> None:
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one core per worker: ``workers`` processes share the machine
 
 
 def _run_jobs(jobs: list[ClipJob], workers: int) -> Iterator[ClipResult]:
@@ -110,7 +110,6 @@ def _run_jobs(jobs: list[ClipJob], workers: int) -> Iterator[ClipResult]:
                disable=not jobs, mininterval=1.0)
     with bar:
         if workers <= 1:
-            _init_worker()
             for job in jobs:
                 yield process_clip(job)
                 bar.update()
