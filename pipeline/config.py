@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 PARAMS_FILE = Path("params.yaml")
+_ABSENT = object()
 
 
 class StageError(Exception):
@@ -67,7 +68,7 @@ def load_config(overrides: Sequence[str] = (), params_file: Path | None = None) 
         for override in overrides:
             key, value = override.split("=", 1)
             key = key.lstrip("+")
-            if OmegaConf.select(cfg, key) is None and not override.startswith("+"):
+            if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT and not override.startswith("+"):
                 raise ConfigError(f"unknown config key {key!r} (prefix it with + to add a new key)")
             parsed = OmegaConf.from_dotlist([f"value={value}"])["value"]
             OmegaConf.update(cfg, key, parsed, merge=True, force_add=True)

@@ -20,6 +20,7 @@ def test_plain_override_merges_onto_params_file(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     write_params(params)
     cfg = load_config(["train.epochs=3", "data.root=/x/y", "data.mean=[0.1,0.2,0.3]"], params_file=params)
+    assert load_config(["data.classes=/c.txt"], params_file=params).data.classes == "/c.txt"
     assert cfg.train.epochs == 3
     assert cfg.data.root == "/x/y"
     assert list(cfg.data.mean) == [0.1, 0.2, 0.3]
