@@ -28,7 +28,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("project")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        # absolute: MLflow caches stores by URI, and other tests use the relative default
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow/mlflow.db")
+        (root / "mlflow").mkdir()
         experiment_id = setup_mlflow("a2nets")
         with mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_metrics(GOOD_METRICS)

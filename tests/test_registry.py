@@ -182,7 +182,9 @@ def test_predict_over_http_uses_the_staging_model(register_version, capsys, tmp_
 def project(tmp_path, monkeypatch) -> Path:
     """An empty project directory with its own params.yaml and SQLite store."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # absolute: MLflow caches stores by URI, and other tests use the relative default
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow/mlflow.db")
+    (tmp_path / "mlflow").mkdir()
     write_params(tmp_path / "params.yaml")
     yield tmp_path
     mlflow.set_tracking_uri(None)
