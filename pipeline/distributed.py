@@ -15,12 +15,16 @@ fused ``torch.nn.SyncBatchNorm`` is used instead.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+# Its suggested replacement (_functional_collectives.all_reduce) has no autograd; this one does.
+warnings.filterwarnings("ignore", "torch.distributed.nn.functional.all_reduce is deprecated", FutureWarning)
 
 
 @dataclass(frozen=True)

@@ -65,10 +65,10 @@ def build_net(net_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
     import a2model
     from hydra.utils import instantiate
 
+    video_models = sorted(n for n, shape in a2model.MODEL_INPUTS.items() if len(shape) == 4)  # (C, T, H, W)
     name = net_cfg.get("name")
-    if name not in a2model.MODEL_INPUTS:
-        known = ", ".join(sorted(a2model.MODEL_INPUTS))
-        raise ConfigError(f"unknown model {name!r} (model.net.name); choose one of: {known}")
+    if name not in video_models:
+        raise ConfigError(f"unknown video model {name!r} (model.net.name); choose one of: {', '.join(video_models)}")
     return instantiate(net_cfg, num_classes=num_classes)
 
 
@@ -141,6 +141,16 @@ def seed_everything(seed: int, device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
     else:
         torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """Seed of the global torch RNG (dropout) for one epoch of one process.
+
+    Re-seeding every epoch makes a resumed run draw what an uninterrupted one draws, and
+    different ranks draw different dropout masks for their different clips.
+    """
+    digest = hashlib.sha256(f"{seed}/{epoch}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def seed_worker(worker_id: int) -> None:
@@ -408,6 +418,7 @@ def train(cfg: DictConfig) -> Path:
             for epoch in range(start_epoch, tc.epochs):
                 sampler.set_epoch(epoch)
                 train_set.set_epoch(epoch)
+                torch.manual_seed(epoch_seed(tc.seed, epoch, info.rank))
                 row: dict[str, float] = {"epoch": epoch + 1}
                 row |= train_epoch(model, loader, optimizer, scheduler, device, cfg, info, f"epoch {epoch + 1}/{tc.epochs}")
                 row["lr"] = optimizer.param_groups[0]["lr"]

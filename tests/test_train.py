@@ -156,20 +156,23 @@ def ddp_worker(rank: int, world_size: int, port: int, overrides: list[str], para
 @pytest.mark.slow
 def test_two_gloo_processes_train_like_one_process_on_the_same_global_batch(shards, workdir):
     torch.set_num_threads(1)
+    no_dropout = "+model.net.dropout=0.0"  # dropout masks are per process: the one non-equal part
     single = workdir / "single"
-    train(tiny_config(shards, single))
+    train(tiny_config(shards, single, no_dropout))
     double = workdir / "double"
-    overrides = tiny_overrides(shards, double)
+    overrides = tiny_overrides(shards, double, no_dropout)
     mp.spawn(ddp_worker, args=(2, free_port(), overrides, str(double / "no-params.yaml")), nprocs=2)
 
     a = torch.load(single / "model/last.pt", weights_only=True)
     b = torch.load(double / "model/last.pt", weights_only=True)
     assert a["model"].keys() == b["model"].keys()
+    # float rounding differs (sums split over processes) by ~5e-5; without synchronised
+    # BatchNorm the running variances alone differ by ~6e-2
     for key in a["model"]:
-        assert torch.allclose(a["model"][key].double(), b["model"][key].double(), atol=1e-5), key
+        assert torch.allclose(a["model"][key].double(), b["model"][key].double(), atol=2e-4), key
     for row_a, row_b in zip(a["history"], b["history"], strict=True):
         for metric in ("train_loss", "train_top1", "val_clip_top1"):
-            assert row_a[metric] == pytest.approx(row_b[metric], abs=1e-5), metric
+            assert row_a[metric] == pytest.approx(row_b[metric], abs=1e-4), metric
 
 
 def sync_bn_worker(rank: int, port: int, batch: torch.Tensor, out: str) -> None:
@@ -229,7 +232,7 @@ def test_train_transform_is_a_function_of_the_generator_and_keeps_the_geometry_o
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("model.net.name=tiny_bogus", "unknown model 'tiny_bogus'"),
+        ("model.net.name=tiny_bogus", "unknown video model 'tiny_bogus'"),
         ("data.shards_dir=/nonexistent/shards", "shards dir /nonexistent/shards not found"),
         ("data.train_split=test", "no test-NNNNNN.tar shards"),
         ("train.batch_size=64", "fewer than train.batch_size=64"),
