@@ -1,0 +1,283 @@
+"""The validate stage on a tiny Kinetics-layout dataset written in the contract's formats.
+
+The good dataset (classes.txt, annotations/*.csv, manifest.csv, tar shards of real JPEGs) passes
+every expectation; each fault is injected into a copy and must fail exactly the expectation
+meant to catch it. Checks run in-process (Great Expectations is imported once per module);
+one test runs the CLI for the exit code and the stderr lines.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from torchvision.io import encode_jpeg
+
+from pipeline.config import StageError
+from pipeline.validate import (
+    MANIFEST_COLUMNS, Settings, collect, failure_line, run_checks, validate_dataset,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["abseiling", "playing cello", "skiing (not slalom or crosscountry)"]
+PER_CLASS = {"train": 3, "validate": 1}
+HEIGHT, WIDTH, FRAMES, FPS = 16, 20, 6, 5
+CLIP_NUM_FRAMES, CLIP_STRIDE = 3, 2  # one training clip spans 5 frames
+MIN_CLIPS = 2
+
+
+def clip_rows() -> list[dict]:
+    """Manifest rows of the good dataset: every clip ok, plus one missing validate clip."""
+    rows = []
+    for split, per_class in PER_CLASS.items():
+        for index, label in enumerate(CLASSES):
+            for k in range(per_class):
+                youtube_id = f"{split[:2]}{index}x{k}abcdefg"[:11]
+                start = 10 * k
+                rows.append({
+                    "clip_id": f"{youtube_id}_{start:06d}_{start + 3:06d}", "youtube_id": youtube_id,
+                    "label": label, "label_index": index, "split": split, "time_start": start,
+                    "time_end": start + 3, "status": "ok", "reason": "", "num_frames": FRAMES,
+                    "height": HEIGHT, "width": WIDTH, "fps": FPS, "shard": f"{split}/{split}-000000.tar",
+                })
+    rows.append({**rows[-1], "clip_id": "va9missing0_000001_000004", "youtube_id": "va9missing0",
+                 "time_start": 1, "time_end": 4, "status": "missing", "reason": "no video file",
+                 "num_frames": "", "height": "", "width": "", "fps": "", "shard": ""})
+    return rows
+
+
+def noise_frames(seed: int) -> torch.Tensor:
+    """Random uint8 frames (T, C, H, W): mean ~127, std ~74."""
+    return torch.randint(0, 256, (FRAMES, 3, HEIGHT, WIDTH), generator=torch.Generator().manual_seed(seed),
+                         dtype=torch.uint8)
+
+
+def write_shard(path: Path, rows: list[dict], frames_of: Callable[[int], torch.Tensor]) -> None:
+    """A WebDataset tar of the contract: <clip>.<frame:06d>.jpg members and <clip>.json."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for n, row in enumerate(rows):
+            members = [(f"{row['clip_id']}.{i:06d}.jpg", encode_jpeg(frame, quality=90).numpy().tobytes())
+                       for i, frame in enumerate(frames_of(n))]
+            meta = {k: row[k] for k in ("label", "label_index", "split", "youtube_id", "time_start",
+                                        "time_end", "num_frames", "height", "width", "fps")}
+            members.append((f"{row['clip_id']}.json", json.dumps(meta).encode()))
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def write_dataset(base: Path) -> Settings:
+    """classes.txt, annotations, manifest and shards of the good dataset under ``base``."""
+    root, shards = base / "root", base / "shards"
+    rows = clip_rows()
+    root.mkdir(parents=True)
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    for split in PER_CLASS:
+        write_csv(root / "annotations" / f"{split}.csv",
+                  ["label", "youtube_id", "time_start", "time_end", "split", "is_cc"],
+                  [[r["label"], r["youtube_id"], r["time_start"], r["time_end"], split, 0]
+                   for r in rows if r["split"] == split])
+        ok = [r for r in rows if r["split"] == split and r["status"] == "ok"]
+        write_shard(shards / split / f"{split}-000000.tar", ok, noise_frames)
+    write_csv(shards / "manifest.csv", list(MANIFEST_COLUMNS), [[r[c] for c in MANIFEST_COLUMNS] for r in rows])
+    return settings_for(base)
+
+
+def settings_for(base: Path) -> Settings:
+    return Settings(
+        root=base / "root", classes_path=base / "root" / "classes.txt", shards_dir=base / "shards",
+        report_dir=base / "reports", short_side=HEIGHT, fps=FPS, train_split="train",
+        min_frames=(CLIP_NUM_FRAMES - 1) * CLIP_STRIDE + 1, max_missing_fraction=0.1,
+        max_failed_fraction=0.1, min_clips_per_class=MIN_CLIPS, pixel_clips_per_shard=100, seed=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> Path:
+    base = tmp_path_factory.mktemp("validate") / "good"
+    write_dataset(base)
+    return base
+
+
+# --- faults: each edits a copy of the good dataset ----------------------------------------
+
+
+def write_rows(path: Path, rows: list[list[str]]) -> None:
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+def set_cell(path: Path, column: str, value: str, where: Callable[[dict], bool]) -> None:
+    """Set ``column`` to ``value`` in the rows of CSV ``path`` that ``where`` selects."""
+    rows = read_csv(path)
+    header = rows[0]
+    for row in rows[1:]:
+        if where(dict(zip(header, row))):
+            row[header.index(column)] = value
+    write_rows(path, rows)
+
+
+def first(path: Path) -> Callable[[dict], bool]:
+    """Selects the first data row of ``path``."""
+    first_id = read_csv(path)[1][1]
+    return lambda r: r["youtube_id"] == first_id
+
+
+def drop_column(path: Path, column: str) -> None:
+    rows = read_csv(path)
+    i = rows[0].index(column)
+    write_rows(path, [row[:i] + row[i + 1:] for row in rows])
+
+
+def drop_rows(path: Path, where: Callable[[dict], bool]) -> None:
+    rows = read_csv(path)
+    write_rows(path, [rows[0], *(r for r in rows[1:] if not where(dict(zip(rows[0], r))))])
+
+
+def black_first_clip(base: Path) -> None:
+    rows = [r for r in clip_rows() if r["split"] == "train"]
+    frames = lambda n: torch.zeros(FRAMES, 3, HEIGHT, WIDTH, dtype=torch.uint8) if n == 0 else noise_frames(n)
+    write_shard(base / "shards/train/train-000000.tar", rows, frames)
+
+
+TRAIN_CSV, VAL_CSV, MANIFEST = "root/annotations/train.csv", "root/annotations/validate.csv", "shards/manifest.csv"
+is_validate = lambda r: r["split"] == "validate"  # noqa: E731
+FAULTS = {
+    "unknown label": (lambda b: set_cell(b / TRAIN_CSV, "label", "juggling", first(b / TRAIN_CSV)),
+                      "annotations", "labels are in classes.txt"),
+    "time_end <= time_start": (lambda b: set_cell(b / TRAIN_CSV, "time_end", "0", first(b / TRAIN_CSV)),
+                               "annotations", "time_end > time_start"),
+    "duplicate clip id": (lambda b: write_rows(b / TRAIN_CSV, read_csv(b / TRAIN_CSV) + read_csv(b / TRAIN_CSV)[1:2]),
+                          "annotations", "clip ids are unique per split"),
+    "unknown split": (lambda b: set_cell(b / VAL_CSV, "split", "val", first(b / VAL_CSV)),
+                      "annotations", "split values are known"),
+    "missing column": (lambda b: drop_column(b / VAL_CSV, "time_end"),
+                       "annotations", "column time_end present in every annotation file"),
+    "row with an extra field": (
+        lambda b: write_rows(b / VAL_CSV, read_csv(b / VAL_CSV) + [[CLASSES[0], "zz", "1", "4", "validate", "0", "x"]]),
+                      "annotations", "every row has as many fields as its header"),
+    "too many missing": (lambda b: set_cell(b / MANIFEST, "status", "missing", is_validate),
+                         "manifest", "fraction of missing clips"),
+    "too many failed": (lambda b: set_cell(b / MANIFEST, "status", "failed", is_validate),
+                        "manifest", "fraction of failed clips"),
+    "too few frames": (lambda b: set_cell(b / MANIFEST, "num_frames", "4", first(b / MANIFEST)),
+                       "manifest", "ok clips have enough frames for one training clip"),
+    "wrong short side": (lambda b: set_cell(b / MANIFEST, "height", "32", first(b / MANIFEST)),
+                         "manifest", "ok clips have the configured short side"),
+    "wrong fps": (lambda b: set_cell(b / MANIFEST, "fps", "25", first(b / MANIFEST)),
+                  "manifest", "ok clips have the configured fps"),
+    "inconsistent label_index": (lambda b: set_cell(b / MANIFEST, "label_index", "2", first(b / MANIFEST)),
+                                 "manifest", "label_index matches classes.txt"),
+    "class absent in train": (
+        lambda b: drop_rows(b / MANIFEST, lambda r: r["label"] == CLASSES[2] and r["split"] == "train"),
+        "train_classes", f"every class has >= {MIN_CLIPS} ok clips in train"),
+    "too few clips of a class in train": (
+        lambda b: drop_rows(b / MANIFEST, lambda r: r["label"] == CLASSES[1] and r["split"] == "train"
+                            and r["time_start"] != "0"),
+        "train_classes", f"every class has >= {MIN_CLIPS} ok clips in train"),
+    "all-black frames": (black_first_clip, "pixels", "frames are not constant (all-black or blank)"),
+}
+
+
+def faulty_copy(good: Path, tmp_path: Path, fault: str) -> Settings:
+    base = tmp_path / "faulty"
+    shutil.copytree(good, base, ignore=shutil.ignore_patterns("reports"))
+    FAULTS[fault][0](base)
+    return settings_for(base)
+
+
+def failed(records: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(r["suite"], r["name"]): r for r in records if not r["passed"]}
+
+
+# --- tests ---------------------------------------------------------------------------------
+
+
+def test_good_dataset_passes_and_writes_the_report(good):
+    summary = validate_dataset(settings_for(good))
+    assert summary.success
+    assert failed(summary.expectations) == {}
+    report = json.loads((good / "reports/summary.json").read_text())
+    assert report == {"success": True, "expectations": summary.expectations}
+    assert {r["suite"] for r in report["expectations"]} == {"annotations", "manifest", "train_classes", "pixels"}
+    assert all(set(r) == {"suite", "name", "critical", "passed", "observed", "threshold"} for r in report["expectations"])
+    index = (good / "reports/data_docs/index.html").read_text()
+    assert "annotations" in index and "pixels" in index
+    assert not (good / "reports/.data_docs.tmp").exists()
+
+
+def test_records_are_deterministic(good):
+    assert run_checks(*collect(settings_for(good))) == run_checks(*collect(settings_for(good)))
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_fault_fails_the_expectation_named_for_it(good, tmp_path, fault):
+    _, suite, name = FAULTS[fault]
+    records = run_checks(*collect(faulty_copy(good, tmp_path, fault)))
+    failures = failed(records)
+    critical = {key for key, r in failures.items() if r["critical"]}
+    assert critical == {(suite, name)}
+    line = failure_line(failures[(suite, name)])
+    assert line.startswith(f"{suite}: {name}: observed ")
+    assert ", expected " in line
+
+
+def test_failing_rows_are_named_in_the_observed_value(good, tmp_path):
+    records = run_checks(*collect(faulty_copy(good, tmp_path, "unknown label")))
+    observed = failed(records)[("annotations", "labels are in classes.txt")]["observed"]
+    assert observed.startswith("1 of 13 rows: annotations/train.csv:2 ('juggling')")
+
+
+def test_missing_inputs_are_one_clear_error(good, tmp_path):
+    shutil.copytree(good, tmp_path / "copy", ignore=shutil.ignore_patterns("reports"))
+    (tmp_path / "copy/shards/manifest.csv").unlink()
+    with pytest.raises(StageError, match="manifest.csv: manifest not found; run python -m pipeline.preprocess"):
+        collect(settings_for(tmp_path / "copy"))
+
+
+def test_cli_exits_1_with_one_line_per_failure_and_writes_the_report(good, tmp_path):
+    s = faulty_copy(good, tmp_path, "all-black frames")
+    overrides = [
+        f"data.root={s.root}", f"data.shards_dir={s.shards_dir}", f"data.short_side={HEIGHT}",
+        f"data.fps={FPS}", "data.train_split=train", f"model.clip.num_frames={CLIP_NUM_FRAMES}",
+        f"model.clip.stride={CLIP_STRIDE}", f"validate.report_dir={s.report_dir}",
+        f"validate.min_clips_per_class={MIN_CLIPS}", "validate.pixel_clips_per_shard=100",
+        "validate.max_missing_fraction=0.1",
+    ]
+    env = {**os.environ, "GX_ANALYTICS_ENABLED": "False"}
+    done = subprocess.run([sys.executable, "-m", "pipeline.validate", *overrides], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines == [
+        "WARNING pixels: mean brightness is plausible: observed 1 of 12 rows: "
+        "train/train-000000.tar:tr0x0abcdef_000000_000003 (0.0), expected 5 <= mean <= 250",
+        "FAILED pixels: frames are not constant (all-black or blank): observed 1 of 12 rows: "
+        "train/train-000000.tar:tr0x0abcdef_000000_000003 (0.0), expected pixel std > 2.0",
+    ]
+    report = json.loads((s.report_dir / "summary.json").read_text())
+    assert report["success"] is False
+    assert (s.report_dir / "data_docs/index.html").is_file()
