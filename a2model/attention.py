@@ -15,6 +15,16 @@ _NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
 
+def pointwise(conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """A 1×1 convolution as one matrix multiply: ``(N, C_in, *S) -> (N, C_out, L)``.
+
+    Same result as ``conv(x).flatten(2)``, but its backward is a plain GEMM, several times faster
+    on CPU than the convolution's.
+    """
+    y = torch.matmul(conv.weight.flatten(1), x.flatten(2))
+    return y if conv.bias is None else y + conv.bias[:, None]
+
+
 def double_attention(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """The functional core of the block: gather, then distribute.
 
@@ -57,8 +67,9 @@ class DoubleAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, *S) -> (N, C, *S)``."""
-        a, b, v = self.project(x).split([self.m, self.n, self.n], dim=1)
-        return x + self.norm(self.out(double_attention(a, b, v)))
+        a, b, v = pointwise(self.project, x).split([self.m, self.n, self.n], dim=1)
+        z = pointwise(self.out, double_attention(a, b, v))  # (N, C, L)
+        return x + self.norm(z.unflatten(2, x.shape[2:]))
 
 
 class NonLocal(nn.Module):
@@ -92,9 +103,10 @@ class NonLocal(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, *S) -> (N, C, *S)``."""
-        theta, keys_values = self.project(x).split([self.inner, 2 * self.inner], dim=1)
-        phi, g = self.pool(keys_values).flatten(2).split([self.inner, self.inner], dim=1)
-        affinity = torch.bmm(theta.flatten(2).transpose(1, 2), phi)  # (N, L, L')
+        theta, keys_values = pointwise(self.project, x).split([self.inner, 2 * self.inner], dim=1)
+        keys_values = self.pool(keys_values.unflatten(2, x.shape[2:])).flatten(2)
+        phi, g = keys_values.split([self.inner, self.inner], dim=1)
+        affinity = torch.bmm(theta.transpose(1, 2), phi)  # (N, L, L')
         attention = F.softmax(affinity * self.inner**-0.5, dim=-1)
-        y = torch.bmm(g, attention.transpose(1, 2)).unflatten(2, x.shape[2:])  # (N, inner, *S)
-        return x + self.norm(self.out(y))
+        y = torch.bmm(g, attention.transpose(1, 2))  # (N, inner, L)
+        return x + self.norm(pointwise(self.out, y).unflatten(2, x.shape[2:]))
