@@ -9,12 +9,13 @@ DEFAULT_STORE_DIR = Path("mlflow")
 
 
 def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the project's SQLite store ``sqlite:///mlflow/mlflow.db``."""
+    """``$MLFLOW_TRACKING_URI``, else the project's SQLite store ``mlflow/mlflow.db`` (absolute)."""
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     DEFAULT_STORE_DIR.mkdir(exist_ok=True)
-    return f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}"
+    # Absolute: MLflow caches stores by URI, so a relative one would follow no later chdir.
+    return f"sqlite:///{(DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
 
 
 def setup_mlflow(experiment: str) -> str:
