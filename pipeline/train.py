@@ -354,7 +354,7 @@ def train(cfg: DictConfig) -> Path:
             Path(cfg.data.shards_dir),
             cfg.data.train_split,
             RandomClip(clip.num_frames, clip.stride),
-            TrainTransform(clip.crop_size, tuple(tc.scale_jitter), bool(cfg.data.hflip)),
+            TrainTransform(clip.crop_size, tuple(tc.scale_jitter), bool(cfg.data.hflip), tc.max_crop_shift),
             tc.seed,
         )
         if len(train_set) < tc.batch_size:

@@ -80,12 +80,15 @@ class TrainTransform:
     """Scale jitter + random crop + optional horizontal flip, one draw per item.
 
     The short side is resized to ``crop_size × U(scale_jitter)`` and a ``crop_size²`` window is
-    cut at a random position; every view and frame of the item gets the same geometry.
+    cut at a random position — anywhere, or with ``max_shift`` at most ``max_shift × crop_size``
+    pixels from the centred window (for data whose subject is framed in the centre); every view
+    and frame of the item gets the same geometry.
     """
 
     crop_size: int
     scale_jitter: tuple[float, float] = (1.0, 1.0)
     hflip: bool = False
+    max_shift: float | None = None
 
     def __call__(self, views: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """uint8 ``(V, T, C, H, W)`` → uint8 ``(V, C, T, crop, crop)``."""
@@ -94,12 +97,21 @@ class TrainTransform:
         short = max(self.crop_size, round(self.crop_size * scale))
         views = resize_short_side(views, short)
         height, width = views.shape[-2:]
-        top = int(torch.randint(0, height - self.crop_size + 1, (), generator=generator))
-        left = int(torch.randint(0, width - self.crop_size + 1, (), generator=generator))
+        top = self._offset(height, generator)
+        left = self._offset(width, generator)
         views = views[..., top : top + self.crop_size, left : left + self.crop_size]
         if self.hflip and bool(torch.rand((), generator=generator) < 0.5):
             views = views.flip(-1)
         return to_clip_layout(views)
+
+
+    def _offset(self, length: int, generator: torch.Generator) -> int:
+        """A random crop start along a side of ``length``, within ``max_shift`` of the centre."""
+        low, high = 0, length - self.crop_size
+        if self.max_shift is not None:
+            centre, reach = high // 2, round(self.max_shift * self.crop_size)
+            low, high = max(low, centre - reach), min(high, centre + reach)
+        return int(torch.randint(low, high + 1, (), generator=generator))
 
 
 @dataclass(frozen=True)

@@ -229,6 +229,14 @@ def test_train_transform_is_a_function_of_the_generator_and_keeps_the_geometry_o
     assert any(torch.equal(no_jitter[0], w) for w in windows)  # an exact crop, no resampling
 
 
+def test_train_crop_stays_within_max_shift_of_the_centre():
+    width = 100  # a 32 crop may start at 0..68; centred at 34; shift 0.25 × 32 = 8 → 26..42
+    columns = torch.arange(width, dtype=torch.uint8).expand(1, 1, 3, 40, width)
+    transform = TrainTransform(32, scale_jitter=(1.25, 1.25), max_shift=0.25)  # short side stays 40
+    starts = {int(transform(columns, torch.Generator().manual_seed(s))[0, 0, 0, 0, 0]) for s in range(200)}
+    assert min(starts) == 26 and max(starts) == 42
+
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
