@@ -24,6 +24,7 @@ import os
 import random
 import shutil
 import sys
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ PIXEL_FRAMES_PER_CLIP = 16  # evenly spaced frames decoded per sampled clip
 MIN_PIXEL_STD = 2.0  # grey levels; below this a clip is (nearly) one flat colour
 PIXEL_MEAN_RANGE = (5.0, 250.0)  # outside: (nearly) black or white frames
 EXAMPLES = 5  # failing rows quoted per expectation
+UNREADABLE_SHARD = (StageError, tarfile.TarError, OSError)  # truncated tar, clip missing frames
 ROW = "row"  # every table's row identifier (file:line, clip id, class name)
 
 
@@ -143,25 +145,22 @@ def annotations_table(root: Path) -> pd.DataFrame:
     return table
 
 
-def manifest_table(shards_dir: Path, classes: list[str]) -> pd.DataFrame:
+def manifest_table(shards_dir: Path, classes: list[str], in_shards: set[str]) -> pd.DataFrame:
     """``manifest.csv`` as strings plus numeric columns of the ok clips (NaN on other rows).
 
     ``ok_num_frames``, ``ok_short_side`` and ``ok_fps`` are -1 on an ok row whose value is not
     a number, so a blank never passes; ``class_at_index`` is ``classes[label_index]``;
-    ``missing``/``failed`` are 0/1 so their mean is the fraction; ``ok_shard_exists`` says
-    whether an ok clip's shard file is there.
+    ``missing``/``failed`` are 0/1 so their mean is the fraction; ``ok_in_shard`` says whether
+    an ok clip is among ``in_shards`` (``<shard>:<clip_id>`` of the clips the shards hold).
     """
-    path = Path(shards_dir) / "manifest.csv"
-    if not path.is_file():
-        raise StageError(f"{path}: manifest not found; run python -m pipeline.preprocess first")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = pd.read_csv(Path(shards_dir) / "manifest.csv", dtype=str, keep_default_na=False)
     raw = table.reindex(columns=MANIFEST_COLUMNS)  # absent columns read as NaN below
     table[ROW] = raw["clip_id"]
     status = raw["status"]
     ok = status == "ok"
 
     def ok_number(column: pd.Series) -> pd.Series:
-        return pd.to_numeric(column, errors="coerce").where(ok).mask(ok & column.isna(), -1.0)
+        return column.where(ok).mask(ok & column.isna(), -1.0)
 
     numbers = {name: pd.to_numeric(raw[name], errors="coerce") for name in ("height", "width")}
     short_side = pd.concat(numbers, axis=1).min(axis=1, skipna=False)
@@ -172,14 +171,13 @@ def manifest_table(shards_dir: Path, classes: list[str]) -> pd.DataFrame:
     table["failed"] = (status == "failed").astype(float)
     index = pd.to_numeric(raw["label_index"].where(raw["label_index"].str.fullmatch(r"\d+", na=False)))
     table["class_at_index"] = [
-        classes[int(i)] if i == i and int(i) < len(classes) else f"<no class at index {text!r}>"
+        classes[int(i)] if pd.notna(i) and int(i) < len(classes) else f"<no class at index {text!r}>"
         for i, text in zip(index, raw["label_index"])
     ]
     table["label_index_value"] = index
-    shards = raw["shard"].fillna("")
-    table["ok_shard_exists"] = [
-        (bool(s) and (Path(shards_dir) / s).is_file()) if is_ok else None
-        for s, is_ok in zip(shards, ok)
+    table["ok_in_shard"] = [
+        f"{shard}:{clip}" in in_shards if is_ok else None
+        for shard, clip, is_ok in zip(raw["shard"], raw["clip_id"], ok)
     ]
     return table
 
@@ -204,29 +202,67 @@ def spread_indices(num_frames: int, count: int) -> list[int]:
     return [round(k * (num_frames - 1) / (count - 1)) for k in range(count)]
 
 
-def pixels_table(shards_dir: Path, splits: list[str], clips_per_shard: int, seed: int) -> pd.DataFrame:
-    """Pixel statistics of ``clips_per_shard`` clips drawn per shard (seeded by seed and shard name).
-
-    Columns: ``row`` ("train/train-000000.tar:<clip_id>"), ``decodes`` (bool), ``mean``/``std``
-    of the decoded uint8 RGB values of up to PIXEL_FRAMES_PER_CLIP evenly spaced frames
-    (NaN when the JPEGs do not decode) and ``short_side`` of the decoded frames.
-    """
+def index_shards(shards_dir: Path, splits: list[str]) -> tuple[list[Any], list[str]]:
+    """A ``ClipDataset`` per split that has shards, and ``<shard>: <error>`` for each shard that
+    cannot be indexed (its split gets no dataset). Close the datasets when done."""
     from pipeline.shards import ClipDataset, shard_paths
 
-    records = []
+    datasets, errors = [], []
     for split in splits:
         if not shard_paths(shards_dir, split):
             continue
-        dataset = ClipDataset(shards_dir, split, lambda n, _: [spread_indices(n, PIXEL_FRAMES_PER_CLIP)])
         try:
-            for shard, path in enumerate(dataset.paths):
-                members = [i for i, e in enumerate(dataset.entries) if e.shard == shard]
-                rng = random.Random(f"{seed}/{split}/{path.name}")
-                for index in sorted(rng.sample(members, min(clips_per_shard, len(members)))):
-                    records.append(_pixel_stats(dataset, index, f"{split}/{path.name}"))
-        finally:
-            dataset.close()
+            datasets.append(ClipDataset(
+                shards_dir, split, lambda n, _: [spread_indices(n, PIXEL_FRAMES_PER_CLIP)]))
+        except UNREADABLE_SHARD:
+            errors += _shard_errors(shard_paths(shards_dir, split))
+    return datasets, errors
+
+
+def _shard_errors(paths: list[Path]) -> list[str]:
+    """``<shard>: <error>`` of each shard of ``paths`` that cannot be indexed."""
+    from pipeline.shards import scan_shard
+
+    errors = []
+    for path in paths:
+        try:
+            scan_shard(path)
+        except UNREADABLE_SHARD as err:
+            errors.append(f"{_shard_name(path)}: {err}")
+    return errors
+
+
+def _shard_name(path: Path) -> str:
+    """A shard's path as the manifest writes it: ``<split>/<split>-NNNNNN.tar``."""
+    return f"{path.parent.name}/{path.name}"
+
+
+def shard_members(datasets: list[Any]) -> set[str]:
+    """``<shard>:<clip_id>`` of every clip indexed in ``datasets``."""
+    return {f"{_shard_name(d.paths[e.shard])}:{e.key}" for d in datasets for e in d.entries}
+
+
+def pixels_table(datasets: list[Any], errors: list[str], clips_per_shard: int,
+                 seed: int) -> pd.DataFrame:
+    """Pixel statistics of ``clips_per_shard`` clips drawn per shard (seeded by seed and shard name).
+
+    Columns: ``row`` ("train/train-000000.tar:<clip_id>", or one of ``errors``),
+    ``decodes`` (bool), ``mean``/``std`` of the decoded uint8 RGB values of up to
+    PIXEL_FRAMES_PER_CLIP evenly spaced frames (NaN when the JPEGs do not decode) and
+    ``short_side`` of the decoded frames.
+    """
+    records = [_undecodable(error) for error in errors]
+    for dataset in datasets:
+        for shard, path in enumerate(dataset.paths):
+            members = [i for i, e in enumerate(dataset.entries) if e.shard == shard]
+            rng = random.Random(f"{seed}/{_shard_name(path)}")
+            for index in sorted(rng.sample(members, min(clips_per_shard, len(members)))):
+                records.append(_pixel_stats(dataset, index, _shard_name(path)))
     return pd.DataFrame.from_records(records, columns=[ROW, "decodes", "mean", "std", "short_side"])
+
+
+def _undecodable(row: str) -> dict[str, Any]:
+    return {ROW: row, "decodes": False, "mean": math.nan, "std": math.nan, "short_side": math.nan}
 
 
 def _pixel_stats(dataset: Any, index: int, shard: str) -> dict[str, Any]:
@@ -235,7 +271,7 @@ def _pixel_stats(dataset: Any, index: int, shard: str) -> dict[str, Any]:
     try:
         frames = dataset[index]["frames"]  # uint8 (1, T, C, H, W)
     except RuntimeError:  # torchvision raises RuntimeError on undecodable JPEG data
-        return {ROW: row, "decodes": False, "mean": math.nan, "std": math.nan, "short_side": math.nan}
+        return _undecodable(row)
     values = frames.float()
     return {ROW: row, "decodes": True, "mean": values.mean().item(), "std": values.std().item(),
             "short_side": min(frames.shape[-2:])}
@@ -306,8 +342,8 @@ def manifest_checks(s: Settings) -> list[Check]:
               {"column": "ok_fps", "min_value": s.fps, "max_value": s.fps}, f"== {s.fps} (data.fps)"),
         Check(suite, "label_index matches classes.txt", "ExpectColumnPairValuesToBeEqual",
               {"column_A": "label", "column_B": "class_at_index"}, "classes[label_index] == label"),
-        Check(suite, "ok clips' shard files exist", "ExpectColumnValuesToBeInSet",
-              {"column": "ok_shard_exists", "value_set": [True]}, "shard file under data.shards_dir"),
+        Check(suite, "ok clips are in their shard", "ExpectColumnValuesToBeInSet",
+              {"column": "ok_in_shard", "value_set": [True]}, "clip indexed in the shard it names"),
     ]
 
 
@@ -326,8 +362,8 @@ def pixel_checks(s: Settings) -> list[Check]:
     return [
         Check(suite, "clips were sampled from the shards", "ExpectTableRowCountToBeBetween",
               {"min_value": 1}, ">= 1 clip"),
-        Check(suite, "sampled clips decode", "ExpectColumnValuesToBeInSet",
-              {"column": "decodes", "value_set": [True]}, "every JPEG decodes"),
+        Check(suite, "shards read and sampled clips decode", "ExpectColumnValuesToBeInSet",
+              {"column": "decodes", "value_set": [True]}, "every shard indexes, every JPEG decodes"),
         Check(suite, "frames are not constant (all-black or blank)", "ExpectColumnValuesToBeBetween",
               {"column": "std", "min_value": MIN_PIXEL_STD, "strict_min": True},
               f"pixel std > {MIN_PIXEL_STD}"),
@@ -373,7 +409,8 @@ def _observed(result: Any) -> Any:
     outcome = result.result
     if "observed_value" in outcome:
         return _json_safe(outcome["observed_value"])
-    count, total = outcome.get("unexpected_count", 0), outcome.get("element_count", 0)
+    count = outcome.get("unexpected_count", 0)
+    total = outcome.get("element_count", 0) - (outcome.get("missing_count") or 0)  # nulls: not checked
     examples = []
     for item in outcome.get("partial_unexpected_index_list") or []:
         values = [f"{v!r}" for k, v in _json_safe(item).items() if k != ROW]
@@ -438,13 +475,23 @@ def collect(s: Settings) -> tuple[dict[str, pd.DataFrame], list[Check]]:
     from pipeline.kinetics import load_classes
 
     classes = load_classes(s.classes_path)
-    manifest = manifest_table(s.shards_dir, classes)
+    annotations = annotations_table(s.root)
+    if not (s.shards_dir / "manifest.csv").is_file():
+        raise StageError(f"{s.shards_dir / 'manifest.csv'}: manifest not found; "
+                         "run python -m pipeline.preprocess first")
     splits = sorted(p.name for p in s.shards_dir.iterdir() if p.is_dir())
+    datasets, errors = index_shards(s.shards_dir, splits)
+    try:
+        manifest = manifest_table(s.shards_dir, classes, shard_members(datasets))
+        pixels = pixels_table(datasets, errors, s.pixel_clips_per_shard, s.seed)
+    finally:
+        for dataset in datasets:
+            dataset.close()
     tables = {
-        "annotations": annotations_table(s.root),
+        "annotations": annotations,
         "manifest": manifest,
         "train_classes": train_classes_table(manifest, classes, s.train_split),
-        "pixels": pixels_table(s.shards_dir, splits, s.pixel_clips_per_shard, s.seed),
+        "pixels": pixels,
     }
     known_splits = list(dict.fromkeys([*KNOWN_SPLITS, s.train_split]))
     checks = [*annotation_checks(classes, known_splits), *manifest_checks(s),

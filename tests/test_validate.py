@@ -58,17 +58,20 @@ def clip_rows() -> list[dict]:
 
 def noise_frames(seed: int) -> torch.Tensor:
     """Random uint8 frames (T, C, H, W): mean ~127, std ~74."""
-    return torch.randint(0, 256, (FRAMES, 3, HEIGHT, WIDTH), generator=torch.Generator().manual_seed(seed),
-                         dtype=torch.uint8)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (FRAMES, 3, HEIGHT, WIDTH), generator=generator, dtype=torch.uint8)
 
 
-def write_shard(path: Path, rows: list[dict], frames_of: Callable[[int], torch.Tensor]) -> None:
+def jpegs(frames: torch.Tensor) -> list[bytes]:
+    return [encode_jpeg(frame, quality=90).numpy().tobytes() for frame in frames]
+
+
+def write_shard(path: Path, rows: list[dict], jpegs_of: Callable[[int], list[bytes]]) -> None:
     """A WebDataset tar of the contract: <clip>.<frame:06d>.jpg members and <clip>.json."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w") as tar:
         for n, row in enumerate(rows):
-            members = [(f"{row['clip_id']}.{i:06d}.jpg", encode_jpeg(frame, quality=90).numpy().tobytes())
-                       for i, frame in enumerate(frames_of(n))]
+            members = [(f"{row['clip_id']}.{i:06d}.jpg", data) for i, data in enumerate(jpegs_of(n))]
             meta = {k: row[k] for k in ("label", "label_index", "split", "youtube_id", "time_start",
                                         "time_end", "num_frames", "height", "width", "fps")}
             members.append((f"{row['clip_id']}.json", json.dumps(meta).encode()))
@@ -101,8 +104,9 @@ def write_dataset(base: Path) -> Settings:
                   [[r["label"], r["youtube_id"], r["time_start"], r["time_end"], split, 0]
                    for r in rows if r["split"] == split])
         ok = [r for r in rows if r["split"] == split and r["status"] == "ok"]
-        write_shard(shards / split / f"{split}-000000.tar", ok, noise_frames)
-    write_csv(shards / "manifest.csv", list(MANIFEST_COLUMNS), [[r[c] for c in MANIFEST_COLUMNS] for r in rows])
+        write_shard(shards / split / f"{split}-000000.tar", ok, lambda n: jpegs(noise_frames(n)))
+    write_csv(shards / "manifest.csv", list(MANIFEST_COLUMNS),
+              [[r[c] for c in MANIFEST_COLUMNS] for r in rows])
     return settings_for(base)
 
 
@@ -157,48 +161,71 @@ def drop_rows(path: Path, where: Callable[[dict], bool]) -> None:
     write_rows(path, [rows[0], *(r for r in rows[1:] if not where(dict(zip(rows[0], r))))])
 
 
-def black_first_clip(base: Path) -> None:
-    rows = [r for r in clip_rows() if r["split"] == "train"]
-    frames = lambda n: torch.zeros(FRAMES, 3, HEIGHT, WIDTH, dtype=torch.uint8) if n == 0 else noise_frames(n)
-    write_shard(base / "shards/train/train-000000.tar", rows, frames)
+def rewrite_shard(base: Path, split: str, first_jpegs: list[bytes] | None = None,
+                  drop_last: bool = False) -> None:
+    """Rewrite ``split``'s shard: the first clip's frames replaced and/or the last clip left out."""
+    rows = [r for r in clip_rows() if r["split"] == split and r["status"] == "ok"]
+    write_shard(base / f"shards/{split}/{split}-000000.tar", rows[:-1] if drop_last else rows,
+                lambda n: first_jpegs if n == 0 and first_jpegs else jpegs(noise_frames(n)))
 
 
-TRAIN_CSV, VAL_CSV, MANIFEST = "root/annotations/train.csv", "root/annotations/validate.csv", "shards/manifest.csv"
-is_validate = lambda r: r["split"] == "validate"  # noqa: E731
-FAULTS = {
-    "unknown label": (lambda b: set_cell(b / TRAIN_CSV, "label", "juggling", first(b / TRAIN_CSV)),
-                      "annotations", "labels are in classes.txt"),
-    "time_end <= time_start": (lambda b: set_cell(b / TRAIN_CSV, "time_end", "0", first(b / TRAIN_CSV)),
-                               "annotations", "time_end > time_start"),
-    "duplicate clip id": (lambda b: write_rows(b / TRAIN_CSV, read_csv(b / TRAIN_CSV) + read_csv(b / TRAIN_CSV)[1:2]),
+def append_row(path: Path, row: list[str]) -> None:
+    write_rows(path, read_csv(path) + [row])
+
+
+def in_class(index: int, keep_first: bool = False) -> Callable[[dict], bool]:
+    """Selects the train rows of class ``index`` (all but the first when ``keep_first``)."""
+    return lambda r: (r["label"] == CLASSES[index] and r["split"] == "train"
+                      and not (keep_first and r["time_start"] == "0"))
+
+
+TRAIN_CSV, VAL_CSV = "root/annotations/train.csv", "root/annotations/validate.csv"
+MANIFEST = "shards/manifest.csv"
+BLACK = torch.zeros(FRAMES, 3, HEIGHT, WIDTH, dtype=torch.uint8)
+ENOUGH_CLIPS = f"every class has >= {MIN_CLIPS} ok clips in train"
+
+
+def is_validate(row: dict) -> bool:
+    return row["split"] == "validate"
+
+
+def edit(path: str, column: str, value: str, where: Callable[[dict], bool] | None = None):
+    """A fault: set ``column`` to ``value`` in ``path`` (relative to the dataset copy)."""
+    return lambda b: set_cell(b / path, column, value, where or first(b / path))
+
+
+FAULTS = {  # fault: (inject into a copy at base b, suite, expectation that must fail)
+    "unknown label": (edit(TRAIN_CSV, "label", "juggling"), "annotations", "labels are in classes.txt"),
+    "time_end <= time_start": (edit(TRAIN_CSV, "time_end", "0"), "annotations", "time_end > time_start"),
+    "duplicate clip id": (lambda b: append_row(b / TRAIN_CSV, read_csv(b / TRAIN_CSV)[1]),
                           "annotations", "clip ids are unique per split"),
-    "unknown split": (lambda b: set_cell(b / VAL_CSV, "split", "val", first(b / VAL_CSV)),
-                      "annotations", "split values are known"),
+    "unknown split": (edit(VAL_CSV, "split", "val"), "annotations", "split values are known"),
     "missing column": (lambda b: drop_column(b / VAL_CSV, "time_end"),
                        "annotations", "column time_end present in every annotation file"),
     "row with an extra field": (
-        lambda b: write_rows(b / VAL_CSV, read_csv(b / VAL_CSV) + [[CLASSES[0], "zz", "1", "4", "validate", "0", "x"]]),
-                      "annotations", "every row has as many fields as its header"),
-    "too many missing": (lambda b: set_cell(b / MANIFEST, "status", "missing", is_validate),
+        lambda b: append_row(b / VAL_CSV, [CLASSES[0], "zz", "1", "4", "validate", "0", "x"]),
+        "annotations", "every row has as many fields as its header"),
+    "too many missing": (edit(MANIFEST, "status", "missing", is_validate),
                          "manifest", "fraction of missing clips"),
-    "too many failed": (lambda b: set_cell(b / MANIFEST, "status", "failed", is_validate),
+    "too many failed": (edit(MANIFEST, "status", "failed", is_validate),
                         "manifest", "fraction of failed clips"),
-    "too few frames": (lambda b: set_cell(b / MANIFEST, "num_frames", "4", first(b / MANIFEST)),
+    "too few frames": (edit(MANIFEST, "num_frames", "4"),
                        "manifest", "ok clips have enough frames for one training clip"),
-    "wrong short side": (lambda b: set_cell(b / MANIFEST, "height", "32", first(b / MANIFEST)),
+    "wrong short side": (edit(MANIFEST, "height", "32"),
                          "manifest", "ok clips have the configured short side"),
-    "wrong fps": (lambda b: set_cell(b / MANIFEST, "fps", "25", first(b / MANIFEST)),
-                  "manifest", "ok clips have the configured fps"),
-    "inconsistent label_index": (lambda b: set_cell(b / MANIFEST, "label_index", "2", first(b / MANIFEST)),
+    "wrong fps": (edit(MANIFEST, "fps", "25"), "manifest", "ok clips have the configured fps"),
+    "inconsistent label_index": (edit(MANIFEST, "label_index", "2"),
                                  "manifest", "label_index matches classes.txt"),
-    "class absent in train": (
-        lambda b: drop_rows(b / MANIFEST, lambda r: r["label"] == CLASSES[2] and r["split"] == "train"),
-        "train_classes", f"every class has >= {MIN_CLIPS} ok clips in train"),
+    "class absent in train": (lambda b: drop_rows(b / MANIFEST, in_class(2)),
+                              "train_classes", ENOUGH_CLIPS),
     "too few clips of a class in train": (
-        lambda b: drop_rows(b / MANIFEST, lambda r: r["label"] == CLASSES[1] and r["split"] == "train"
-                            and r["time_start"] != "0"),
-        "train_classes", f"every class has >= {MIN_CLIPS} ok clips in train"),
-    "all-black frames": (black_first_clip, "pixels", "frames are not constant (all-black or blank)"),
+        lambda b: drop_rows(b / MANIFEST, in_class(1, keep_first=True)), "train_classes", ENOUGH_CLIPS),
+    "all-black frames": (lambda b: rewrite_shard(b, "train", first_jpegs=jpegs(BLACK)),
+                         "pixels", "frames are not constant (all-black or blank)"),
+    "corrupt JPEG": (lambda b: rewrite_shard(b, "train", first_jpegs=[b"not a jpeg"] * FRAMES),
+                     "pixels", "shards read and sampled clips decode"),
+    "shard lost a clip": (lambda b: rewrite_shard(b, "validate", drop_last=True),
+                          "manifest", "ok clips are in their shard"),
 }
 
 
@@ -222,8 +249,10 @@ def test_good_dataset_passes_and_writes_the_report(good):
     assert failed(summary.expectations) == {}
     report = json.loads((good / "reports/summary.json").read_text())
     assert report == {"success": True, "expectations": summary.expectations}
-    assert {r["suite"] for r in report["expectations"]} == {"annotations", "manifest", "train_classes", "pixels"}
-    assert all(set(r) == {"suite", "name", "critical", "passed", "observed", "threshold"} for r in report["expectations"])
+    suites = {r["suite"] for r in report["expectations"]}
+    assert suites == {"annotations", "manifest", "train_classes", "pixels"}
+    fields = {"suite", "name", "critical", "passed", "observed", "threshold"}
+    assert all(set(r) == fields for r in report["expectations"])
     index = (good / "reports/data_docs/index.html").read_text()
     assert "annotations" in index and "pixels" in index
     assert not (good / "reports/.data_docs.tmp").exists()
@@ -251,10 +280,23 @@ def test_failing_rows_are_named_in_the_observed_value(good, tmp_path):
     assert observed.startswith("1 of 13 rows: annotations/train.csv:2 ('juggling')")
 
 
+def test_truncated_shard_fails_reading_and_loses_its_clips(good, tmp_path):
+    s = faulty_copy(good, tmp_path, "shard lost a clip")  # any copy; then cut a JPEG in half
+    shard = s.shards_dir / "validate/validate-000000.tar"
+    with tarfile.open(shard) as tar:
+        member = next(m for m in tar if m.name.endswith(".000002.jpg"))
+    shard.write_bytes(shard.read_bytes()[: member.offset_data + member.size // 2])
+    failures = failed(run_checks(*collect(s)))
+    assert set(failures) == {("pixels", "shards read and sampled clips decode"),
+                             ("manifest", "ok clips are in their shard")}
+    assert failures[("pixels", "shards read and sampled clips decode")]["observed"].startswith(
+        "1 of 10 rows: validate/validate-000000.tar: unexpected end of data")
+
+
 def test_missing_inputs_are_one_clear_error(good, tmp_path):
     shutil.copytree(good, tmp_path / "copy", ignore=shutil.ignore_patterns("reports"))
     (tmp_path / "copy/shards/manifest.csv").unlink()
-    with pytest.raises(StageError, match="manifest.csv: manifest not found; run python -m pipeline.preprocess"):
+    with pytest.raises(StageError, match="manifest not found; run python -m pipeline.preprocess"):
         collect(settings_for(tmp_path / "copy"))
 
 
