@@ -25,7 +25,7 @@ import random
 import shutil
 import sys
 import tarfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +85,10 @@ class Summary:
     """The outcome: ``success`` is False when any critical expectation failed."""
 
     success: bool
-    expectations: list[dict[str, Any]] = field(default_factory=list)
+    expectations: list[dict[str, Any]]
 
     def failures(self, critical: bool) -> list[dict[str, Any]]:
+        """The failed expectations that are (or are not) critical."""
         return [e for e in self.expectations if not e["passed"] and e["critical"] == critical]
 
 
