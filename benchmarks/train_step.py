@@ -96,7 +96,7 @@ def main() -> None:
                 macs = a2model.count_macs(net, (1, *shape)) / 1e9
             print(
                 f"| {name} | {family.batch}×{'×'.join(map(str, shape))} | {seconds * 1e3:.0f} | "
-                f"{family.batch / seconds:.1f} | {params:.2f} | {macs:.2f} | {seconds / baseline:.2f}× |",
+                f"{family.batch / seconds:.3g} | {params:.2f} | {macs:.2f} | {seconds / baseline:.2f}× |",
                 flush=True,
             )
 
