@@ -455,7 +455,7 @@ def run_checks(tables: dict[str, pd.DataFrame], checks: list[Check],
         context.add_data_docs_site(site_name="local", site_config={
             "class_name": "SiteBuilder",
             "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                              "base_directory": str(docs_dir)},
+                              "base_directory": str(docs_dir.resolve())},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         })
         context.build_data_docs()
