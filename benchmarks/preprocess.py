@@ -1,8 +1,8 @@
 """Preprocess throughput vs its limit: bare ffmpeg decoding the same clips to a null sink.
 
 The limit runs ``ffmpeg -threads 1 -i clip -vf fps,scale -an -f null -`` per clip over the same
-number of processes as the stage (``--workers``); the stage additionally moves the RGB frames
-to Python, JPEG-encodes them and writes the tar shards. Prints a Markdown table; the target is
+number of processes as the stage (``--workers``); the stage additionally converts the frames to
+full-range Y'CbCr 4:2:0, moves them to Python, JPEG-encodes them and writes the tar shards. Prints a Markdown table; the target is
 stage/limit >= 0.7. Wall time is what matters on an idle machine; CPU time (all processes) is
 printed too, as it is far less disturbed by other load. Scenarios: the project's synthetic dataset (``pipeline.generate``, small
 clips) and Kinetics-like clips (340x256, 640x360, 1280x720; 30 fps, 10 s; decoded at 30 fps, short

@@ -1,4 +1,5 @@
-"""ffmpeg access: which binaries to run, decoding a clip to RGB frames, encoding test videos.
+"""ffmpeg access: which binaries to run, decoding a clip to RGB frames or JPEG-ready YUV
+planes, encoding test videos.
 
 Decoding goes through ffmpeg-python with one thread per ffmpeg process (``-threads 1``), so
 the frames of a clip are the same bytes however many clips run in parallel.
@@ -16,7 +17,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import ffmpeg
 import numpy as np
@@ -99,31 +100,29 @@ def _frame_size(stderr_fd: int) -> tuple[int, int] | None:
     return None if size is None else (int(size.group(1)), int(size.group(2)))
 
 
-def stream_frames(
-    path: Path,
-    *,
-    fps: float,
-    short_side: int,
-    start: float | None = None,
-    end: float | None = None,
-) -> Iterator[np.ndarray]:
-    """Yield the RGB frames uint8 (H, W, 3) of ``path`` as ffmpeg decodes them.
-
-    Frames are resampled to ``fps`` and scaled to short side ``short_side`` (long side even,
-    aspect kept) in YUV 4:2:0 before the conversion to RGB (scaling and converting in one
-    swscale pass costs twice the decoding); ``start``/``end`` (seconds) cut a window out of an untrimmed source; audio
-    is dropped. Raises DecodeError with ffmpeg's reason when it fails (possibly after some
-    frames: a truncated file) or yields no frame. ffmpeg's stdout comes through an enlarged
-    pipe one frame at a time; its stderr goes to a temporary file, so it can never block.
-    """
+def _scale_chain(path: Path, fps: float, short_side: int, start: float | None,
+                 end: float | None, **scale_args: str) -> ffmpeg.nodes.FilterableStream:
+    """ffmpeg-python stream of ``path`` (``start..end`` cut), at ``fps``, short side scaled."""
     window = {k: v for k, v in (("ss", start), ("to", end)) if v is not None}
-    command = (
+    return (
         ffmpeg.input(str(path), threads=1, **window)
         .video.filter("fps", fps=fps)
-        .filter("scale", **short_side_scale(short_side))
-        .filter("format", "yuv420p")  # scale in YUV, then the fast unscaled YUV->RGB converter
-        .output("pipe:", format="rawvideo", pix_fmt="rgb24", an=None, threads=1,
-                filter_threads=1)
+        .filter("scale", **short_side_scale(short_side), **scale_args)
+        .filter("format", "yuv420p")
+    )
+
+
+def _stream_raw(chain: ffmpeg.nodes.FilterableStream, pix_fmt: str,
+                frame_bytes: Callable[[int, int], int]) -> Iterator[tuple[bytearray, int, int]]:
+    """Yield ``(frame bytes, width, height)`` of ``chain`` piped out of ffmpeg as ``pix_fmt``.
+
+    Raises DecodeError with ffmpeg's reason when it fails (possibly after some frames: a
+    truncated file) or yields no frame. ffmpeg's stdout comes through an enlarged pipe one
+    frame at a time; its stderr goes to a temporary file, so it can never block.
+    """
+    command = (
+        chain.output("pipe:", format="rawvideo", pix_fmt=pix_fmt, an=None, threads=1,
+                     filter_threads=1)
         .global_args("-hide_banner", "-nostdin", "-nostats")
         .compile(cmd=ffmpeg_exe())
     )
@@ -150,19 +149,69 @@ def stream_frames(
                 width, height = size
                 source = pipe if rest is None else rest
                 while True:
-                    frame = bytearray(width * height * 3)
+                    frame = bytearray(frame_bytes(width, height))
                     got = source.readinto(frame)
                     if got == 0:
                         break
                     if got != len(frame):
                         raise DecodeError(f"ffmpeg output ends inside a {width}x{height} frame")
-                    yield np.frombuffer(frame, np.uint8).reshape(height, width, 3)
+                    yield frame, width, height
             if process.wait() != 0:
                 raise DecodeError(_reason(stderr))
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def stream_frames(
+    path: Path,
+    *,
+    fps: float,
+    short_side: int,
+    start: float | None = None,
+    end: float | None = None,
+) -> Iterator[np.ndarray]:
+    """Yield the RGB frames uint8 (H, W, 3) of ``path`` as ffmpeg decodes them.
+
+    Frames are resampled to ``fps`` and scaled to short side ``short_side`` (long side even,
+    aspect kept) in YUV 4:2:0 before the conversion to RGB (scaling and converting in one
+    swscale pass costs twice the decoding); ``start``/``end`` (seconds) cut a window out of an
+    untrimmed source; audio is dropped. Errors: see ``_stream_raw``.
+    """
+    chain = _scale_chain(path, fps, short_side, start, end)
+    for frame, width, height in _stream_raw(chain, "rgb24", lambda w, h: w * h * 3):
+        yield np.frombuffer(frame, np.uint8).reshape(height, width, 3)
+
+
+def stream_jpeg_planes(
+    path: Path,
+    *,
+    fps: float,
+    short_side: int,
+    start: float | None = None,
+    end: float | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield the frames of ``path`` as JPEG-ready planes: Y uint8 (H, W), Cb and Cr (H/2, W/2).
+
+    The same frames as ``stream_frames`` (same arguments and errors), but never converted to
+    RGB: ffmpeg scales straight to full-range BT.601 Y'CbCr 4:2:0 (halves rounded up), the
+    colour space JPEG/JFIF stores, so a JPEG encoder can take the planes as they are. A source
+    tagged with another matrix (BT.709 ...) or limited range is converted by the same swscale
+    pass, so decoding the JPEG gives the colours of ``stream_frames`` (within JPEG loss).
+    """
+    chain = _scale_chain(path, fps, short_side, start, end, out_range="full",
+                         out_color_matrix="bt601")
+    for frame, width, height in _stream_raw(chain, "yuv420p", _yuv420_bytes):
+        luma, chroma = width * height, ((width + 1) // 2) * ((height + 1) // 2)
+        planes = np.frombuffer(frame, np.uint8)
+        yield (planes[:luma].reshape(height, width),
+               planes[luma:luma + chroma].reshape((height + 1) // 2, (width + 1) // 2),
+               planes[luma + chroma:].reshape((height + 1) // 2, (width + 1) // 2))
+
+
+def _yuv420_bytes(width: int, height: int) -> int:
+    return width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
 
 
 def _reason(stderr) -> str:

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torchvision.io import decode_jpeg
 
-from pipeline.preprocess import main, preprocess
+from pipeline.preprocess import clip_jpegs, main, preprocess
 from pipeline.video import encode_video, ffmpeg_exe
 
 CLASSES = ["abseiling", "air drumming", "zumba"]
@@ -98,13 +100,30 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def reference_decode(video: Path, out_dir: Path) -> list[np.ndarray]:
+def reference_decode(video: Path, out_dir: Path,
+                     short_side: int = SHORT_SIDE) -> list[np.ndarray]:
     """Decode with a hand-written ffmpeg command to PNG files (independent of pipeline.video)."""
     out_dir.mkdir()
-    scale = f"scale='if(lt(iw,ih),{SHORT_SIDE},-2)':'if(lt(iw,ih),-2,{SHORT_SIDE})'"
+    scale = f"scale='if(lt(iw,ih),{short_side},-2)':'if(lt(iw,ih),-2,{short_side})'"
     subprocess.run([ffmpeg_exe(), "-v", "error", "-threads", "1", "-i", str(video), "-an",
                     "-vf", f"fps={FPS},{scale},format=yuv420p", str(out_dir / "%04d.png")], check=True)
     return [np.asarray(Image.open(p).convert("RGB")) for p in sorted(out_dir.glob("*.png"))]
+
+
+def assert_jpeg_of(jpeg: bytes, frame: np.ndarray, quality: int, what: str) -> None:
+    """``jpeg`` is ``frame`` (RGB (H, W, 3)) JPEG-compressed at libjpeg ``quality``: Pillow's
+    quantization tables and 4:2:0 sampling for that quality, and decoded (torchvision, as the
+    readers do) no further from the frame than Pillow's own JPEG of it, up to 1 grey level."""
+    reference = io.BytesIO()
+    Image.fromarray(frame).save(reference, format="JPEG", quality=quality)
+    ours, pillow = Image.open(io.BytesIO(jpeg)), Image.open(reference)
+    assert ours.quantization == pillow.quantization, f"{what}: not libjpeg quality {quality}"
+    assert ours.layer == pillow.layer, f"{what}: chroma sampling differs"
+    decoded = decode_jpeg(torch.frombuffer(bytearray(jpeg), dtype=torch.uint8))
+    assert decoded.dtype == torch.uint8 and decoded.shape == (3, *frame.shape[:2]), what
+    error = np.abs(decoded.permute(1, 2, 0).numpy().astype(int) - frame).mean()
+    pillow_error = np.abs(np.asarray(pillow.convert("RGB")).astype(int) - frame).mean()
+    assert error <= pillow_error + 1, f"{what}: mean error {error:.2f} vs Pillow {pillow_error:.2f}"
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +151,23 @@ def test_frames_match_an_independent_ffmpeg_decode(built, tmp_path):
             assert meta["num_frames"] == len(expected) and meta["fps"] == FPS
             for i, frame in enumerate(expected):
                 jpeg = tar.extractfile(f"{clip_id(yid)}.{i:06d}.jpg").read()
-                reference = io.BytesIO()
-                Image.fromarray(frame).save(reference, format="JPEG", quality=90)
-                assert jpeg == reference.getvalue(), f"{yid} frame {i} differs"
+                assert_jpeg_of(jpeg, frame, 90, f"{yid} frame {i}")
+
+
+def test_jpegs_keep_colours_of_bt709_sources_odd_sizes_and_quality(built, tmp_path):
+    root, _, _ = built
+    video = next(root.rglob(f"{clip_id('ddddddddddd')}.mp4"))
+    bt709 = tmp_path / "bt709.mp4"  # same pixels, tagged BT.709: decoders must use its matrix
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video), "-c", "copy", "-bsf:v",
+                    "h264_metadata=matrix_coefficients=1", str(bt709)], check=True)
+    for source, short_side in ((video, 31), (bt709, 32)):
+        expected = reference_decode(source, tmp_path / f"{source.stem}{short_side}", short_side)
+        jpegs, height, width = clip_jpegs(source, fps=FPS, short_side=short_side,
+                                          jpeg_quality=50)
+        assert len(jpegs) == len(expected) and (height, width) == expected[0].shape[:2]
+        assert height == short_side and width % 2 == 0
+        for i, (jpeg, frame) in enumerate(zip(jpegs, expected)):
+            assert_jpeg_of(jpeg, frame, 50, f"{source.name} short side {short_side} frame {i}")
 
 
 def test_manifest_rows_statuses_and_reasons(built):
