@@ -25,11 +25,11 @@ import yaml
 
 from pipeline.clips import uniform_clip_indices
 from pipeline.config import StageError
-from pipeline.preprocess import encode_jpeg
+from pipeline.preprocess import clip_jpegs
 from pipeline.register import Preprocessing
 from pipeline.shards import decode_frames
 from pipeline.transforms import TestTransform, normalize
-from pipeline.video import DecodeError, stream_frames
+from pipeline.video import DecodeError
 
 class VideoError(StageError):
     """A file that cannot be used as a video (missing, not a video, no frames)."""
@@ -94,8 +94,7 @@ def video_views(path: Path, prep: Preprocessing) -> torch.Tensor:
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
     try:
-        jpegs = [encode_jpeg(frame, prep.jpeg_quality)
-                 for frame in stream_frames(path, fps=prep.fps, short_side=prep.short_side)]
+        jpegs, _, _ = clip_jpegs(path, fps=prep.fps, short_side=prep.short_side, jpeg_quality=prep.jpeg_quality)
     except DecodeError as err:
         raise VideoError(f"{path}: not a readable video ({err})") from None
     clips = uniform_clip_indices(len(jpegs), prep.num_frames, prep.stride, prep.num_clips)

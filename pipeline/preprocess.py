@@ -30,10 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import numpy as np
 import simplejpeg
-import torch
-import torchvision
 from omegaconf import DictConfig
 from tqdm import tqdm
 
@@ -76,15 +73,6 @@ class ClipResult:
 def shard_name(split: str, index: int) -> str:
     """File name of shard ``index`` of ``split``: ``<split>-000000.tar``."""
     return f"{split}-{index:06d}.tar"
-
-
-def encode_jpeg(frame: np.ndarray, quality: int) -> bytes:
-    """JPEG-encode one uint8 RGB frame (H, W, 3) at ``quality`` (libjpeg, deterministic).
-
-    For RGB frames in hand; a video's shard frames come from ``clip_jpegs`` (no RGB round trip).
-    """
-    return torchvision.io.encode_jpeg(torch.from_numpy(frame).permute(2, 0, 1),
-                                      quality=quality).numpy().tobytes()
 
 
 def clip_jpegs(video: Path, *, fps: float, short_side: int, jpeg_quality: int,
