@@ -20,9 +20,9 @@ from omegaconf import DictConfig
 
 from a2model import count_macs, count_params
 from pipeline.config import classes_file, load_config, stage_main
-from pipeline.evaluate import evaluate
+from pipeline.evaluate import evaluate_config
 from pipeline.kinetics import load_classes
-from pipeline.train import build_net, load_checkpoint, resolve_device, train
+from pipeline.train import build_net, load_checkpoint, train
 
 
 @dataclass(frozen=True)
@@ -57,15 +57,7 @@ def run_overrides(variant: DictConfig, seed: int, work_dir: Path, experiment: st
 def train_and_test(cfg: DictConfig, label: str) -> RunResult:
     """Train ``cfg`` with the train stage's core, test it with the evaluate stage's core."""
     checkpoint_path = train(cfg)
-    result = evaluate(
-        checkpoint_path,
-        Path(cfg.data.shards_dir),
-        cfg.data.val_split,
-        cfg.eval.num_clips,
-        cfg.eval.num_crops,
-        cfg.eval.batch_size,
-        resolve_device(cfg.train.device),
-    )
+    result = evaluate_config(cfg)
     metrics = result.metrics()
     history = load_checkpoint(checkpoint_path)["history"]
     clips_per_s = statistics.median(row["clips_per_s"] for row in history)

@@ -191,11 +191,10 @@ def log_to_run(out_dir: Path, experiment: str, metrics: dict[str, float], files:
     return run_id
 
 
-def run(cfg: DictConfig) -> int:
-    """Stage entry: evaluate ``train.out_dir/last.pt``, write reports, log them."""
-    out_dir = Path(cfg.train.out_dir)
-    result = evaluate(
-        out_dir / CHECKPOINT,
+def evaluate_config(cfg: DictConfig) -> Evaluation:
+    """``evaluate`` on ``train.out_dir/last.pt`` with the ``eval`` and ``data`` settings of ``cfg``."""
+    return evaluate(
+        Path(cfg.train.out_dir) / CHECKPOINT,
         Path(cfg.data.shards_dir),
         cfg.data.val_split,
         cfg.eval.num_clips,
@@ -204,6 +203,12 @@ def run(cfg: DictConfig) -> int:
         resolve_device(cfg.train.device),
         cfg.train.num_workers,
     )
+
+
+def run(cfg: DictConfig) -> int:
+    """Stage entry: evaluate ``train.out_dir/last.pt``, write reports, log them."""
+    out_dir = Path(cfg.train.out_dir)
+    result = evaluate_config(cfg)
     metrics = result.metrics()
     files = write_reports(result, Path(cfg.eval.metrics_file), Path(cfg.eval.per_class_file), Path(cfg.eval.plots_dir))
     log_to_run(out_dir, cfg.mlflow.experiment, metrics, files)

@@ -1,0 +1,50 @@
+"""The ablation runner's bookkeeping: per-run overrides, the summary table, the written outputs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from pipeline.ablation import RunResult, markdown_table, run_overrides, summarise, write_outputs
+from pipeline.config import load_config
+
+
+def result(label: str, seed: int, top1: float) -> RunResult:
+    return RunResult(label, "tiny_a2", seed, top1, top1 / 2, 63_500, 0.103, 200.0 + seed)
+
+
+def test_run_overrides_compose_into_a_private_run(tmp_path: Path) -> None:
+    variant = OmegaConf.create({"label": "tiny + 2 A² blocks", "model": "tiny_a2", "net": {"num_attention": 2}})
+    overrides = run_overrides(variant, 1, tmp_path, "abl")
+    cfg = load_config(overrides)
+    assert cfg.model.net.name == "tiny_a2" and cfg.model.net.num_attention == 2
+    assert cfg.train.seed == 1 and cfg.mlflow.experiment == "abl"
+    assert Path(cfg.train.out_dir) == tmp_path / "tiny-2-a-blocks-seed1"
+    assert Path(cfg.train.metrics_csv).parent == Path(cfg.train.out_dir)
+
+
+def test_summary_is_mean_and_sample_std_over_seeds() -> None:
+    rows = summarise([result("a", 0, 0.5), result("b", 0, 0.25), result("a", 1, 0.7), result("a", 2, 0.6)])
+    assert [row["variant"] for row in rows] == ["a", "b"]
+    assert rows[0]["seeds"] == 3
+    assert rows[0]["video_top1_mean"] == pytest.approx(0.6)
+    assert rows[0]["video_top1_std"] == pytest.approx(0.1)
+    assert rows[1]["video_top1_std"] == 0.0
+    assert rows[0]["step_ms"] == 201.0
+    table = markdown_table(rows, chance=0.25)
+    assert "| a | 60.0 ± 10.0 % | 3 | 63.5 | 0.103 | 201 |" in table
+    assert "Chance is 25 %." in table
+
+
+def test_outputs_are_written(tmp_path: Path) -> None:
+    results = [result("a", seed, 0.3 + 0.1 * seed) for seed in range(3)]
+    table = write_outputs(results, num_classes=4, out_dir=tmp_path)
+    assert (tmp_path / "results.md").read_text() == table + "\n"
+    with (tmp_path / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(row["video_top1"]) for row in rows] == pytest.approx([0.3, 0.4, 0.5])
+    assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(tmp_path.glob("*.tmp*"))
