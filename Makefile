@@ -39,8 +39,8 @@ repro: $(STAMP) ## Run the whole pipeline (generate → … → register) with D
 bench: $(STAMP) ## Run the benchmarks (prints Markdown tables of measured ratios)
 	@for b in attention preprocess loader train_step; do echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
-ablation: $(STAMP) ## Miniature ablation of the paper on the synthetic set (writes docs/ablation.*)
-	$(PY) -m pipeline.ablation
+ablation: $(STAMP) ## Miniature ablation on the synthetic set (writes docs/ablation/; ARGS="key=value ...")
+	$(PY) -m pipeline.ablation $(ARGS)
 
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(VENV)/bin/a2net ui
