@@ -13,6 +13,7 @@ The model, its clip geometry and normalisation come from ``train.out_dir/last.pt
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,7 +149,11 @@ def csv_field(name: str) -> str:
 
 
 def plot_confusion(matrix: torch.Tensor, classes: list[str], path: Path) -> None:
-    """Row-normalised confusion matrix as a PNG (class names and counts shown for ≤ 20 classes)."""
+    """Row-normalised confusion matrix as a PNG (class names and counts shown for ≤ 20 classes).
+
+    Columns are labelled by class index and rows by ``index: name`` (long names wrapped), so
+    Kinetics-length labels never squeeze the matrix.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -162,16 +167,15 @@ def plot_confusion(matrix: torch.Tensor, classes: list[str], path: Path) -> None
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     if k <= 20:
-        ax.set_xticks(range(k), classes, rotation=90)
-        ax.set_yticks(range(k), classes)
+        ax.set_xticks(range(k), [str(i) for i in range(k)])
+        ax.set_yticks(range(k), [textwrap.fill(f"{i}: {name}", 32) for i, name in enumerate(classes)])
         for i in range(k):
             for j in range(k):
                 if matrix[i, j]:
                     ax.text(j, i, int(matrix[i, j]), ha="center", va="center", color="black" if rates[i, j] < 0.5 else "white")
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(tmp, dpi=100, bbox_inches="tight")
     plt.close(fig)
     tmp.replace(path)
 
