@@ -8,7 +8,9 @@ import a2model
 import pytest
 import torch
 
-from pipeline.config import CONF_DIR, compose
+from omegaconf import OmegaConf
+
+from pipeline.config import CONF_DIR, compose, load_config
 from pipeline.train import build_net
 
 GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) for group in ("model", "data", "train")}
@@ -65,3 +67,18 @@ def test_paper_experiment_is_the_kinetics_r50_a2_on_the_gpu_schedule():
     assert (cfg.model.net.name, cfg.data.name, cfg.train.lr) == ("r50_a2", "kinetics400", 0.1)
     assert (cfg.model.clip.num_frames, cfg.model.clip.crop_size) == (8, 224)
     assert (cfg.eval.num_clips, cfg.eval.num_crops) == (10, 3)
+
+
+@pytest.mark.parametrize("model", GROUPS["model"])
+def test_dvc_exp_run_composes_a_params_file_the_stages_read(model, tmp_path):
+    """``dvc exp run -S model=<name>`` writes params.yaml with DVC's own Hydra code: same config as ours."""
+    from dvc.utils.hydra import compose_and_dump
+
+    params = tmp_path / "params.yaml"
+    compose_and_dump(params, str(CONF_DIR), None, "config", str(tmp_path), [f"model={model}", "train.epochs=2"])
+    cfg = load_config(params_file=params)
+    expected = compose([f"model={model}", "train.epochs=2"])
+    assert OmegaConf.to_container(cfg) == OmegaConf.to_container(expected, resolve=True)
+    with torch.device("meta"):
+        net = build_net(cfg.model.net, 4)
+    assert isinstance(net, a2model.VideoResNet)
