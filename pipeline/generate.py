@@ -4,7 +4,7 @@ Each clip shows two objects in opposite halves of the frame. The four classes ar
 {same colour, different colours} x {moving horizontally, moving vertically}. The motion is
 visible in each object on its own; the colour relation is not: either object's hue is uniform
 in every class, so only a model that relates the two far-apart objects can tell same from
-different colours, and a model with a local receptive field is at best at 50 % (chance 25 %).
+different colours, and a model that never sees both at once is at best at 50 % (chance 25 %).
 See docs/data.md.
 
 The output is a Kinetics root (``classes.txt``, ``annotations/{train,validate}.csv``,
