@@ -8,9 +8,11 @@ group (``model=tiny_plain``, ``experiment=...``) recomposes from ``pipeline/conf
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -82,6 +84,12 @@ def load_config(overrides: Sequence[str] = (), params_file: Path | None = None) 
 def classes_file(data_cfg: DictConfig) -> Path:
     """The class list of a dataset: ``data.classes``, or ``<data.root>/classes.txt`` when null."""
     return Path(data_cfg.classes) if data_cfg.get("classes") else Path(data_cfg.root) / "classes.txt"
+
+
+def config_md5(config: Mapping[str, Any]) -> str:
+    """md5 of a resolved config's canonical JSON (sorted keys): a run's own config, by content."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.md5(canonical.encode()).hexdigest()
 
 
 def write_params(path: Path = PARAMS_FILE, overrides: Sequence[str] = ()) -> None:

@@ -10,13 +10,19 @@ See docs/data.md.
 The output is a Kinetics root (``classes.txt``, ``annotations/{train,validate}.csv``,
 ``videos/<split>/<label>/<clip>.mp4``) with a few missing and corrupt videos, as in the real
 downloads. Every clip comes from its own seeded generator, so the bytes are identical on every
-run and for any worker count.
+run and for any worker count, and on every x86-64 CPU: the pixels come from numpy's integer
+and IEEE-exact float operations only (+ - * / sqrt, rounding; no libm or SIMD transcendental
+functions), the RGB to Y'CbCr conversion is integer maths, and libx264 encodes at a constant QP
+(no float rate control, macroblock tree or adaptive quantisation) with its SSE2 kernels, whose
+output then equals its C code's, whatever the CPU offers.
 """
 
 from __future__ import annotations
 
 import colorsys
+import math
 import os
+import platform
 import shutil
 import subprocess
 import time
@@ -30,7 +36,7 @@ from omegaconf import DictConfig
 
 from pipeline.config import StageError, stage_main
 from pipeline.kinetics import Annotation
-from pipeline.video import ffmpeg_exe
+from pipeline.video import WHEEL_FFMPEG, ffmpeg_exe
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,12 @@ MARGIN = 0.07  # a 56 px centre crop of a 64 px short side cuts 4 px (0.0625) pe
 GAP = 0.14
 TRAVEL_RANGE = (0.4, 0.6)  # path length in stage units, capped by the length of the object's half
 ID_ALPHABET = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"))
+NOISE_TERMS, NOISE_HALF_WIDTH = 4, 4  # grey noise: a sum of 4 uniform integers in -4..4, sd 5.2 levels
+# At a constant QP, x264's SSE2 kernels (every x86-64 CPU has them) give the bytes of its C code;
+# its AVX2/AVX-512 kernels do not, nor does SSE2 under CRF (the float macroblock-tree kernel).
+X264_ASM = "SSE2" if platform.machine() in ("x86_64", "AMD64") else "0"
+X264_QP = 24  # about the file size CRF 23 gave
+_SIN_TAYLOR = tuple((-1) ** k / math.factorial(2 * k + 1) for k in range(8))  # x, x^3, ..., x^15
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,21 @@ def _shape_mask(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np
     return (dy <= radius / 2) & (np.sqrt(3) * np.abs(dx) - dy <= radius)
 
 
+def exact_sin(x: np.ndarray) -> np.ndarray:
+    """sin of float64 ``x`` from + - * and rounding only: the same bits on every CPU.
+
+    numpy's ``sin`` picks SIMD kernels per CPU and libm's has FMA variants; this reduces to
+    [-pi/2, pi/2] and sums the Taylor series to x^15 (error < 1e-11).
+    """
+    turns = np.asarray(x, dtype=np.float64) / (2 * math.pi)
+    r = (turns - np.rint(turns)) * (2 * math.pi)  # [-pi, pi]
+    r = np.where(r > math.pi / 2, math.pi - r, np.where(r < -math.pi / 2, -math.pi - r, r))
+    r2, acc = r * r, np.full_like(r, _SIN_TAYLOR[-1])
+    for coefficient in reversed(_SIN_TAYLOR[:-1]):
+        acc = acc * r2 + coefficient
+    return acc * r
+
+
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Dim, low-saturation textured background, (H, W, 3) float in [0, 1]."""
     base = np.array(
@@ -102,7 +129,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     for _ in range(4):
         fx, fy = rng.uniform(-4, 4, size=2)
         amplitude, phase = rng.uniform(0.02, 0.05), rng.uniform(0, 2 * np.pi)
-        texture += amplitude * np.sin(2 * np.pi * (fx * x + fy * y) + phase)
+        texture += amplitude * exact_sin(2 * np.pi * (fx * x + fy * y) + phase)
     tint = rng.uniform(0.5, 1.0, size=3)
     return np.clip(base + texture[..., None] * tint, 0.0, 1.0).astype(np.float32)
 
@@ -164,22 +191,41 @@ def render_clip(
         tracks.append(
             ObjectTrack(shape, radius * short, hue, rgb, (direction[0], direction[1]), centres)
         )
-    noise = rng.standard_normal(size=frames.shape[:3] + (1,), dtype=np.float32)  # per-pixel, grey
-    frames = np.clip((frames + 0.02 * noise) * 255 + 0.5, 0, 255).astype(np.uint8)
+    noise = rng.integers(-NOISE_HALF_WIDTH, NOISE_HALF_WIDTH + 1,
+                         size=(NOISE_TERMS, *frames.shape[:3], 1), dtype=np.int8).sum(0, dtype=np.int8)
+    frames = np.clip(frames * 255 + 0.5 + noise, 0, 255).astype(np.uint8)
     return frames, fps, (tracks[0], tracks[1])
 
 
-def encode_mp4(frames: np.ndarray, fps: int, path: Path) -> None:
-    """Encode uint8 (T, H, W, 3) RGB frames to H.264/yuv420p mp4, byte-identical on reruns."""
+def rgb_to_yuv420p(frames: np.ndarray) -> bytes:
+    """uint8 RGB (T, H, W, 3), even H and W, as raw yuv420p: BT.601 limited range, integer maths.
+
+    Done here rather than by swscale so that the encoder's input is the same on every CPU.
+    Chroma is the rounded mean of each 2 x 2 block.
+    """
+    n, height, width, _ = frames.shape
+    rgb = frames.astype(np.uint16)  # 220 * 255 + 128 < 2**16
+    luma = ((66 * rgb[..., 0] + 129 * rgb[..., 1] + 25 * rgb[..., 2] + 128) >> 8) + 16
+    blocks = rgb.reshape(n, height // 2, 2, width // 2, 2, 3).sum((2, 4), dtype=np.int32)
+    r, g, b = blocks[..., 0], blocks[..., 1], blocks[..., 2]  # 4 x each block's mean
+    cb = ((-38 * r - 74 * g + 112 * b + 512) >> 10) + 128
+    cr = ((112 * r - 94 * g - 18 * b + 512) >> 10) + 128
+    planes = [plane.reshape(n, -1).astype(np.uint8) for plane in (luma, cb, cr)]
+    return np.concatenate(planes, axis=1).tobytes()
+
+
+def encode_mp4(frames: np.ndarray, fps: int, path: Path, ffmpeg_setting: str = WHEEL_FFMPEG) -> None:
+    """Encode uint8 (T, H, W, 3) RGB frames to H.264/yuv420p mp4, the same bytes on every machine."""
     num_frames, height, width, _ = frames.shape
     command = [
-        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
-        "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
-        "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p", "-threads", "1",
+        ffmpeg_exe(ffmpeg_setting), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
+        "-c:v", "libx264", "-preset", "veryfast", "-qp", str(X264_QP), "-threads", "1",
+        "-x264-params", f"asm={X264_ASM}",
         "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1",
         "-f", "mp4", str(path),
     ]  # fmt: skip
-    result = subprocess.run(command, input=np.ascontiguousarray(frames).tobytes(), capture_output=True)
+    result = subprocess.run(command, input=rgb_to_yuv420p(frames), capture_output=True)
     if result.returncode != 0:
         raise StageError(f"ffmpeg could not encode {path}: {result.stderr.decode().strip()[-300:]}")
 
@@ -193,6 +239,7 @@ class ClipJob:
     index: int
     spec: ClassSpec
     fault: str
+    ffmpeg_setting: str = WHEEL_FFMPEG  # video.ffmpeg
 
 
 def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -233,7 +280,7 @@ def write_clip(root: Path, job: ClipJob) -> None:
     duration_s = ann.time_end - ann.time_start
     frames, fps, _ = render_clip(clip_rng(job.seed, job.split, job.index), job.spec, duration_s)
     path = folder / f"{ann.clip_id}.mp4"
-    encode_mp4(frames, fps, path)
+    encode_mp4(frames, fps, path, job.ffmpeg_setting)
     if job.fault == "corrupt":  # an interrupted download: the mp4 index (moov) is cut off
         data = path.read_bytes()
         path.write_bytes(data[: len(data) // 3])
@@ -247,7 +294,8 @@ def _csv_field(text: str) -> str:
 
 
 def plan_jobs(
-    seed: int, train_per_class: int, validate_per_class: int, num_missing: int, num_corrupt: int
+    seed: int, train_per_class: int, validate_per_class: int, num_missing: int, num_corrupt: int,
+    ffmpeg_setting: str = WHEEL_FFMPEG,
 ) -> list[ClipJob]:
     """All clips of the dataset in CSV order; faults go to train clips chosen from ``seed``."""
     per_class = {"train": train_per_class, "validate": validate_per_class}
@@ -262,7 +310,8 @@ def plan_jobs(
     faulty = np.random.default_rng([seed, 2]).permutation(num_train)[: num_missing + num_corrupt]
     fault_of = {int(i): "missing" if k < num_missing else "corrupt" for k, i in enumerate(faulty)}
     return [
-        ClipJob(seed, split, i, CLASSES[i % len(CLASSES)], fault_of.get(i, "") if split == "train" else "")
+        ClipJob(seed, split, i, CLASSES[i % len(CLASSES)],
+                fault_of.get(i, "") if split == "train" else "", ffmpeg_setting)
         for split in SPLITS
         for i in range(per_class[split] * len(CLASSES))
     ]
@@ -315,13 +364,17 @@ def generate_dataset(
     num_missing: int,
     num_corrupt: int,
     workers: int = 2,
+    ffmpeg_setting: str = WHEEL_FFMPEG,
 ) -> dict:
     """Write the synthetic dataset to ``root`` (replaced as a whole) and return a summary.
 
-    The summary lists the clip counts per split and the clip ids left missing or corrupt.
+    ``ffmpeg_setting`` is ``video.ffmpeg``. The summary lists the clip counts per split and
+    the clip ids left missing or corrupt.
     """
     root = Path(root)
-    jobs = plan_jobs(seed, train_per_class, validate_per_class, num_missing, num_corrupt)
+    jobs = plan_jobs(seed, train_per_class, validate_per_class, num_missing, num_corrupt,
+                     ffmpeg_setting)
+    ffmpeg_exe(ffmpeg_setting)  # a bad video.ffmpeg fails here, in one line, before any work
     _check_replaceable(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     built = root.with_name(f".{root.name}.partial-{os.getpid()}")
@@ -359,6 +412,7 @@ def run(cfg: DictConfig) -> None:
         num_missing=int(g.num_missing),
         num_corrupt=int(g.num_corrupt),
         workers=int(cfg.data.workers),
+        ffmpeg_setting=str(cfg.video.ffmpeg),
     )
     clips = ", ".join(f"{n} {split}" for split, n in summary["clips"].items())
     print(

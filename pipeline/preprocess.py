@@ -4,11 +4,14 @@
 ``<root>/annotations/*.csv`` and writes, per split, ``<shards_dir>/<split>/<split>-000000.tar``...
 (members ``<clip_id>.<frame:06d>.jpg`` and ``<clip_id>.json``, clips sorted by clip_id,
 ``samples_per_shard`` clips per shard) plus ``<shards_dir>/manifest.csv`` with one row per
-annotated clip (status ok | missing | failed and ffmpeg's reason).
+annotated clip (status ok | missing | failed and ffmpeg's reason) and
+``<shards_dir>/provenance.json``, the manifest's companion: the format version, the decoding
+params and the toolchain (ffmpeg build, libjpeg-turbo, numpy) that made the bytes.
 
 Each clip is decoded by its own single-threaded ffmpeg (fps filter, short side scaled, audio
 dropped) straight to JPEG's Y'CbCr 4:2:0 planes, which are JPEG-encoded at an explicit libjpeg
-quality, so the output bytes do not depend on ``workers``. Shards are written under a temporary
+quality with libjpeg-turbo's integer DCT, so the output bytes do not depend on ``workers`` nor on
+the CPU (swscale runs bit-exact, the islow DCT is exact in every SIMD path). Shards are written under a temporary
 name and renamed; after each shard a record of what went into it is kept in
 ``<shards_dir>/.state/``, so a killed run picks up after its last finished shard and still
 produces the same bytes. Bad videos never stop the stage.
@@ -35,16 +38,17 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from pipeline.config import ConfigError, StageError, stage_main
+from pipeline.files import TMP_SUFFIX, write_atomic
 from pipeline.kinetics import Annotation, find_video, load_classes, read_annotations
-from pipeline.video import DecodeError, ffmpeg_version, stream_jpeg_planes
+from pipeline.provenance import PROVENANCE_FILE, toolchain
+from pipeline.video import WHEEL_FFMPEG, DecodeError, stream_jpeg_planes
 
-FORMAT_VERSION = 2  # bump when the shard layout or decoding changes
+FORMAT_VERSION = 3  # bump when the shard layout or decoding changes
 MANIFEST_COLUMNS = (
     "clip_id", "youtube_id", "label", "label_index", "split", "time_start", "time_end",
     "status", "reason", "num_frames", "height", "width", "fps", "shard",
 )
 STATE_DIR = ".state"
-TMP_SUFFIX = ".tmp"
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class ClipJob:
     short_side: int
     jpeg_quality: int
     trim: bool
+    ffmpeg_setting: str = WHEEL_FFMPEG  # video.ffmpeg
 
 
 @dataclass
@@ -76,8 +81,8 @@ def shard_name(split: str, index: int) -> str:
 
 
 def clip_jpegs(video: Path, *, fps: float, short_side: int, jpeg_quality: int,
-               start: float | None = None, end: float | None = None
-               ) -> tuple[list[bytes], int, int]:
+               start: float | None = None, end: float | None = None,
+               ffmpeg_setting: str = WHEEL_FFMPEG) -> tuple[list[bytes], int, int]:
     """(JPEG frames, height, width) of ``video``, as the shards store them; raises DecodeError.
 
     ffmpeg hands over full-range Y'CbCr 4:2:0 planes, which libjpeg-turbo (simplejpeg)
@@ -86,7 +91,7 @@ def clip_jpegs(video: Path, *, fps: float, short_side: int, jpeg_quality: int,
     """
     jpegs, height, width = [], 0, 0
     for luma, cb, cr in stream_jpeg_planes(video, fps=fps, short_side=short_side,
-                                           start=start, end=end):
+                                           start=start, end=end, ffmpeg_setting=ffmpeg_setting):
         jpegs.append(simplejpeg.encode_jpeg_yuv_planes(luma, cb, cr, quality=jpeg_quality,
                                                          fastdct=False))  # islow, as libjpeg
         height, width = luma.shape
@@ -102,7 +107,8 @@ def process_clip(job: ClipJob) -> ClipResult:
     try:
         jpegs, height, width = clip_jpegs(Path(job.video), fps=job.fps,
                                           short_side=job.short_side,
-                                          jpeg_quality=job.jpeg_quality, start=start, end=end)
+                                          jpeg_quality=job.jpeg_quality, start=start, end=end,
+                                          ffmpeg_setting=job.ffmpeg_setting)
     except DecodeError as err:
         return ClipResult("failed", str(err))
     return ClipResult("ok", "", jpegs, height, width)
@@ -163,12 +169,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _fingerprint(root: Path, ann: Annotation, video: Path | None) -> str:
@@ -242,7 +242,7 @@ class _SplitWriter:
         }
         self.state_dir.mkdir(parents=True, exist_ok=True)
         state_path = self.state_dir / f"{self._shard_path.name}.json"
-        _write_atomic(state_path, json.dumps(state, sort_keys=True).encode())
+        write_atomic(state_path, json.dumps(state, sort_keys=True).encode())
         self.tar, self.samples, self.pending = None, 0, []
         self.index += 1
 
@@ -315,25 +315,30 @@ def preprocess(
     workers: int,
     trim: bool,
     samples_per_shard: int,
+    ffmpeg_setting: str = WHEEL_FFMPEG,
 ) -> dict:
     """Decode every annotated clip under ``root`` into shards + manifest under ``shards_dir``.
 
-    ``classes_file`` None means ``<root>/classes.txt``.
+    ``classes_file`` None means ``<root>/classes.txt``; ``ffmpeg_setting`` is ``video.ffmpeg``.
 
     Returns a summary ``{"splits": {split: {ok, missing, failed, frames, shards}},
     "reused_shards": n, "decoded_clips": n, "seconds": s}``.
     """
     _check_params(fps, short_side, jpeg_quality, samples_per_shard)
+    provenance = {
+        "format_version": FORMAT_VERSION,
+        "params": {"fps": float(fps), "short_side": short_side, "jpeg_quality": jpeg_quality,
+                   "trim": trim, "samples_per_shard": samples_per_shard},
+        "ffmpeg_setting": ffmpeg_setting,
+        "toolchain": toolchain(ffmpeg_setting),
+    }
     root, shards_dir = Path(root), Path(shards_dir)
     if not root.is_dir():
         raise StageError(f"{root}: dataset root not found; set data.root to a Kinetics-layout dir")
     started = time.perf_counter()
     classes = load_classes(root / "classes.txt" if classes_file is None else Path(classes_file))
     splits = _by_split(read_annotations(root, classes))
-    params_hash = hashlib.sha256(json.dumps([
-        FORMAT_VERSION, fps, short_side, jpeg_quality, trim, samples_per_shard,
-        ffmpeg_version(), simplejpeg.__version__,
-    ]).encode()).hexdigest()[:20]
+    params_hash = hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()[:20]
 
     plans = []  # (split, annotations, fingerprints, reused shard count, their manifest rows)
     jobs: list[ClipJob] = []
@@ -343,7 +348,8 @@ def preprocess(
         reused, rows = _reusable_prefix(shards_dir, split, params_hash, fingerprints)
         plans.append((split, anns, fingerprints, reused, rows))
         jobs += [
-            ClipJob(ann, None if video is None else str(video), fps, short_side, jpeg_quality, trim)
+            ClipJob(ann, None if video is None else str(video), fps, short_side, jpeg_quality,
+                    trim, ffmpeg_setting)
             for ann, video in zip(anns[len(rows):], videos[len(rows):])
         ]
         (shards_dir / split).mkdir(parents=True, exist_ok=True)
@@ -382,7 +388,8 @@ def preprocess(
     out = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     out.writeheader()
     out.writerows(manifest)
-    _write_atomic(shards_dir / "manifest.csv", text.getvalue().encode())
+    write_atomic(shards_dir / "manifest.csv", text.getvalue())
+    write_atomic(shards_dir / PROVENANCE_FILE, json.dumps(provenance, indent=2, sort_keys=True) + "\n")
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary
 
@@ -395,7 +402,7 @@ def run(cfg: DictConfig) -> int:
         Path(data.root), Path(data.shards_dir), classes_file=classes_file,
         fps=data.fps, short_side=int(data.short_side), jpeg_quality=int(data.jpeg_quality),
         workers=int(data.workers), trim=bool(data.trim),
-        samples_per_shard=int(data.samples_per_shard),
+        samples_per_shard=int(data.samples_per_shard), ffmpeg_setting=str(cfg.video.ffmpeg),
     )
     for split, c in summary["splits"].items():
         print(f"{split}: {c['ok']} ok, {c['missing']} missing, {c['failed']} failed, "

@@ -4,16 +4,16 @@ The model is logged with ``mlflow.pytorch.log_model`` in the pt2 format (``torch
 pickle) with a dynamic batch dimension, together with what ``a2net predict`` needs to use it
 alone: the class list (``classes.txt`` and the ``classes`` metadata) and the clip and
 preprocessing parameters (``preprocessing`` metadata). The new version carries its lineage as
-tags (git commit, params and shards md5, validation outcome, headline metrics) and a Markdown
-description with the metrics table; ``reports/registered_model.json`` points at it.
+tags (git commit, md5 of the run's own resolved config, shards md5, the toolchain that made the
+shards, validation outcome, headline metrics) and a Markdown description with the metrics
+table; ``reports/registered_model.json`` points at it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from pipeline.config import PARAMS_FILE, StageError, stage_main
+from pipeline.config import StageError, config_md5, stage_main
+from pipeline.provenance import TOOLCHAIN_TAG, shards_toolchain
 from pipeline.tracking import setup_mlflow
 from pipeline.train import (CHECKPOINT, RUN_ID_FILE, atomic_write_text, data_fingerprint, git_commit,
                             load_checkpoint, model_from_checkpoint)
@@ -65,9 +66,15 @@ class Lineage:
     """Where a model came from, stored as model-version tags."""
 
     git_commit: str
-    params_md5: str
+    config_md5: str  # the training run's own resolved config (pipeline.config.config_md5)
     shards_md5: str
     validation: str  # passed | failed | missing
+    toolchain: Mapping[str, str] = field(default_factory=dict)  # versions that made the shards
+
+    def tags(self) -> dict[str, str]:
+        """Model-version tags: the fields, the toolchain as ``toolchain.<tool>``."""
+        plain = {k: v for k, v in asdict(self).items() if k != "toolchain"}
+        return {**plain, **{f"{TOOLCHAIN_TAG}{k}": v for k, v in self.toolchain.items()}}
 
 
 @dataclass(frozen=True)
@@ -79,11 +86,6 @@ class RegisteredModel:
     run_id: str
     model_uri: str
     logged_model_uri: str
-
-
-def file_md5(path: Path) -> str:
-    """md5 of a file's bytes, or ``missing`` when it does not exist."""
-    return hashlib.md5(path.read_bytes()).hexdigest() if path.exists() else "missing"
 
 
 def validation_outcome(summary_file: Path) -> str:
@@ -141,7 +143,7 @@ def log_and_register(
             model.eval(), name="model", input_example=example, metadata=metadata,
             extra_files=[str(classes_path)], pip_requirements=[f"torch=={TORCH_RELEASE}"],
         )
-    tags = {**asdict(lineage), "architecture": architecture,
+    tags = {**lineage.tags(), "architecture": architecture,
             **{name: f"{value:.4f}" for name, value in metrics.items()}}
     version = mlflow.register_model(info.model_uri, model_name, tags=tags)
     description = (f"**{architecture}** trained in run `{run_id}`, validation "
@@ -155,8 +157,9 @@ def log_and_register(
 def run(cfg: DictConfig) -> None:
     """Register ``<train.out_dir>/last.pt`` under ``register.model_name``.
 
-    Lineage comes from the training run's own tags (the commit it ran at, the shards' dvc.lock
-    md5 it saw), falling back to the current checkout's.
+    Lineage comes from the checkpoint (the run's resolved config) and the training run's own
+    tags (the commit it ran at, the shards' dvc.lock md5 and toolchain it saw), falling back to
+    the current checkout's.
     """
     from mlflow import MlflowClient
 
@@ -178,12 +181,15 @@ def run(cfg: DictConfig) -> None:
     )
     setup_mlflow(cfg.mlflow.experiment)
     run_tags = MlflowClient().get_run(run_id).data.tags
+    toolchain = {k.removeprefix(TOOLCHAIN_TAG): v for k, v in run_tags.items()
+                 if k.startswith(TOOLCHAIN_TAG)}
     lineage = Lineage(
         git_commit=run_tags.get("git_commit") or git_commit(),
-        params_md5=file_md5(PARAMS_FILE),
+        config_md5=config_md5(checkpoint["config"]),
         shards_md5=run_tags.get("data.dvc_md5")
         or data_fingerprint(cfg.data.shards_dir).get("data.dvc_md5", "unknown"),
         validation=validation_outcome(Path(cfg.validate.report_dir) / "summary.json"),
+        toolchain=toolchain or shards_toolchain(Path(cfg.data.shards_dir)),
     )
     registered = log_and_register(
         model, run_id=run_id, model_name=cfg.register.model_name,

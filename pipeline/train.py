@@ -33,9 +33,10 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from pipeline.config import ConfigError, StageError, classes_file, stage_main
+from pipeline.config import ConfigError, StageError, classes_file, config_md5, stage_main
 from pipeline.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed, sync_batchnorm
 from pipeline.kinetics import load_classes
+from pipeline.provenance import TOOLCHAIN_TAG, shards_toolchain
 from pipeline.tracking import setup_mlflow
 from pipeline.transforms import RandomClip, TestTransform, TrainTransform, UniformClips, normalize
 
@@ -188,7 +189,7 @@ def git_commit() -> str:
 
 
 def data_fingerprint(shards_dir: Path) -> dict[str, str]:
-    """Hashes naming the training data: the manifest, the shard list (names and sizes), dvc.lock's."""
+    """Tags naming the training data: manifest and shard-list hashes, dvc.lock's, the toolchain."""
     shards_dir = Path(shards_dir)
     manifest = shards_dir / "manifest.csv"
     listing = "".join(
@@ -197,6 +198,7 @@ def data_fingerprint(shards_dir: Path) -> dict[str, str]:
     tags = {
         "data.manifest_md5": hashlib.md5(manifest.read_bytes()).hexdigest() if manifest.is_file() else "missing",
         "data.shards_list_md5": hashlib.md5(listing.encode()).hexdigest(),
+        **{f"{TOOLCHAIN_TAG}{tool}": version for tool, version in shards_toolchain(shards_dir).items()},
     }
     lock = Path("dvc.lock")
     if lock.is_file():
@@ -248,7 +250,8 @@ def log_run_start(cfg: DictConfig, net: nn.Module, clip_shape: tuple[int, ...]) 
     with torch.no_grad():
         size = {"model_params": a2model.count_params(probe), "model_macs": a2model.count_macs(probe, (1, *clip_shape))}
     mlflow.log_metrics({k: float(v) for k, v in size.items()})
-    mlflow.set_tags({"git_commit": git_commit(), "model_name": cfg.model.net.name, **data_fingerprint(cfg.data.shards_dir)})
+    mlflow.set_tags({"git_commit": git_commit(), "model_name": cfg.model.net.name, "config_md5": config_md5(container),
+                     **data_fingerprint(cfg.data.shards_dir)})
 
 
 def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:

@@ -1,8 +1,11 @@
-"""ffmpeg access: which binaries to run, decoding a clip to RGB frames or JPEG-ready YUV
+"""ffmpeg access: which binary to run, decoding a clip to RGB frames or JPEG-ready YUV
 planes, encoding test videos.
 
-Decoding goes through ffmpeg-python with one thread per ffmpeg process (``-threads 1``), so
-the frames of a clip are the same bytes however many clips run in parallel.
+Every data stage runs the ffmpeg that ``video.ffmpeg`` names: ``wheel`` (the default, the
+static binary of the pinned ``imageio-ffmpeg`` wheel, the same build on every machine),
+``system`` (the ``ffmpeg`` on PATH) or a path. Decoding is set for bytes that do not depend on
+the machine: one thread per ffmpeg process (``-threads 1``), and swscale with
+``accurate_rnd+bitexact``, so its SIMD paths round like its C code on every CPU.
 """
 
 from __future__ import annotations
@@ -22,29 +25,50 @@ from typing import Callable, Iterator
 import ffmpeg
 import numpy as np
 
+from pipeline.config import ConfigError
 
-@functools.cache
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary: the system one when on PATH, else the imageio-ffmpeg wheel's."""
-    system = shutil.which("ffmpeg")
-    if system:
-        return system
-    import imageio_ffmpeg
-
-    return imageio_ffmpeg.get_ffmpeg_exe()
+WHEEL_FFMPEG = "wheel"
+SYSTEM_FFMPEG = "system"
+# bicubic (swscale's default kernel) with SIMD rounding equal to the C code's on every CPU
+EXACT_SWS_FLAGS = "bicubic+accurate_rnd+bitexact"
 
 
 @functools.cache
-def ffprobe_exe() -> str | None:
-    """Path of a system ffprobe, or None (imageio-ffmpeg ships none)."""
-    return shutil.which("ffprobe")
+def ffmpeg_exe(setting: str = WHEEL_FFMPEG) -> str:
+    """Path of the ffmpeg that ``video.ffmpeg`` names: ``wheel``, ``system`` or a file path.
+
+    Raises ConfigError naming the setting when it names nothing that runs as ffmpeg.
+    """
+    if setting == WHEEL_FFMPEG:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    path = shutil.which("ffmpeg") if setting == SYSTEM_FFMPEG else setting
+    if path is None:
+        raise ConfigError("video.ffmpeg=system but there is no ffmpeg on PATH; "
+                          "install one or set video.ffmpeg=wheel")
+    try:
+        out = subprocess.run([path, "-version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise ConfigError(f"video.ffmpeg={setting!r} cannot be run ({err.__class__.__name__}: "
+                          f"{err}); set it to wheel, system or the path of an ffmpeg") from None
+    if out.returncode != 0 or not out.stdout.startswith("ffmpeg version"):
+        raise ConfigError(f"video.ffmpeg={setting!r} is not ffmpeg (`{path} -version` does not "
+                          "say 'ffmpeg version'); set it to wheel, system or an ffmpeg's path")
+    return path
 
 
 @functools.cache
-def ffmpeg_version() -> str:
-    """First line of ``ffmpeg -version`` (part of what decides the decoded bytes)."""
-    out = subprocess.run([ffmpeg_exe(), "-version"], capture_output=True, text=True, check=True)
-    return out.stdout.splitlines()[0]
+def ffmpeg_version_text(setting: str = WHEEL_FFMPEG) -> str:
+    """The whole ``ffmpeg -version`` output: version, compiler, configure line, library versions."""
+    out = subprocess.run([ffmpeg_exe(setting), "-version"], capture_output=True, text=True,
+                         check=True)
+    return out.stdout
+
+
+def ffmpeg_version(setting: str = WHEEL_FFMPEG) -> str:
+    """First line of ``ffmpeg -version`` without the copyright (part of what decides the bytes)."""
+    return ffmpeg_version_text(setting).splitlines()[0].split(" Copyright")[0]
 
 
 class DecodeError(Exception):
@@ -107,13 +131,14 @@ def _scale_chain(path: Path, fps: float, short_side: int, start: float | None,
     return (
         ffmpeg.input(str(path), threads=1, **window)
         .video.filter("fps", fps=fps)
-        .filter("scale", **short_side_scale(short_side), **scale_args)
+        .filter("scale", **short_side_scale(short_side), flags=EXACT_SWS_FLAGS, **scale_args)
         .filter("format", "yuv420p")
     )
 
 
 def _stream_raw(chain: ffmpeg.nodes.FilterableStream, pix_fmt: str,
-                frame_bytes: Callable[[int, int], int]) -> Iterator[tuple[bytearray, int, int]]:
+                frame_bytes: Callable[[int, int], int],
+                ffmpeg_setting: str) -> Iterator[tuple[bytearray, int, int]]:
     """Yield ``(frame bytes, width, height)`` of ``chain`` piped out of ffmpeg as ``pix_fmt``.
 
     Raises DecodeError with ffmpeg's reason when it fails (possibly after some frames: a
@@ -122,9 +147,9 @@ def _stream_raw(chain: ffmpeg.nodes.FilterableStream, pix_fmt: str,
     """
     command = (
         chain.output("pipe:", format="rawvideo", pix_fmt=pix_fmt, an=None, threads=1,
-                     filter_threads=1)
+                     filter_threads=1, sws_flags=EXACT_SWS_FLAGS)
         .global_args("-hide_banner", "-nostdin", "-nostats")
-        .compile(cmd=ffmpeg_exe())
+        .compile(cmd=ffmpeg_exe(ffmpeg_setting))
     )
     with tempfile.TemporaryFile() as stderr:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -171,16 +196,18 @@ def stream_frames(
     short_side: int,
     start: float | None = None,
     end: float | None = None,
+    ffmpeg_setting: str = WHEEL_FFMPEG,
 ) -> Iterator[np.ndarray]:
     """Yield the RGB frames uint8 (H, W, 3) of ``path`` as ffmpeg decodes them.
 
     Frames are resampled to ``fps`` and scaled to short side ``short_side`` (long side even,
     aspect kept) in YUV 4:2:0 before the conversion to RGB (scaling and converting in one
     swscale pass costs twice the decoding); ``start``/``end`` (seconds) cut a window out of an
-    untrimmed source; audio is dropped. Errors: see ``_stream_raw``.
+    untrimmed source; audio is dropped; ``ffmpeg_setting`` is ``video.ffmpeg``. Errors: see
+    ``_stream_raw``.
     """
     chain = _scale_chain(path, fps, short_side, start, end)
-    for frame, width, height in _stream_raw(chain, "rgb24", lambda w, h: w * h * 3):
+    for frame, width, height in _stream_raw(chain, "rgb24", lambda w, h: w * h * 3, ffmpeg_setting):
         yield np.frombuffer(frame, np.uint8).reshape(height, width, 3)
 
 
@@ -191,6 +218,7 @@ def stream_jpeg_planes(
     short_side: int,
     start: float | None = None,
     end: float | None = None,
+    ffmpeg_setting: str = WHEEL_FFMPEG,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield the frames of ``path`` as JPEG-ready planes: Y uint8 (H, W), Cb and Cr (H/2, W/2).
 
@@ -202,7 +230,7 @@ def stream_jpeg_planes(
     """
     chain = _scale_chain(path, fps, short_side, start, end, out_range="full",
                          out_color_matrix="bt601")
-    for frame, width, height in _stream_raw(chain, "yuv420p", _yuv420_bytes):
+    for frame, width, height in _stream_raw(chain, "yuv420p", _yuv420_bytes, ffmpeg_setting):
         luma, chroma = width * height, ((width + 1) // 2) * ((height + 1) // 2)
         planes = np.frombuffer(frame, np.uint8)
         yield (planes[:luma].reshape(height, width),
@@ -225,9 +253,11 @@ def decode_clip(
     short_side: int,
     start: float | None = None,
     end: float | None = None,
+    ffmpeg_setting: str = WHEEL_FFMPEG,
 ) -> DecodedClip:
     """All frames of ``path`` at once (see ``stream_frames`` for the arguments and errors)."""
-    frames = list(stream_frames(path, fps=fps, short_side=short_side, start=start, end=end))
+    frames = list(stream_frames(path, fps=fps, short_side=short_side, start=start, end=end,
+                                ffmpeg_setting=ffmpeg_setting))
     return DecodedClip(np.stack(frames))
 
 

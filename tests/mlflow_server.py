@@ -115,7 +115,7 @@ def register_version(mlflow_server: str) -> RegisterVersion:
         return log_and_register(
             net or StandInNet(), run_id=run.info.run_id, model_name=model_name,
             architecture="stand_in", classes=CLASSES, preprocessing=PREPROCESSING,
-            lineage=Lineage(git_commit="c0ffee", params_md5="p" * 32, shards_md5="s" * 32,
+            lineage=Lineage(git_commit="c0ffee", config_md5="p" * 32, shards_md5="s" * 32,
                             validation=validation),
         )
 

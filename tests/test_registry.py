@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -18,7 +17,7 @@ from omegaconf import OmegaConf
 from mlflow_server import (CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet,  # noqa: F401
                            mlflow_server, register_version)
 from pipeline.cli import main
-from pipeline.config import load_config, write_params
+from pipeline.config import config_md5, load_config, write_params
 from pipeline.register import main as register_main
 from pipeline.register import validation_outcome
 from pipeline.tracking import setup_mlflow
@@ -51,7 +50,7 @@ def test_register_logs_pt2_model_with_classes_preprocessing_and_lineage(register
     assert version.run_id == registered.run_id
     assert version.tags["validation"] == "passed"
     assert version.tags["video_top1"] == "0.8000"
-    assert {"git_commit", "params_md5", "shards_md5", "architecture"} <= version.tags.keys()
+    assert {"git_commit", "config_md5", "shards_md5", "architecture"} <= version.tags.keys()
     assert "| video_top1 | 0.8000 |" in version.description
 
     local = mlflow.artifacts.download_artifacts(registered.model_uri, dst_path=str(tmp_path))
@@ -193,7 +192,7 @@ def project(tmp_path, monkeypatch) -> Path:
 def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -> None:
     import a2model
 
-    cfg = load_config()
+    cfg = load_config(["train.epochs=2"])  # the run's own config, not params.yaml's 60 epochs
     name = cfg.model.net.name
     classes = ["archery", "bowling", "cartwheeling"]
     net = a2model.build_model(name, num_classes=len(classes)).eval()
@@ -203,7 +202,8 @@ def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -
                 "model_name": name, "clip": dict(cfg.model.clip), "epoch": 1}, out_dir / "last.pt")
     with mlflow.start_run(experiment_id=setup_mlflow(cfg.mlflow.experiment)) as run:
         mlflow.log_metrics(GOOD_METRICS)
-        mlflow.set_tags({"git_commit": "abc123", "data.dvc_md5": "d" * 32 + ".dir"})
+        mlflow.set_tags({"git_commit": "abc123", "data.dvc_md5": "d" * 32 + ".dir",
+                         "toolchain.ffmpeg": "ffmpeg version n9.9", "toolchain.numpy": "9.9"})
     (out_dir / "run_id.txt").write_text(run.info.run_id + "\n")
     summary = Path(cfg.validate.report_dir) / "summary.json"
     summary.parent.mkdir(parents=True)
@@ -216,7 +216,9 @@ def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -
     assert registered["model_uri"] == f"models:/a2net/{registered['version']}"
     tags = MlflowClient().get_model_version("a2net", registered["version"]).tags
     assert tags["git_commit"] == "abc123" and tags["shards_md5"] == "d" * 32 + ".dir"
-    assert tags["params_md5"] == hashlib.md5(Path("params.yaml").read_bytes()).hexdigest()
+    assert tags["config_md5"] == config_md5(OmegaConf.to_container(cfg))
+    assert tags["config_md5"] != config_md5(OmegaConf.to_container(load_config()))
+    assert tags["toolchain.ffmpeg"] == "ffmpeg version n9.9" and tags["toolchain.numpy"] == "9.9"
     assert tags["validation"] == "failed" and tags["architecture"] == name
     exported = mlflow.pytorch.load_model(registered["model_uri"])
     clips = torch.randn(3, *a2model.MODEL_INPUTS[name])  # another batch size than the example's

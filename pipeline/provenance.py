@@ -1,0 +1,52 @@
+"""What decides the data stages' bytes besides code and params: the versions of the tools.
+
+``toolchain`` names the builds that make the bytes (the ffmpeg binary, the libjpeg-turbo inside
+simplejpeg, numpy); the toolchain stage writes it for DVC to track, preprocess records it in the
+shards' ``provenance.json``, and training runs and registered models carry it as tags.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from pipeline.video import ffmpeg_version, ffmpeg_version_text
+
+PROVENANCE_FILE = "provenance.json"  # in the shards dir, beside manifest.csv
+TOOLCHAIN_TAG = "toolchain."  # prefix of the MLflow run and model-version tags naming it
+_LIBJPEG_TURBO = re.compile(rb"libjpeg-turbo version ([0-9][0-9A-Za-z.]*)")
+
+
+@functools.cache
+def libjpeg_turbo_version() -> str:
+    """Version of the libjpeg-turbo built into simplejpeg (read from its extension module)."""
+    from simplejpeg import _jpeg
+
+    found = _LIBJPEG_TURBO.search(Path(_jpeg.__file__).read_bytes())
+    return found.group(1).decode() if found else "unknown"
+
+
+def toolchain(ffmpeg_setting: str) -> dict[str, str]:
+    """The versions that decide the data stages' bytes; no paths, so equal on every machine."""
+    import numpy
+    import simplejpeg
+
+    return {
+        "ffmpeg": ffmpeg_version(ffmpeg_setting),
+        "ffmpeg_build_md5": hashlib.md5(ffmpeg_version_text(ffmpeg_setting).encode()).hexdigest(),
+        "libjpeg_turbo": libjpeg_turbo_version(),
+        "simplejpeg": simplejpeg.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def shards_toolchain(shards_dir: Path) -> dict[str, str]:
+    """The toolchain recorded in ``<shards_dir>/provenance.json``; empty when there is none."""
+    path = Path(shards_dir) / PROVENANCE_FILE
+    try:
+        return dict(json.loads(path.read_text())["toolchain"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}

@@ -1,0 +1,89 @@
+"""dvc.yaml's deps cover the code: every project file a stage's command imports is a dep.
+
+The import closure is read from the source (every ``import``/``from ... import`` of a project
+module, function-level ones included, and the packages' ``__init__`` files on the way), so a
+new import without a new dep fails here instead of leaving the stage stale under ``dvc repro``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT_PACKAGES = ("pipeline", "a2model")
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def module_file(module: str) -> Path | None:
+    """The project file of a dotted module name (``pipeline.video`` → pipeline/video.py)."""
+    base = REPO.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Dotted names of the project modules that ``path`` imports, anywhere in the file."""
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(filter(None, [*parent, base]))
+            found.add(base)
+            found |= {f"{base}.{alias.name}" for alias in node.names}  # submodules imported by name
+    return {name for name in found if name.split(".")[0] in PROJECT_PACKAGES and module_file(name)}
+
+
+def import_closure(module: str) -> set[Path]:
+    """Every project file loaded by ``python -m <module>``: its imports, their imports, packages."""
+    pending, files = [module], set()
+    while pending:
+        name = pending.pop()
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py
+            path = module_file(".".join(parts[:depth]))
+            if path is not None and path not in files:
+                files.add(path)
+                pending += sorted(imported_modules(path))
+    return files
+
+
+def covered(path: Path, deps: list[str]) -> bool:
+    rel = path.relative_to(REPO)
+    return any(rel == Path(dep) or Path(dep) in rel.parents for dep in deps)
+
+
+def stage_module(stage: dict) -> str:
+    match = re.match(r"python -m ([\w.]+)", stage["cmd"])
+    assert match, f"stage command {stage['cmd']!r} is not `python -m <module>`"
+    return match.group(1)
+
+
+def test_import_closure_follows_function_level_and_package_imports() -> None:
+    closure = {p.relative_to(REPO).as_posix() for p in import_closure("pipeline.validate")}
+    assert {"pipeline/__init__.py", "pipeline/validate.py", "pipeline/config.py"} <= closure
+    assert "pipeline/shards.py" in closure  # imported inside a function only
+    assert "pipeline/train.py" not in closure
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_deps_list_every_project_file_its_command_imports(name: str) -> None:
+    stage = STAGES[name]
+    deps = [str(dep) for dep in stage.get("deps", [])]
+    closure = import_closure(stage_module(stage))
+    missing = sorted(p.relative_to(REPO).as_posix() for p in closure if not covered(p, deps))
+    assert not missing, f"stage {name!r} imports these project files but does not list them in deps: {missing}"
+    code_deps = [dep for dep in deps if dep.endswith(".py")]
+    unused = sorted(d for d in code_deps if (REPO / d) not in closure)
+    assert not unused, f"stage {name!r} lists code it never imports (remove from deps): {unused}"
