@@ -24,14 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
+_DETERMINISTIC = {"A2NETS_DETERMINISTIC": "1"}  # torch.use_deterministic_algorithms, as the trainer on CPU
 SETTINGS = {  # name: (environment, threads); threads None = torch's default (the cores)
-    "default (native ISA, all cores)": ({}, None),
-    "1 thread": ({}, 1),
-    "2 threads, deterministic": ({"A2NETS_DETERMINISTIC": "1"}, 2),
-    "AVX2 pinned (oneDNN + MKL), 2 threads": ({"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT",
-                                               "A2NETS_DETERMINISTIC": "1"}, 2),
-    "SSE4.1 pinned (x86-64 floor), 2 threads": ({"ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE",
-                                                 "A2NETS_DETERMINISTIC": "1"}, 2),
+    "trainer's setting (native ISA, all cores, deterministic algorithms)": (_DETERMINISTIC, None),
+    "without deterministic algorithms": ({}, None),
+    "1 thread": (_DETERMINISTIC, 1),
+    "AVX2 pinned (oneDNN, MKL CBWR)": ({**_DETERMINISTIC, "ONEDNN_MAX_CPU_ISA": "AVX2",
+                                        "MKL_CBWR": "AVX2,STRICT"}, None),
+    "SSE4.1 pinned, the x86-64 floor (oneDNN, MKL CBWR)": ({**_DETERMINISTIC, "ONEDNN_MAX_CPU_ISA": "SSE41",
+                                                            "MKL_CBWR": "COMPATIBLE"}, None),
 }
 MODEL, BATCH, NUM_CLASSES = "tiny_a2", 16, 4
 
