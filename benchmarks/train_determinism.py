@@ -7,8 +7,8 @@ conditional numerical reproducibility ``MKL_CBWR``, a fixed thread count and
 ``torch.use_deterministic_algorithms``. Each setting below runs in its own process (the
 variables must be set before torch loads): ``--steps`` SGD steps of ``tiny_a2`` (the default
 run's model, batch 16 of 8×56²) from one seed on fixed random clips. Printed per setting: the
-median ms/step against the default's, and the largest weight difference from the default's
-final weights (0 means bit-identical).
+median ms/step against the first row's (the trainer's own setting), and the largest weight
+difference from the first row's final weights (0 means bit-identical).
 
     python benchmarks/train_determinism.py [--steps 20]
 """
@@ -84,7 +84,7 @@ def main() -> None:
         print(json.dumps(worker(args.steps, SETTINGS[args.worker][1], Path(args.out))))
         return
     print(f"{MODEL}, batch {BATCH}, {args.steps} SGD steps from one seed, each setting in a fresh process\n")
-    print("| setting | threads | ms/step | step time vs default | max abs weight diff vs default |")
+    print("| setting | threads | ms/step | step time vs the first row | max abs weight diff vs the first row |")
     print("|---|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         baseline: tuple[float, Path] | None = None
