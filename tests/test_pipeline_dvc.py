@@ -1,6 +1,7 @@
-"""The whole pipeline through real DVC in a temp git repo: runs, is a no-op the second time,
-two runs from scratch give the same data hashes and the same metrics, and ``dvc exp run -S model=...``
-recomposes params.yaml and reruns only the stages it changes."""
+"""The whole pipeline through real DVC in a temp git repo: runs, reruns only the toolchain check the
+second time, two runs from scratch give the same data hashes and the same metrics, ``dvc exp run -S
+model=...`` recomposes params.yaml and reruns only the stages it changes, and another ffmpeg build in
+``video.ffmpeg`` reruns the data stages with its version recorded."""
 
 from __future__ import annotations
 
@@ -69,6 +70,21 @@ def _project_copy(dest: Path) -> Path:
     return dest
 
 
+def _other_ffmpeg_build(path: Path) -> Path:
+    """An executable that is the wheel's ffmpeg but reports another version (another build)."""
+    from pipeline.video import ffmpeg_exe
+
+    path.write_text(f"""#!{sys.executable}
+import os, sys
+if sys.argv[1:] == ["-version"]:
+    print("ffmpeg version 0.0-other-build Copyright (c) the test")
+    raise SystemExit(0)
+os.execv({ffmpeg_exe()!r}, [{ffmpeg_exe()!r}, *sys.argv[1:]])
+""")
+    path.chmod(0o755)
+    return path
+
+
 def _stage_out_hashes(lock_file: Path) -> dict[str, list[str]]:
     lock = yaml.safe_load(lock_file.read_text())
     return {stage: [out["md5"] for out in lock["stages"][stage]["outs"]] for stage in ("generate", "preprocess")}
@@ -105,3 +121,14 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path: Path) -> None:
     composed = OmegaConf.load(project / "params.yaml")
     assert composed.model.net.name == "tiny_nonlocal" and composed.train.epochs == TINY["train.epochs"]
     assert json.loads((project / "reports/metrics.json").read_text()).keys() == first_metrics.keys()
+
+    # another ffmpeg build in video.ffmpeg: its version reaches dvc.lock, the data stages rerun
+    other = _other_ffmpeg_build(tmp_path / "ffmpeg")
+    params = OmegaConf.load(project / "params.yaml")
+    OmegaConf.update(params, "video.ffmpeg", str(other))
+    OmegaConf.save(params, project / "params.yaml")
+    switched = _run(["dvc", "repro", "preprocess"], project)
+    assert re.findall(r"Running stage '(\w+)'", switched.stdout) == ["toolchain", "generate", "preprocess"]
+    provenance = json.loads((project / "data/shards/provenance.json").read_text())
+    assert provenance["ffmpeg_setting"] == str(other)
+    assert provenance["toolchain"]["ffmpeg"] == "ffmpeg version 0.0-other-build"
