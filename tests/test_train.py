@@ -166,13 +166,14 @@ def test_two_gloo_processes_train_like_one_process_on_the_same_global_batch(shar
     a = torch.load(single / "model/last.pt", weights_only=True)
     b = torch.load(double / "model/last.pt", weights_only=True)
     assert a["model"].keys() == b["model"].keys()
-    # float rounding differs (sums split over processes) by ~5e-5; without synchronised
-    # BatchNorm the running variances alone differ by ~6e-2
+    # float rounding differs (sums split over processes): 5e-5 to 9e-4 after these 4 steps at
+    # lr 0.1, depending on the clips' last bits; without synchronised BatchNorm the running
+    # variances alone differ by ~6e-2
     for key in a["model"]:
-        assert torch.allclose(a["model"][key].double(), b["model"][key].double(), atol=2e-4), key
+        assert torch.allclose(a["model"][key].double(), b["model"][key].double(), atol=2e-3), key
     for row_a, row_b in zip(a["history"], b["history"], strict=True):
         for metric in ("train_loss", "train_top1", "val_clip_top1"):
-            assert row_a[metric] == pytest.approx(row_b[metric], abs=1e-4), metric
+            assert row_a[metric] == pytest.approx(row_b[metric], abs=1e-3), metric
 
 
 def sync_bn_worker(rank: int, port: int, batch: torch.Tensor, out: str) -> None:
