@@ -78,6 +78,11 @@ def load_config(overrides: Sequence[str] = (), params_file: Path | None = None) 
         OmegaConf.resolve(cfg)
     except Exception as err:  # omegaconf raises several interpolation error types
         raise ConfigError(f"cannot resolve config: {err}".splitlines()[0]) from None
+    from pipeline.schema import config_problem
+
+    problem = config_problem(cfg)
+    if problem:
+        raise ConfigError(problem)
     return cfg
 
 

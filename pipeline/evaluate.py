@@ -105,9 +105,9 @@ def evaluate(
 ) -> Evaluation:
     """Score every video of ``split`` with ``num_clips × num_crops`` views of the checkpoint's model."""
     checkpoint = load_checkpoint(checkpoint_path)
+    net = model_from_checkpoint(checkpoint, checkpoint_path).to(device).eval()
     clip = checkpoint["clip"]
     data_cfg = checkpoint["config"]["data"]
-    net = model_from_checkpoint(checkpoint).to(device).eval()
     dataset = open_split(
         shards_dir,
         split,

@@ -6,9 +6,12 @@ decode at ``data.fps`` with the short side at ``data.short_side``, the shards' J
 scores are summed over the views. The parameters come from the model's own metadata (written by
 the register stage), so a model predicts with the preprocessing it was trained with.
 
-The model is loaded from its pt2 archive (``torch.export``) with pickle deserialisation
-disallowed: MLflow then checks the archive is pickle-free before loading it, and refuses a
-pickled model.
+A model is data, never code. Only MLflow model URIs (``models:/``, ``runs:/``) and local model
+folders holding an ``MLmodel`` are accepted; a model whose ``MLmodel`` declares code (a flavor's
+``code`` paths, which ``mlflow.pytorch.load_model`` would put on ``sys.path``) or carries a
+``code/`` folder is refused; only its pt2 program (``torch.export``) is loaded, after MLflow's
+check that every record of the archive is JSON, text or tensors (no pickle). Downloads go to a
+temporary folder that is always removed.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import yaml
@@ -54,9 +57,13 @@ class Prediction:
     probabilities: list[float]
 
 
+MLFLOW_URI_SCHEMES = ("models:/", "runs:/")
+PT2_FILE = "model.pt2"
+
+
 @contextlib.contextmanager
 def _pickle_disallowed() -> Iterator[None]:
-    """Make ``mlflow.pytorch.load_model`` refuse pickle and vet pt2 archives (its default allows)."""
+    """Make MLflow's pt2 check refuse any record that is not pickle-free (its default allows)."""
     key = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
     before = os.environ.get(key)
     os.environ[key] = "false"
@@ -69,24 +76,88 @@ def _pickle_disallowed() -> Iterator[None]:
             os.environ[key] = before
 
 
-def load_model(model_uri: str) -> LoadedModel:
-    """Download ``model_uri`` and load its pt2 program, class list and preprocessing (no pickle)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+@contextlib.contextmanager
+def model_folder(model_uri: str) -> Iterator[Path]:
+    """The local folder of ``model_uri``: downloaded to a temp dir (removed after) or used in place.
 
-    with tempfile.TemporaryDirectory() as tmp, _pickle_disallowed():
+    Accepts ``models:/...``, ``runs:/...`` and local folders (a path or ``file://``) holding an
+    ``MLmodel``; any other scheme is refused before anything is fetched.
+    """
+    if model_uri.startswith(MLFLOW_URI_SCHEMES):
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        with tempfile.TemporaryDirectory(prefix="a2net-model-") as tmp:
+            try:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+            except MlflowException as err:
+                raise StageError(f"cannot load model {model_uri}: {str(err.message).splitlines()[0]}") from None
+            yield _checked_folder(local, model_uri)
+        return
+    if "://" in model_uri and not model_uri.startswith("file://"):
+        raise StageError(f"model {model_uri}: not a model URI; give models:/<name>@<alias>, "
+                         "models:/<name>/<version>, runs:/<run>/<path> or a local model folder")
+    yield _checked_folder(Path(model_uri.removeprefix("file://")), model_uri)
+
+
+def _checked_folder(folder: Path, model_uri: str) -> Path:
+    if not (folder / "MLmodel").is_file():
+        raise StageError(f"model {model_uri}: {folder} holds no MLmodel file; give a registered "
+                         "model (models:/...) or a folder written by the register stage")
+    return folder
+
+
+def carried_code(mlmodel: Mapping[str, Any], folder: Path) -> str | None:
+    """What code a model folder would bring to run (a flavor's code paths, a code/ dir), or None."""
+    for flavor, conf in (mlmodel.get("flavors") or {}).items():
+        if isinstance(conf, Mapping) and conf.get("code"):
+            return f"flavors.{flavor}.code = {conf['code']!r}"
+    return "a code/ folder" if (folder / "code").exists() else None
+
+
+def load_program(folder: Path, mlmodel: Mapping[str, Any], model_uri: str) -> torch.nn.Module:
+    """The model's pt2 program, checked pickle-free, loaded with ``torch.export.load``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.pytorch import _validate_pt2_archive_is_pickle_free  # MLflow's own record check
+
+    code = carried_code(mlmodel, folder)
+    if code is not None:
+        raise StageError(f"model {model_uri} carries code ({code}); a2net never runs code from a "
+                         "model: register it with `python -m pipeline.register`")
+    data = str(((mlmodel.get("flavors") or {}).get("pytorch") or {}).get("model_data", ""))
+    archive = (folder / data / PT2_FILE).resolve()
+    if not data or folder.resolve() not in archive.parents or not archive.is_file():
+        raise StageError(f"cannot load model {model_uri}: no pt2 program in its pytorch flavor "
+                         "(a pickled model or not a PyTorch model); register it with the register stage")
+    try:
+        with _pickle_disallowed():
+            _validate_pt2_archive_is_pickle_free(str(archive))
+        return torch.export.load(str(archive)).module()
+    except MlflowException as err:
+        raise StageError(f"cannot load model {model_uri}: {str(err.message).splitlines()[0]}") from None
+    except Exception as err:  # torch.export.load raises many types on a damaged archive
+        raise StageError(f"cannot load model {model_uri}: damaged pt2 archive ({type(err).__name__})") from None
+
+
+def load_model(model_uri: str) -> LoadedModel:
+    """Load ``model_uri``'s pt2 program, class list and preprocessing: no pickle, no code."""
+    with model_folder(model_uri) as folder:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-            meta = yaml.safe_load((local / "MLmodel").read_text()).get("metadata") or {}
-            net = mlflow.pytorch.load_model(str(local))
-        except MlflowException as err:
-            reason = str(err.message).splitlines()[0]
-            raise StageError(f"cannot load model {model_uri}: {reason}") from None
+            mlmodel = yaml.safe_load((folder / "MLmodel").read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError):
+            raise StageError(f"model {model_uri}: its MLmodel is not YAML") from None
+        if not isinstance(mlmodel, dict):
+            raise StageError(f"model {model_uri}: its MLmodel is not a mapping")
+        net = load_program(folder, mlmodel, model_uri)
+    meta = mlmodel.get("metadata") or {}
     if "classes" not in meta or "preprocessing" not in meta:
         raise StageError(f"model {model_uri} has no classes/preprocessing metadata; "
                          "register it with `python -m pipeline.register`")
-    return LoadedModel(model_uri, net, list(meta["classes"]),
-                       Preprocessing.from_dict(meta["preprocessing"]))
+    try:
+        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
+    except (TypeError, ValueError):
+        raise StageError(f"model {model_uri}: its preprocessing metadata is malformed") from None
+    return LoadedModel(model_uri, net, [str(c) for c in meta["classes"]], preprocessing)
 
 
 def video_views(path: Path, prep: Preprocessing) -> torch.Tensor:

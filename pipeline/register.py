@@ -168,7 +168,7 @@ def run(cfg: DictConfig) -> None:
     if not run_id_file.exists():
         raise StageError(f"{run_id_file} not found; run the train stage first")
     checkpoint = load_checkpoint(out_dir / CHECKPOINT)
-    model = model_from_checkpoint(checkpoint).eval()
+    model = model_from_checkpoint(checkpoint, out_dir / CHECKPOINT).eval()
     run_id = run_id_file.read_text().strip()
     data = checkpoint["config"]["data"]
     clip = checkpoint["clip"]

@@ -61,16 +61,47 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-def build_net(net_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
-    """Instantiate ``model.net`` (``a2model.build_model``) for ``num_classes`` classes."""
+NET_FACTORY = "a2model.build_model"  # the only callable a checkpoint's model.net may name
+
+
+def _video_model_name(name: Any) -> str:
+    """``name`` when it is one of a2model's video models, else a ConfigError listing them."""
     import a2model
-    from hydra.utils import instantiate
 
     video_models = sorted(n for n, shape in a2model.MODEL_INPUTS.items() if len(shape) == 4)  # (C, T, H, W)
-    name = net_cfg.get("name")
     if name not in video_models:
         raise ConfigError(f"unknown video model {name!r} (model.net.name); choose one of: {', '.join(video_models)}")
+    return str(name)
+
+
+def build_net(net_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+    """Instantiate the project's own ``model.net`` config (``a2model.build_model``) for ``num_classes``."""
+    from hydra.utils import instantiate
+
+    _video_model_name(net_cfg.get("name"))
     return instantiate(net_cfg, num_classes=num_classes)
+
+
+def net_from_values(net_values: Mapping[str, Any], num_classes: int, source: str) -> nn.Module:
+    """The net that a ``model.net`` read from data (a checkpoint) describes, built by name.
+
+    Data never names code: ``_target_`` may only be ``a2model.build_model`` (what the project
+    writes) and every other key is a plain keyword value (bool, int, float, str) of that factory,
+    so a crafted checkpoint cannot make Hydra instantiate a callable of its choosing.
+    """
+    import a2model
+
+    values = dict(net_values)
+    target = values.pop("_target_", NET_FACTORY)
+    if target != NET_FACTORY:
+        raise StageError(f"{source}: model.net._target_ is {target!r}; a checkpoint is data and only builds "
+                         f"{NET_FACTORY} by name: retrain with `python -m pipeline.train`")
+    name = _video_model_name(values.pop("name", None))
+    for key, value in values.items():
+        if key.startswith("_") or isinstance(value, (Mapping, list, tuple)) or not isinstance(value, (bool, int, float, str)):
+            raise StageError(f"{source}: model.net.{key} is not a plain value ({type(value).__name__}); "
+                             "a checkpoint's model config holds a model name and plain keyword values only")
+    return a2model.build_model(name, num_classes, **values)
 
 
 def open_split(shards_dir: Path, split: str, sampler: Any, transform: Any, seed: int = 0) -> Any:
@@ -89,10 +120,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def model_from_checkpoint(checkpoint: Mapping[str, Any]) -> nn.Module:
-    """The trained network of a checkpoint, built from its own config and class list."""
-    net = build_net(checkpoint["config"]["model"]["net"], len(checkpoint["classes"]))
-    net.load_state_dict(checkpoint["model"])
+def model_from_checkpoint(checkpoint: Mapping[str, Any], source: Path) -> nn.Module:
+    """The trained network of a checkpoint (read from ``source``), built from its config's values."""
+    try:
+        net_values, classes, weights = checkpoint["config"]["model"]["net"], checkpoint["classes"], checkpoint["model"]
+    except (KeyError, TypeError):
+        raise StageError(f"{source} is not a checkpoint of the train stage (no config.model.net, classes "
+                         "or model); retrain with `python -m pipeline.train`") from None
+    net = net_from_values(net_values, len(classes), str(source))
+    try:
+        net.load_state_dict(weights)
+    except (RuntimeError, TypeError) as err:
+        raise StageError(f"{source}: weights do not fit {net_values.get('name')!r} "
+                         f"({str(err).splitlines()[0]})") from None
     return net
 
 

@@ -60,3 +60,52 @@ def test_bad_override_is_one_clear_line(tmp_path: Path, override: str, message: 
 def test_unknown_group_option_names_it() -> None:
     with pytest.raises(ConfigError, match="no_such_model"):
         compose(["model=no_such_model"])
+
+
+BAD_VALUES = [  # (override, what the one line says)
+    ("train.epochs=abc", "train.epochs='abc' is not valid: set it to a whole number >= 1"),
+    ("train.epochs=1.5", "train.epochs=1.5 is not valid"),
+    ("train.epochs=0", "train.epochs=0 is not valid"),
+    ("train.epochs=true", "train.epochs=True is not valid"),
+    ("train.batch_size=0", "train.batch_size=0 is not valid"),
+    ("train.lr=-1", "train.lr=-1 is not valid: set it to a number > 0"),
+    ("train.num_workers=-1", "train.num_workers=-1 is not valid: set it to a whole number >= 0"),
+    ("train.device=tpu", "train.device='tpu' is not valid: set it to one of auto, cpu, cuda"),
+    ("data.fps=abc", "data.fps='abc' is not valid: set it to a number > 0"),
+    ("data.fps=nan", "data.fps='nan' is not valid"),
+    ("data.fps=.inf", "data.fps=inf is not valid"),
+    ("data.short_side=abc", "data.short_side='abc' is not valid: set it to a whole number >= 2"),
+    ("data.shards_dir=", "data.shards_dir=None is not valid: set it to a non-empty string"),
+    ("data.shards_dir=' '", "data.shards_dir=' ' is not valid"),
+    ("data.trim=maybe", "data.trim='maybe' is not valid: set it to true or false"),
+    ("data.trim=1", "data.trim=1 is not valid: set it to true or false"),
+    ("data.jpeg_quality=101", "data.jpeg_quality=101 is not valid: set it to a whole number >= 1 <= 100"),
+    ("data.mean=[0.5,0.5]", "data.mean=[0.5, 0.5] is not valid: set it to a list of 3 values"),
+    ("eval.num_crops=2", "eval.num_crops=2 is not valid: set it to one of 1, 3"),
+    ("validate.max_missing_fraction=1.5", "validate.max_missing_fraction=1.5 is not valid"),
+    ("generate.num_missing=-1", "generate.num_missing=-1 is not valid"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_VALUES)
+def test_a_bad_config_value_stops_every_stage_in_one_line_writing_nothing(tmp_path, monkeypatch, capsys,
+                                                                         override, message) -> None:
+    from pipeline.toolchain import main
+
+    write_params(tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert main([override]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message}" + err[len(f"error: {message}"):] and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_every_shipped_config_satisfies_the_schema() -> None:
+    from pipeline.schema import config_problem
+
+    for experiment in [None, *(p.stem for p in (REPO / "pipeline/conf/experiment").glob("*.yaml"))]:
+        for model in (p.stem for p in (REPO / "pipeline/conf/model").glob("*.yaml")):
+            overrides = ([f"experiment={experiment}"] if experiment else []) + [f"model={model}"]
+            cfg = compose(overrides)
+            OmegaConf.resolve(cfg)
+            assert config_problem(cfg) is None, overrides

@@ -102,3 +102,64 @@ def test_a_pickled_model_is_refused(store, capsys) -> None:
     assert main(["predict", "whatever.mp4", "--model", info.model_uri]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot load model {info.model_uri}: ") and "pickle" in err
+
+
+# ------------------------------------------------- a model is data: no code, no foreign URIs, no leftovers
+
+
+def _predict_in_clean_tmp(store, tmp_path: Path, video: Path, model: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """``a2net predict`` in a subprocess whose TMPDIR starts empty; returns it and that TMPDIR."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    env = {"PATH": "/usr/bin:/bin", "MLFLOW_DISABLE_TELEMETRY": "true", "TMPDIR": str(scratch),
+           "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}  # torch's own cache, made on import
+    done = subprocess.run([str(A2NET), "predict", str(video), "--model", model], cwd=store["root"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    return done, scratch
+
+
+def _local_copy_of_staging(dest: Path) -> Path:
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/a2net@staging", dst_path=str(dest)))
+
+
+@pytest.mark.parametrize("declares", ["flavor code path", "code folder"])
+def test_a_model_that_carries_code_is_refused_and_its_code_never_runs(store, video, tmp_path, declares) -> None:
+    folder = _local_copy_of_staging(tmp_path / "model")
+    marker = tmp_path / "ran"
+    (folder / "code").mkdir()
+    for module in ("yaml", "numpy", "torch", "a2model", "pipeline", "sitecustomize", "mlflow"):
+        (folder / "code" / f"{module}.py").write_text(f"open({str(marker)!r}, 'w').write('{module}')\n")
+    if declares == "flavor code path":
+        mlmodel = (folder / "MLmodel").read_text().replace("    code: null", "    code: code")
+        assert "code: code" in mlmodel
+        (folder / "MLmodel").write_text(mlmodel)
+    done, _ = _predict_in_clean_tmp(store, tmp_path, video, str(folder))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"error: model {folder} carries code (") and "Traceback" not in done.stderr
+    assert not marker.exists()
+
+
+def test_a_local_model_folder_predicts_like_its_registered_version(store, video, tmp_path) -> None:
+    folder = _local_copy_of_staging(tmp_path / "model")
+    local, registered = load_model(str(folder)), load_model("models:/a2net@staging")
+    views = video_views(video, local.preprocessing)
+    torch.testing.assert_close(video_scores(local.net, views), video_scores(registered.net, views))
+
+
+@pytest.mark.parametrize("uri, says", [
+    ("file:///etc", "/etc holds no MLmodel file"),
+    ("/etc", "/etc holds no MLmodel file"),
+    ("s3://bucket/model", "not a model URI"),
+    ("http://127.0.0.1:9/model", "not a model URI"),
+    ("models:/no-such-model@staging", "cannot load model models:/no-such-model@staging: "),
+])
+def test_foreign_or_missing_model_uris_are_one_line_and_leave_no_temp_files(store, video, tmp_path, uri, says) -> None:
+    done, scratch = _predict_in_clean_tmp(store, tmp_path, video, uri)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
+    assert not any(scratch.iterdir()), list(scratch.iterdir())
+
+
+def test_a_downloaded_model_leaves_no_temp_files(store, video, tmp_path) -> None:
+    done, scratch = _predict_in_clean_tmp(store, tmp_path, video, "models:/a2net@staging")
+    assert done.returncode == 0, done.stderr
+    assert not any(scratch.iterdir()), list(scratch.iterdir())
