@@ -30,6 +30,7 @@ from pipeline.train import (
     RUN_ID_FILE,
     atomic_write_text,
     autocast,
+    check_finished,
     load_checkpoint,
     model_from_checkpoint,
     open_split,
@@ -45,6 +46,7 @@ class Evaluation:
     classes: list[str]
     view_scores: torch.Tensor  # (num_videos, V, K) softmax of every view
     labels: torch.Tensor  # (num_videos,)
+    unfinished: bool = False  # the checkpoint's training had not reached its last epoch
 
     @property
     def video_scores(self) -> torch.Tensor:
@@ -102,10 +104,15 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     num_workers: int = 0,
+    allow_unfinished: bool = False,
 ) -> Evaluation:
-    """Score every video of ``split`` with ``num_clips × num_crops`` views of the checkpoint's model."""
+    """Score every video of ``split`` with ``num_clips × num_crops`` views of the checkpoint's model.
+
+    An unfinished training's checkpoint is refused unless ``allow_unfinished``.
+    """
     checkpoint = load_checkpoint(checkpoint_path)
     net = model_from_checkpoint(checkpoint, checkpoint_path).to(device).eval()
+    unfinished = check_finished(checkpoint, checkpoint_path, "eval.allow_unfinished", allow_unfinished)
     clip = checkpoint["clip"]
     data_cfg = checkpoint["config"]["data"]
     dataset = open_split(
@@ -125,7 +132,7 @@ def evaluate(
             logits = net(clips)
         scores.append(logits.float().softmax(1).view(len(frames), views, -1).cpu())
         labels.append(batch["label"])
-    return Evaluation(list(checkpoint["classes"]), torch.cat(scores), torch.cat(labels))
+    return Evaluation(list(checkpoint["classes"]), torch.cat(scores), torch.cat(labels), unfinished)
 
 
 def write_reports(result: Evaluation, metrics_file: Path, per_class_file: Path, plots_dir: Path) -> list[Path]:
@@ -180,8 +187,13 @@ def plot_confusion(matrix: torch.Tensor, classes: list[str], path: Path) -> None
     tmp.replace(path)
 
 
-def log_to_run(out_dir: Path, experiment: str, metrics: dict[str, float], files: list[Path]) -> str | None:
-    """Log test metrics and report files to the training's MLflow run (``run_id.txt``)."""
+def log_to_run(out_dir: Path, experiment: str, metrics: dict[str, float], files: list[Path],
+               unfinished: bool = False) -> str | None:
+    """Log test metrics and report files to the training's MLflow run (``run_id.txt``).
+
+    ``unfinished`` (an ``eval.allow_unfinished`` override) is recorded as the run tag
+    ``evaluated_unfinished``.
+    """
     run_id_file = out_dir / RUN_ID_FILE
     if not run_id_file.is_file():
         print(f"warning: {run_id_file} not found; metrics not logged to MLflow")
@@ -190,6 +202,8 @@ def log_to_run(out_dir: Path, experiment: str, metrics: dict[str, float], files:
     setup_mlflow(experiment)
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics(metrics)
+        if unfinished:
+            mlflow.set_tag("evaluated_unfinished", "true (eval.allow_unfinished)")
         for path in files:
             mlflow.log_artifact(str(path), artifact_path="evaluation")
     return run_id
@@ -206,6 +220,7 @@ def evaluate_config(cfg: DictConfig) -> Evaluation:
         cfg.eval.batch_size,
         resolve_device(cfg.train.device),
         cfg.train.num_workers,
+        bool(cfg.eval.get("allow_unfinished", False)),
     )
 
 
@@ -215,7 +230,7 @@ def run(cfg: DictConfig) -> int:
     result = evaluate_config(cfg)
     metrics = result.metrics()
     files = write_reports(result, Path(cfg.eval.metrics_file), Path(cfg.eval.per_class_file), Path(cfg.eval.plots_dir))
-    log_to_run(out_dir, cfg.mlflow.experiment, metrics, files)
+    log_to_run(out_dir, cfg.mlflow.experiment, metrics, files, result.unfinished)
     print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     return 0
 

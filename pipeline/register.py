@@ -24,8 +24,8 @@ from omegaconf import DictConfig
 from pipeline.config import StageError, config_md5, stage_main
 from pipeline.provenance import TOOLCHAIN_TAG, shards_toolchain
 from pipeline.tracking import setup_mlflow
-from pipeline.train import (CHECKPOINT, RUN_ID_FILE, atomic_write_text, data_fingerprint, git_commit,
-                            load_checkpoint, model_from_checkpoint)
+from pipeline.train import (CHECKPOINT, RUN_ID_FILE, atomic_write_text, check_finished, data_fingerprint,
+                            git_commit, load_checkpoint, model_from_checkpoint)
 
 HEADLINE_METRICS = ("video_top1", "video_top5", "clip_top1", "clip_top5")
 REGISTERED_MODEL_FILE = Path("reports/registered_model.json")
@@ -70,10 +70,11 @@ class Lineage:
     shards_md5: str
     validation: str  # passed | failed | missing
     toolchain: Mapping[str, str] = field(default_factory=dict)  # versions that made the shards
+    unfinished: str = ""  # "epoch k of n" when register.allow_unfinished let an unfinished run in
 
     def tags(self) -> dict[str, str]:
         """Model-version tags: the fields, the toolchain as ``toolchain.<tool>``."""
-        plain = {k: v for k, v in asdict(self).items() if k != "toolchain"}
+        plain = {k: v for k, v in asdict(self).items() if k != "toolchain" and (k != "unfinished" or v)}
         return {**plain, **{f"{TOOLCHAIN_TAG}{k}": v for k, v in self.toolchain.items()}}
 
 
@@ -169,6 +170,8 @@ def run(cfg: DictConfig) -> None:
         raise StageError(f"{run_id_file} not found; run the train stage first")
     checkpoint = load_checkpoint(out_dir / CHECKPOINT)
     model = model_from_checkpoint(checkpoint, out_dir / CHECKPOINT).eval()
+    unfinished = check_finished(checkpoint, out_dir / CHECKPOINT, "register.allow_unfinished",
+                                bool(cfg.register.get("allow_unfinished", False)))
     run_id = run_id_file.read_text().strip()
     data = checkpoint["config"]["data"]
     clip = checkpoint["clip"]
@@ -190,6 +193,7 @@ def run(cfg: DictConfig) -> None:
         or data_fingerprint(cfg.data.shards_dir).get("data.dvc_md5", "unknown"),
         validation=validation_outcome(Path(cfg.validate.report_dir) / "summary.json"),
         toolchain=toolchain or shards_toolchain(Path(cfg.data.shards_dir)),
+        unfinished=f"epoch {checkpoint['epoch']} of {checkpoint['config']['train']['epochs']}" if unfinished else "",
     )
     registered = log_and_register(
         model, run_id=run_id, model_name=cfg.register.model_name,

@@ -294,6 +294,62 @@ def log_run_start(cfg: DictConfig, net: nn.Module, clip_shape: tuple[int, ...]) 
                      **data_fingerprint(cfg.data.shards_dir)})
 
 
+def log_epoch_metrics(row: Mapping[str, float | None]) -> None:
+    """Log one epoch's metrics to the active run at step ``epoch``."""
+    mlflow.log_metrics({k: v for k, v in row.items() if v is not None and k != "epoch"}, step=int(row["epoch"]))
+
+
+def backfill_epoch_metrics(run_id: str, history: list[dict[str, float]]) -> None:
+    """On resume: log the checkpointed epochs the run lacks (killed between checkpoint and log).
+
+    Epochs are logged only after their checkpoint, so no epoch is ever logged twice.
+    """
+    logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "train_loss")}
+    for row in history:
+        if int(row["epoch"]) not in logged:
+            log_epoch_metrics(row)
+
+
+def mark_abandoned_run(run_id_file: Path, experiment: str) -> None:
+    """A new training in ``out_dir``: mark its previous run KILLED if it never finished.
+
+    A ``kill -9`` leaves the MLflow run RUNNING forever; the next run in the same place is the
+    first to know it died.
+    """
+    if not run_id_file.is_file():
+        return
+    from mlflow.exceptions import MlflowException
+
+    setup_mlflow(experiment)
+    client = mlflow.MlflowClient()
+    try:
+        previous = client.get_run(run_id_file.read_text().strip())
+    except MlflowException:
+        return
+    if previous.info.status == "RUNNING":
+        client.set_tag(previous.info.run_id, "a2nets.abandoned", "killed before its last epoch; a new run replaced it")
+        client.set_terminated(previous.info.run_id, status="KILLED")
+
+
+def training_finished(checkpoint: Mapping[str, Any]) -> bool:
+    """True when the checkpoint holds the last epoch its own config asked for."""
+    try:
+        return int(checkpoint["epoch"]) >= int(checkpoint["config"]["train"]["epochs"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def check_finished(checkpoint: Mapping[str, Any], source: Path, allow_key: str, allowed: bool) -> bool:
+    """Refuse an unfinished training's checkpoint unless ``allow_key`` is true; True if unfinished."""
+    if training_finished(checkpoint):
+        return False
+    if not allowed:
+        epochs = (checkpoint.get("config") or {}).get("train", {}).get("epochs", "?")
+        raise StageError(f"{source} is epoch {checkpoint.get('epoch', '?')} of {epochs}: its training did not "
+                         f"finish; resume it (train.resume=true) or set {allow_key}=true to use it anyway")
+    return True
+
+
 def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
     """Per-epoch metrics as CSV (rewritten whole, atomically) for ``dvc plots``."""
     lines = [",".join(METRIC_COLUMNS)]
@@ -452,12 +508,16 @@ def train(cfg: DictConfig) -> Path:
         if tc.compile:
             model = torch.compile(model)
 
+        if info.is_main and start_epoch == 0:
+            mark_abandoned_run(out_dir / RUN_ID_FILE, cfg.mlflow.experiment)
         with mlflow_run(cfg, run_id, info.is_main) as run_id:
             if info.is_main:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(out_dir / RUN_ID_FILE, f"{run_id}\n")
                 if start_epoch == 0:
                     log_run_start(cfg, net, (3, clip.num_frames, clip.crop_size, clip.crop_size))
+                else:
+                    backfill_epoch_metrics(run_id, history)
             for epoch in range(start_epoch, tc.epochs):
                 sampler.set_epoch(epoch)
                 train_set.set_epoch(epoch)
@@ -468,10 +528,7 @@ def train(cfg: DictConfig) -> Path:
                 validate_now = val_loader is not None and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs)
                 row["val_clip_top1"] = clip_top1(net, val_loader, device, cfg, info) if validate_now else None
                 history.append(row)
-                if info.is_main:
-                    mlflow.log_metrics({k: v for k, v in row.items() if v is not None and k != "epoch"}, step=epoch + 1)
-                    write_metrics_csv(Path(tc.metrics_csv), history)
-                    print(" ".join(f"{k}={v:.4g}" for k, v in row.items() if v is not None), flush=True)
+                if info.is_main:  # the checkpoint first: a kill before it leaves no metric of this epoch
                     atomic_save(
                         {
                             "model": net.state_dict(),
@@ -488,6 +545,9 @@ def train(cfg: DictConfig) -> Path:
                         },
                         checkpoint_path,
                     )
+                    log_epoch_metrics(row)
+                    write_metrics_csv(Path(tc.metrics_csv), history)
+                    print(" ".join(f"{k}={v:.4g}" for k, v in row.items() if v is not None), flush=True)
             if info.is_main:
                 atomic_save(net.state_dict(), out_dir / FINAL_WEIGHTS)
                 if history:

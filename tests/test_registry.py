@@ -199,7 +199,7 @@ def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -
     out_dir = Path(cfg.train.out_dir)
     out_dir.mkdir(parents=True)
     torch.save({"model": net.state_dict(), "config": OmegaConf.to_container(cfg), "classes": classes,
-                "model_name": name, "clip": dict(cfg.model.clip), "epoch": 1}, out_dir / "last.pt")
+                "model_name": name, "clip": dict(cfg.model.clip), "epoch": 2}, out_dir / "last.pt")
     with mlflow.start_run(experiment_id=setup_mlflow(cfg.mlflow.experiment)) as run:
         mlflow.log_metrics(GOOD_METRICS)
         mlflow.set_tags({"git_commit": "abc123", "data.dvc_md5": "d" * 32 + ".dir",

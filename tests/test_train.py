@@ -137,6 +137,60 @@ def test_resume_after_an_interruption_ends_with_the_weights_of_a_straight_run(sh
     assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b, strict=True))
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
     assert (workdir / "resumed/model/run_id.txt").read_text() == first_run_id
+    # killed between the checkpoint and the metrics: every epoch is logged exactly once
+    logged = mlflow.MlflowClient().get_metric_history(first_run_id.strip(), "train_loss")
+    assert sorted(m.step for m in logged) == [1, 2]
+    assert [m.value for m in sorted(logged, key=lambda m: m.step)] == [r["train_loss"] for r in a["history"]]
+
+
+def interrupted_after_first_epoch(shards, out: Path, monkeypatch) -> DictConfig:
+    """Train 1 of 2 epochs, then die (as kill -9 would) with the MLflow run left RUNNING."""
+    cfg = tiny_config(shards, out)
+    save = train_stage.atomic_save
+
+    def save_then_die(obj, path):
+        save(obj, path)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_stage, "atomic_save", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg)
+    run_id = (out / "model/run_id.txt").read_text().strip()
+    mlflow.MlflowClient().update_run(run_id, status="RUNNING")  # a killed process marks nothing
+    return cfg
+
+
+def test_an_unfinished_training_is_refused_by_evaluate_and_register_unless_overridden(
+        shards, workdir, monkeypatch, capsys):
+    from pipeline.evaluate import main as evaluate_main
+    from pipeline.register import main as register_main
+
+    out = workdir / "killed"
+    interrupted_after_first_epoch(shards, out, monkeypatch)
+    capsys.readouterr()
+    overrides = tiny_overrides(shards, out)
+    for stage, key in ((evaluate_main, "eval.allow_unfinished"), (register_main, "register.allow_unfinished")):
+        assert stage(overrides) == 2
+        err = capsys.readouterr().err
+        assert err == (f"error: {out}/model/last.pt is epoch 1 of 2: its training did not finish; resume it "
+                       f"(train.resume=true) or set {key}=true to use it anyway\n")
+    assert evaluate_main([*overrides, "eval.allow_unfinished=true"]) == 0
+    run_id = (out / "model/run_id.txt").read_text().strip()
+    assert mlflow.MlflowClient().get_run(run_id).data.tags["evaluated_unfinished"].startswith("true")
+    assert register_main([*overrides, "register.allow_unfinished=true", "register.model_name=unfinished"]) == 0
+    version = mlflow.MlflowClient().get_model_version("unfinished", "1")
+    assert version.tags["unfinished"] == "epoch 1 of 2"
+
+
+def test_a_new_training_marks_the_killed_run_in_its_place_killed(shards, workdir, monkeypatch):
+    out = workdir / "killed"
+    interrupted_after_first_epoch(shards, out, monkeypatch)
+    killed_run = (out / "model/run_id.txt").read_text().strip()
+    train(tiny_config(shards, out))
+    run = mlflow.MlflowClient().get_run(killed_run)
+    assert run.info.status == "KILLED" and "a2nets.abandoned" in run.data.tags
+    assert (out / "model/run_id.txt").read_text().strip() != killed_run
 
 
 def free_port() -> int:
