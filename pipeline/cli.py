@@ -32,8 +32,9 @@ def _client():
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    """``a2net promote``: list versions, or move an alias to a version through the gate."""
-    from pipeline.registry import PromotionRefused, format_table, list_versions, promote
+    """``a2net promote``: list versions or history, or move an alias through the gate."""
+    from pipeline.registry import (PromotionRaced, PromotionRefused, format_table, list_versions, promote,
+                                   promotion_history, promotion_lock, rollback_target)
 
     cfg = load_config()
     name = args.model_name or cfg.register.model_name
@@ -41,17 +42,30 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if args.list:
         print(format_table(list_versions(client, name)))
         return 0
-    if args.version is None or args.to is None:
-        raise StageError("give --version N --to staging|production (or --list)")
+    if args.history:
+        list_versions(client, name)  # one line when the model does not exist
+        for entry in promotion_history(client, name, args.to):
+            print(f"{entry['at']}  @{entry['alias']} -> {entry['version']} (was {entry['previous']}) "
+                  f"{entry['kind']} by {entry['by']}{': ' + entry['reason'] if entry['reason'] else ''}")
+        return 0
+    if args.to is None or (args.version is None) == (not args.rollback):
+        raise StageError("give --version N --to staging|production, or --rollback --to staging|production "
+                         "(or --list, --history)")
     try:
-        done = promote(client, name, args.version, args.to, metric=cfg.promote.metric,
-                       margin=float(cfg.promote.margin), force=args.force, reason=args.reason)
+        with promotion_lock(tracking_uri()):
+            version = rollback_target(client, name, args.to) if args.rollback else args.version
+            done = promote(client, name, version, args.to, metric=cfg.promote.metric,
+                           margin=float(cfg.promote.margin), force=args.force, reason=args.reason,
+                           rollback=args.rollback)
+    except PromotionRaced as raced:
+        print(f"lost the race: {raced}", file=sys.stderr)
+        return EXIT_REFUSED
     except PromotionRefused as refused:
         print(f"refused: {refused}", file=sys.stderr)
         return EXIT_REFUSED
     moved = f" (was version {done.previous}, now @previous_{done.alias})" if done.previous else ""
-    forced = " [forced]" if done.forced else ""
-    print(f"models:/{done.name}@{done.alias} -> version {done.version}{moved}{forced}")
+    kind = {"promote": "", "force": " [forced]", "rollback": " [rollback]"}[done.kind]
+    print(f"models:/{done.name}@{done.alias} -> version {done.version}{moved}{kind}")
     return 0
 
 
@@ -103,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="model version number to promote")
     p.add_argument("--to", choices=("staging", "production"), help="alias to move")
     p.add_argument("--list", action="store_true", help="print the versions table and exit")
+    p.add_argument("--history", action="store_true", help="print every promotion (of --to, if given) and exit")
+    p.add_argument("--rollback", action="store_true",
+                   help="move --to back to its previous version (skips the metric gate, not validation)")
     p.add_argument("--force", action="store_true", help="override the quality gate")
     p.add_argument("--reason", help="why --force is needed (recorded as a version tag)")
     p.add_argument("--model-name", help="registered model (default: register.model_name)")

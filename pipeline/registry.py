@@ -5,16 +5,28 @@ refuses a version whose ``validation`` tag is not ``passed``, or whose ``promote
 from its training run; higher is better) is worse than the alias's current holder by more than
 ``promote.margin``. ``production`` only takes the version that holds ``staging``. ``force``
 (with a reason) overrides the quality gate and records who and why as version tags. The version
-an alias leaves keeps an alias ``previous_<alias>`` so that a rollback is one promotion away.
+an alias leaves keeps an alias ``previous_<alias>``; ``rollback`` moves the alias back to it,
+past the metric gate but not past validation.
+
+Every promotion appends an entry to the registered model's history (tags
+``promotion.<alias>.<time>-<nonce>``, never overwritten). Promotions on the local SQLite store are
+serialised by a file lock beside the database, so a second concurrent one names the first as its
+predecessor; against a server, a re-read after the write detects a concurrent promotion of the
+same alias and reports the race (``PromotionRaced``) instead of claiming success.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getpass
+import json
 import os
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from pipeline.config import StageError
 from pipeline.register import HEADLINE_METRICS
@@ -24,10 +36,15 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
 STAGES = ("staging", "production")
+HISTORY_TAG = "promotion"  # registered-model tags promotion.<alias>.<time>-<nonce> = JSON entry
 
 
 class PromotionRefused(StageError):
     """The gate refused a promotion; the message is the one-line reason."""
+
+
+class PromotionRaced(PromotionRefused):
+    """Another promotion of the same alias ran at the same time; the outcome must be checked."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +56,7 @@ class Promotion:
     alias: str
     previous: str | None
     forced: bool
+    kind: str = "promote"  # promote | force | rollback
 
 
 def current_user() -> str:
@@ -51,6 +69,49 @@ def current_user() -> str:
 
 def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def promotion_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a local SQLite store's database; nothing for other stores."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    with open(database.with_name(database.name + ".promote.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def promotion_history(client: MlflowClient, name: str, alias: str | None = None) -> list[dict]:
+    """The promotions of ``name`` (of ``alias`` only, if given), oldest first."""
+    tags = client.get_registered_model(name).tags
+    prefix = f"{HISTORY_TAG}.{alias}." if alias else f"{HISTORY_TAG}."
+    return [json.loads(tags[key]) | {"key": key} for key in sorted(tags) if key.startswith(prefix)]
+
+
+def _record(client: MlflowClient, name: str, entry: dict) -> str:
+    """Append ``entry`` to the history under a key no other promotion can take; return the key."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    key = f"{HISTORY_TAG}.{entry['alias']}.{stamp}-{secrets.token_hex(4)}"
+    client.set_registered_model_tag(name, key, json.dumps(entry, sort_keys=True))
+    return key
+
+
+def _check_no_race(client: MlflowClient, name: str, alias: str, version: str, previous: str | None, key: str) -> None:
+    """After the write: the alias is ours and our entry follows the promotion we read, or raise."""
+    now = client.get_registered_model(name).aliases.get(alias)
+    history = promotion_history(client, name, alias)
+    mine = next(i for i, entry in enumerate(history) if entry["key"] == key)
+    before = history[mine - 1]["version"] if mine else None
+    if str(now) != version or mine != len(history) - 1 or (before is not None and before != previous):
+        other = next((e for e in reversed(history) if e["key"] != key), {})
+        raise PromotionRaced(f"another promotion of @{alias} (version {other.get('version')} by "
+                             f"{other.get('by')}) ran at the same time; @{alias} is now version {now}: "
+                             "check `a2net promote --list` and promote again if needed")
 
 
 def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
@@ -79,15 +140,20 @@ def run_metric(client: MlflowClient, version: ModelVersion, metric: str) -> floa
     return float(value)
 
 
+def check_validated(candidate: ModelVersion) -> None:
+    """Raise PromotionRefused unless the version's data passed validation."""
+    validation = candidate.tags.get("validation", "missing")
+    if validation != "passed":
+        raise PromotionRefused(f"version {candidate.version} has validation={validation}, "
+                               "not passed; fix the data or use --force --reason")
+
+
 def check_gate(
     client: MlflowClient, candidate: ModelVersion, holder: ModelVersion | None, alias: str,
     metric: str, margin: float,
 ) -> None:
     """Raise PromotionRefused unless ``candidate`` is validated and not worse than ``holder``."""
-    validation = candidate.tags.get("validation", "missing")
-    if validation != "passed":
-        raise PromotionRefused(f"version {candidate.version} has validation={validation}, "
-                               "not passed; fix the data or use --force --reason")
+    check_validated(candidate)
     value = run_metric(client, candidate, metric)
     if holder is None or holder.version == candidate.version:
         return
@@ -99,41 +165,72 @@ def check_gate(
             "use --force --reason to override")
 
 
+def rollback_target(client: MlflowClient, name: str, alias: str) -> str:
+    """The version ``alias`` held before its current one (alias ``previous_<alias>``)."""
+    if alias not in STAGES:
+        raise StageError(f"cannot roll back {alias!r}; choose one of {', '.join(STAGES)}")
+    version = client.get_registered_model(name).aliases.get(f"previous_{alias}")
+    if version is None:
+        raise StageError(f"@{alias} of {name!r} has no previous version to roll back to")
+    return str(version)
+
+
+def _write_promotion(client: MlflowClient, name: str, version: str, alias: str, previous: str | None,
+                     tags: dict[str, str], entry: dict) -> None:
+    """Tag the version, keep the old holder as ``previous_<alias>``, move the alias, record, verify."""
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if previous is not None and previous != version:
+        client.set_registered_model_alias(name, f"previous_{alias}", previous)
+        client.set_model_version_tag(name, previous, f"previous_{alias}", tags["promoted_at"])
+    client.set_registered_model_alias(name, alias, version)
+    _check_no_race(client, name, alias, version, previous, _record(client, name, entry))
+
+
 def promote(
     client: MlflowClient, name: str, version: str, alias: str, *, metric: str, margin: float,
-    force: bool = False, reason: str | None = None, user: str | None = None,
+    force: bool = False, reason: str | None = None, user: str | None = None, rollback: bool = False,
 ) -> Promotion:
     """Move ``alias`` of model ``name`` to ``version`` if the gate lets it (see module doc).
 
-    Raises PromotionRefused with the reason, or StageError for bad arguments.
+    ``rollback`` skips the metric gate and the staging-first rule, not validation. Hold
+    ``promotion_lock`` around it on a local store. Raises PromotionRefused with the reason
+    (PromotionRaced for a concurrent promotion), or StageError for bad arguments.
     """
     if alias not in STAGES:
         raise StageError(f"cannot promote to {alias!r}; choose one of {', '.join(STAGES)}")
     if force and not (reason and reason.strip()):
         raise StageError("--force needs --reason \"why\" (it is recorded on the version)")
     candidate = get_version(client, name, version)
-    if alias == "production":
+    if alias == "production" and not rollback:
         staging = alias_holder(client, name, "staging")
         if staging is None or staging.version != candidate.version:
             held = "no version" if staging is None else f"version {staging.version}"
             raise PromotionRefused(f"production only takes the staging version; {held} holds "
                                    f"staging, not {candidate.version}")
     holder = alias_holder(client, name, alias)
-    if not force:
+    if rollback and not force:
+        check_validated(candidate)
+    elif not force:
         check_gate(client, candidate, holder, alias, metric, margin)
+    from mlflow.exceptions import MlflowException
+
+    previous = None if holder is None else str(holder.version)
     user = user or current_user()
+    kind = "force" if force else "rollback" if rollback else "promote"
     tags = {"promoted_to": alias, "promoted_at": _utc_now(), "promoted_by": user}
     if force:
         tags |= {"forced_by": user, "force_reason": reason.strip()}
-    for key, value in tags.items():
-        client.set_model_version_tag(name, candidate.version, key, value)
-    previous = None
-    if holder is not None and holder.version != candidate.version:
-        previous = str(holder.version)
-        client.set_registered_model_alias(name, f"previous_{alias}", previous)
-        client.set_model_version_tag(name, previous, f"previous_{alias}", tags["promoted_at"])
-    client.set_registered_model_alias(name, alias, candidate.version)
-    return Promotion(name, str(candidate.version), alias, previous, force)
+    entry = {"alias": alias, "version": str(candidate.version), "previous": previous, "kind": kind,
+             "by": user, "at": tags["promoted_at"], "reason": (reason or "").strip()}
+    try:
+        _write_promotion(client, name, str(candidate.version), alias, previous, tags, entry)
+    except MlflowException as err:  # a concurrent writer of the same tag (a server's unique key)
+        raise PromotionRaced(f"another promotion of @{alias} wrote at the same time "
+                             f"({str(err.message).splitlines()[0][:120]}); check `a2net promote --list` "
+                             "and promote again if needed") from None
+    moved = previous if previous != str(candidate.version) else None
+    return Promotion(name, str(candidate.version), alias, moved, force, kind)
 
 
 @dataclass(frozen=True)

@@ -241,3 +241,108 @@ def test_validation_outcome_reads_the_validate_summary(tmp_path, summary, outcom
     if summary is not None:
         path.write_text(json.dumps(summary))
     assert validation_outcome(path) == outcome
+
+
+# ------------------------------------------------- rollback, history, concurrent promotions
+
+
+@server
+def test_rollback_skips_the_metric_gate_but_not_validation_and_history_keeps_every_promotion(
+        register_version, capsys) -> None:
+    name = "reg-rollback"
+    v1 = register_version(name, metrics(0.90)).version
+    v2 = register_version(name, metrics(0.95)).version
+    assert promote(capsys, name, "--version", v1, "--to", "staging")[0] == 0
+    assert promote(capsys, name, "--version", v2, "--to", "staging")[0] == 0
+    code, _, err = promote(capsys, name, "--version", v1, "--to", "staging")  # the old way: gated
+    assert code == 1 and "worse than staging" in err
+    code, out, _ = promote(capsys, name, "--rollback", "--to", "staging")
+    assert code == 0 and out.strip().endswith(f"-> version {v1} (was version {v2}, now @previous_staging) [rollback]")
+    assert aliases(name) == {"staging": v1, "previous_staging": v2}
+    code, out, _ = promote(capsys, name, "--history", "--to", "staging")
+    assert [line.split("  ")[1].split(" by ")[0] for line in out.splitlines()] == [
+        f"@staging -> {v1} (was None) promote", f"@staging -> {v2} (was {v1}) promote",
+        f"@staging -> {v1} (was {v2}) rollback"]
+
+
+@server
+def test_rollback_without_a_previous_version_or_to_an_unvalidated_one_is_refused(register_version, capsys) -> None:
+    name = "reg-rollback-refused"
+    bad = register_version(name, validation="failed").version
+    good = register_version(name).version
+    code, _, err = promote(capsys, name, "--rollback", "--to", "staging")
+    assert code == 2 and err == f"error: @staging of '{name}' has no previous version to roll back to\n"
+    assert promote(capsys, name, "--version", bad, "--to", "staging", "--force", "--reason", "test")[0] == 0
+    assert promote(capsys, name, "--version", good, "--to", "staging")[0] == 0
+    code, _, err = promote(capsys, name, "--rollback", "--to", "staging")
+    assert code == 1 and f"version {bad} has validation=failed" in err
+    assert aliases(name)["staging"] == good
+
+
+def _promote_concurrently(name: str, versions: list[str], monkeypatch, lock_uri: str) -> list:
+    """Promote ``versions`` to staging from parallel threads, each with its own client, with the
+    gate slowed so that every thread reads the alias before any writes it (the race window)."""
+    import threading
+    import time
+
+    from pipeline import registry
+
+    check = registry.check_gate
+    monkeypatch.setattr(registry, "check_gate", lambda *a, **k: (time.sleep(0.5), check(*a, **k))[1])
+    results: dict[str, object] = {}
+
+    def one(version: str) -> None:
+        try:
+            with registry.promotion_lock(lock_uri):
+                results[version] = registry.promote(MlflowClient(), name, version, "staging",
+                                                    metric="video_top1", margin=0.5)
+        except registry.PromotionRefused as refused:
+            results[version] = refused
+
+    threads = [threading.Thread(target=one, args=(v,)) for v in versions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [results[v] for v in versions]
+
+
+def test_concurrent_promotions_on_the_local_store_are_serialised(project: Path, monkeypatch) -> None:
+    from mlflow_server import StandInNet
+    from pipeline.register import Lineage, log_and_register
+    from pipeline.registry import Promotion, promotion_history
+    from pipeline.tracking import tracking_uri
+
+    experiment = setup_mlflow("a2nets")
+    versions = []
+    for _ in range(3):
+        with mlflow.start_run(experiment_id=experiment) as run:
+            mlflow.log_metrics(GOOD_METRICS)
+        versions.append(log_and_register(
+            StandInNet(), run_id=run.info.run_id, model_name="local", architecture="stand_in", classes=CLASSES,
+            preprocessing=PREPROCESSING, lineage=Lineage("c", "p", "s", "passed")).version)
+    MlflowClient().set_registered_model_alias("local", "staging", versions[0])
+    done = _promote_concurrently("local", versions[1:], monkeypatch, tracking_uri())
+    assert all(isinstance(d, Promotion) for d in done), done
+    first = next(d for d in done if d.previous == versions[0])
+    second = next(d for d in done if d is not first)
+    assert second.previous == first.version  # the second names the first: no lost update
+    assert aliases("local")["staging"] == second.version
+    chain = [(e["previous"], e["version"]) for e in promotion_history(MlflowClient(), "local", "staging")]
+    assert chain == [(versions[0], first.version), (first.version, second.version)]
+
+
+@server
+def test_concurrent_promotions_against_a_server_never_both_claim_the_same_predecessor(
+        register_version, monkeypatch, mlflow_server) -> None:
+    from pipeline.registry import Promotion, PromotionRaced
+
+    name = "reg-race"
+    v1, v2, v3 = (register_version(name).version for _ in range(3))
+    MlflowClient().set_registered_model_alias(name, "staging", v1)
+    done = _promote_concurrently(name, [v2, v3], monkeypatch, mlflow_server)  # no lock on a server
+    succeeded = [d for d in done if isinstance(d, Promotion)]
+    assert any(isinstance(d, PromotionRaced) for d in done), done
+    assert len(succeeded) <= 1
+    if succeeded:
+        assert aliases(name)["staging"] == succeeded[0].version
