@@ -116,6 +116,11 @@ def stage_main(core, argv: Sequence[str] | None = None) -> int:
     except (StageError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only or full output directory, a path that is not a folder...
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}; check that the path exists, is writable and its "
+              "disk has room", file=sys.stderr)
+        return 2
     return int(result) if isinstance(result, int) else 0
 
 

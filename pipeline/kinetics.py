@@ -14,6 +14,7 @@ validate stage judges them. A missing video is normal (``find_video`` returns No
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from pipeline.config import StageError
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi")
 REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end", "split")
 UNLABELLED_SPLIT = "test"
+# YouTube's id alphabet: a '.' would end the WebDataset key of the clip's frames early
+YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]+")
+SECONDS = re.compile(r"[0-9]+")  # ASCII digits only: int() would also take '1_26', ' 126 ', '١٢٦'
 
 
 class AnnotationError(StageError):
@@ -110,18 +114,20 @@ def _parse_row(
                 f"{where}: {name} {value!r} is empty or contains '..', '/' or '\\' and would "
                 "leave the dataset root; fix the row"
             )
+    if not YOUTUBE_ID.fullmatch(youtube_id):
+        raise AnnotationError(
+            f"{where}: youtube_id {youtube_id!r} has characters outside A-Z a-z 0-9 _ - "
+            "(YouTube's id alphabet; a '.' would break the clip's shard key); fix the row"
+        )
     times = []
     for name in ("time_start", "time_end"):
-        text = fields[name].strip()
-        try:
-            value = int(text)
-        except ValueError:
-            value = -1
-        if value < 0:
+        text = fields[name]
+        if not SECONDS.fullmatch(text):
             raise AnnotationError(
-                f"{where}: {name} {text!r} is not a non-negative whole number of seconds; fix the row"
+                f"{where}: {name} {text!r} is not a non-negative whole number of seconds "
+                "(ASCII digits only); fix the row"
             )
-        times.append(value)
+        times.append(int(text))
     return Annotation(
         label=label,
         label_index=class_index[label],
@@ -140,6 +146,17 @@ def read_csv(path: Path, root: Path, classes: list[str]) -> list[Annotation]:
         relative = path.relative_to(root).as_posix()
     except ValueError:
         relative = path.as_posix()
+    if not path.is_file():
+        raise AnnotationError(f"{path}: not a file; annotations/*.csv must be CSV files")
+    try:
+        return _read_rows(path, relative, class_index)
+    except UnicodeDecodeError as err:
+        raise AnnotationError(f"{path}: not UTF-8 text (byte {err.start}); save the CSV as UTF-8") from None
+    except csv.Error as err:
+        raise AnnotationError(f"{path}: not a readable CSV ({err}); fix the file") from None
+
+
+def _read_rows(path: Path, relative: str, class_index: dict[str, int]) -> list[Annotation]:
     annotations = []
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)

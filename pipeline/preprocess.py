@@ -227,6 +227,14 @@ class _SplitWriter:
         if self.samples == self.samples_per_shard:
             self.finish_shard()
 
+    def abort(self) -> None:
+        """Drop the open shard's temp file (a failed run leaves only finished shards)."""
+        if self.tar is not None:
+            tmp = Path(self.tar.name)
+            self.tar.close()
+            tmp.unlink(missing_ok=True)
+            self.tar = None
+
     def finish_shard(self) -> None:
         """Close the open shard, rename it into place, then record its state."""
         if self.tar is None:
@@ -363,8 +371,13 @@ def preprocess(
         for split, anns, fingerprints, _reused, rows in plans
         for ann, fingerprint in zip(anns[len(rows):], fingerprints[len(rows):])
     ]
-    for result, (writer, ann, fingerprint) in zip(_run_jobs(jobs, workers), slots):
-        writer.add(ann, fingerprint, result)
+    try:
+        for result, (writer, ann, fingerprint) in zip(_run_jobs(jobs, workers), slots):
+            writer.add(ann, fingerprint, result)
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
 
     manifest: list[dict] = []
     summary: dict = {"splits": {}, "reused_shards": 0, "decoded_clips": len(jobs)}

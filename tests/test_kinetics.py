@@ -95,6 +95,12 @@ def test_unlabelled_test_rows_are_skipped(tmp_path: Path) -> None:
         ("abseiling,a\\b,0,10,train,0", "would leave the dataset root"),
         ("abseiling,,0,10,train,0", "youtube_id ''"),
         ("abseiling,aaaaaaaaaaa,0,10,../x,0", "split '../x'"),
+        ("abseiling,aaaa.aaaaaa,0,10,train,0", "youtube_id 'aaaa.aaaaaa' has characters outside"),
+        ("abseiling,aaaa aaaaaa,0,10,train,0", "youtube_id 'aaaa aaaaaa' has characters outside"),
+        ("abseiling,aaaaaaaaaaa,1_26,130,train,0", "time_start '1_26'"),
+        ("abseiling,aaaaaaaaaaa,١٢٦,130,train,0", "time_start '١٢٦'"),
+        ('abseiling,aaaaaaaaaaa," 126 ",130,train,0', "time_start ' 126 '"),
+        ("abseiling,aaaaaaaaaaa,+5,10,train,0", "time_start '+5'"),
     ],
 )
 def test_bad_rows_name_file_and_line(tmp_path: Path, row: str, problem: str) -> None:
@@ -144,3 +150,56 @@ def test_find_video_in_both_layouts(tmp_path: Path, relative: str) -> None:
     assert find_video(tmp_path, ann) == path
     other_split = Annotation("dancing, waltz", 2, "-abc", 1, 11, "validate", "x:1")
     assert find_video(tmp_path, other_split) is None
+
+
+BAD_INPUTS = {  # name: (write the bad thing into a root, what the one line says)
+    "label not in the class list": (
+        lambda root: (root / "annotations/train.csv").write_text(HEADER + "swimming,aaaaaaaaaaa,0,10,train,0\n"),
+        "not in the class list"),
+    "dot in youtube_id": (
+        lambda root: (root / "annotations/train.csv").write_text(HEADER + "abseiling,a.b,0,10,train,0\n"),
+        "youtube_id 'a.b' has characters outside"),
+    "time with an underscore": (
+        lambda root: (root / "annotations/train.csv").write_text(HEADER + "abseiling,abc,1_26,30,train,0\n"),
+        "time_start '1_26'"),
+    "not UTF-8": (
+        lambda root: (root / "annotations/train.csv").write_bytes(HEADER.encode() + b"abseiling,\xff\xfe,0,1,train,0\n"),
+        "not UTF-8 text"),
+    "a directory named like a CSV": (
+        lambda root: (root / "annotations/train.csv").mkdir(), "not a file"),
+    "too many columns": (
+        lambda root: (root / "annotations/train.csv").write_text(HEADER + "abseiling,abc,0,1,train,0,extra\n"),
+        "7 columns but the header has 6"),
+    "no class list": (lambda root: (root / "classes.txt").unlink(), "class list not found"),
+    "class list with a blank line": (
+        lambda root: (root / "classes.txt").write_text("abseiling\n\nzumba\n"), "is empty"),
+    "header without times": (
+        lambda root: (root / "annotations/train.csv").write_text("label,youtube_id,split\n"), "header lacks column"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_annotations_stop_preprocess_in_one_line_and_write_nothing(tmp_path, monkeypatch, capsys, case) -> None:
+    from pipeline.preprocess import main
+
+    write_bad, says = BAD_INPUTS[case]
+    (tmp_path / "root").mkdir()
+    root = make_root(tmp_path / "root", {})
+    write_bad(root)
+    monkeypatch.chdir(tmp_path)
+    assert main([f"data.root={root}", "data.shards_dir=shards", "data.workers=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "shards").exists()
+
+
+def test_an_unwritable_shards_dir_is_one_line(tmp_path, monkeypatch, capsys) -> None:
+    from pipeline.preprocess import main
+
+    (tmp_path / "root").mkdir()
+    root = make_root(tmp_path / "root", {"train.csv": HEADER + "abseiling,abc,0,1,train,0\n"})
+    (tmp_path / "file").write_text("a file where a folder should be")
+    monkeypatch.chdir(tmp_path)
+    assert main([f"data.root={root}", f"data.shards_dir={tmp_path / 'file' / 'shards'}", "data.workers=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'file' / 'shards'}") and err.count("\n") == 1, err
