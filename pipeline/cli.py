@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pipeline.config import StageError, load_config
-from pipeline.tracking import DEFAULT_STORE_DIR, tracking_uri
+from pipeline.tracking import existing_tracking_uri
 
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
@@ -27,7 +27,7 @@ def _client():
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(existing_tracking_uri())
     return mlflow.MlflowClient()
 
 
@@ -52,7 +52,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         raise StageError("give --version N --to staging|production, or --rollback --to staging|production "
                          "(or --list, --history)")
     try:
-        with promotion_lock(tracking_uri()):
+        with promotion_lock(existing_tracking_uri()):
             version = rollback_target(client, name, args.to) if args.rollback else args.version
             done = promote(client, name, version, args.to, metric=cfg.promote.metric,
                            margin=float(cfg.promote.margin), force=args.force, reason=args.reason,
@@ -91,20 +91,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if failed else 0
 
 
-def ui_command(port: int, host: str = "127.0.0.1") -> list[str]:
-    """The ``mlflow ui`` command line over the project's SQLite store."""
-    store = f"sqlite:///{DEFAULT_STORE_DIR / 'mlflow.db'}"
+def ui_command(port: int, store: str, host: str = "127.0.0.1") -> list[str]:
+    """The ``mlflow ui`` command line over the store ``store`` (a SQLite URI)."""
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store,
             "--host", host, "--port", str(port), "--workers", "1"]
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """``a2net ui``: the MLflow UI over ``mlflow/mlflow.db`` (a remote server has its own UI)."""
-    uri = tracking_uri()
+    uri = existing_tracking_uri()
     if uri.startswith(("http://", "https://")):
         print(f"MLFLOW_TRACKING_URI is a server; its UI is at {uri}")
         return 0
-    command = ui_command(args.port)
+    command = ui_command(args.port, uri)
     print(f"MLflow UI on http://127.0.0.1:{args.port} ({' '.join(command[1:])})", flush=True)
     os.execv(command[0], command)
 

@@ -5,17 +5,48 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pipeline.config import StageError
+
 DEFAULT_STORE_DIR = Path("mlflow")
 
 
 def tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI``, else the project's SQLite store ``mlflow/mlflow.db`` (absolute)."""
+    """``$MLFLOW_TRACKING_URI``, else the project's SQLite store ``mlflow/mlflow.db`` (absolute).
+
+    For the stages, which run in the project root: the folder is created when missing.
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
     DEFAULT_STORE_DIR.mkdir(exist_ok=True)
     # Absolute: MLflow caches stores by URI, so a relative one would follow no later chdir.
     return f"sqlite:///{(DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def project_store(start: Path) -> Path | None:
+    """The store of the project around ``start``: the nearest ``mlflow/`` folder, in ``start`` or
+    a parent, that holds an ``mlflow.db`` or sits beside a ``dvc.yaml``; None when there is none."""
+    for folder in (start, *start.parents):
+        store = folder / DEFAULT_STORE_DIR
+        if (store / "mlflow.db").is_file() or (store.is_dir() and (folder / "dvc.yaml").is_file()):
+            return store
+    return None
+
+
+def existing_tracking_uri() -> str:
+    """For the command line: ``$MLFLOW_TRACKING_URI`` or the project's store; never creates one.
+
+    Run from anywhere inside the project (``docs/`` too); outside it, one line says where it
+    looked and how to point at a store.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    store = project_store(Path.cwd().resolve())
+    if store is None:
+        raise StageError(f"no MLflow store: no mlflow/mlflow.db (or mlflow/ beside dvc.yaml) in {Path.cwd()} "
+                         "or its parents; run a2net inside the project or set MLFLOW_TRACKING_URI")
+    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
 
 
 def setup_mlflow(experiment: str) -> str:

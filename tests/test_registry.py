@@ -346,3 +346,27 @@ def test_concurrent_promotions_against_a_server_never_both_claim_the_same_predec
     assert len(succeeded) <= 1
     if succeeded:
         assert aliases(name)["staging"] == succeeded[0].version
+
+
+def test_a2net_outside_a_project_says_where_it_looked_and_creates_nothing(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    a2net = Path(sys.executable).with_name("a2net")
+    env = {"PATH": "/usr/bin:/bin", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for args in (["promote", "--list"], ["ui"], ["predict", "x.mp4", "--model", "models:/a2net@staging"]):
+        done = subprocess.run([str(a2net), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr == (f"error: no MLflow store: no mlflow/mlflow.db (or mlflow/ beside dvc.yaml) in {tmp_path} "
+                               "or its parents; run a2net inside the project or set MLFLOW_TRACKING_URI\n")
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_project_store_is_found_from_a_subfolder(tmp_path) -> None:
+    from pipeline.tracking import project_store
+
+    (tmp_path / "mlflow").mkdir()
+    (tmp_path / "docs/deep").mkdir(parents=True)
+    assert project_store(tmp_path / "docs/deep") is None  # no dvc.yaml, no database: not a project
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    assert project_store(tmp_path / "docs/deep") == tmp_path / "mlflow"
