@@ -136,13 +136,38 @@ def _scale_chain(path: Path, fps: float, short_side: int, start: float | None,
     )
 
 
+_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+SHORTFALL_FRACTION, SHORTFALL_SECONDS = 0.1, 0.5  # how much earlier than declared a clip may end
+
+
+def truncation(log: str, frames: int, fps: float, start: float | None, end: float | None) -> str | None:
+    """Why ``frames`` frames at ``fps`` are a truncated decode of the input ffmpeg logged, or None.
+
+    A file cut short behind a front index (faststart mp4) decodes without error; only the
+    container's declared duration tells. Allowed shortfall: 10 % or 0.5 s, whichever is more
+    (audio may outlast video a little).
+    """
+    found = _DURATION.search(log)
+    if not found:
+        return None  # some containers (webm) may not declare one
+    hours, minutes, seconds = found.groups()
+    duration = int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    expected = (duration if end is None else min(duration, end)) - (start or 0)
+    decoded = frames / fps
+    if decoded < expected - max(SHORTFALL_FRACTION * expected, SHORTFALL_SECONDS):
+        return (f"truncated: {frames} frames ({decoded:.1f} s) decoded of the {expected:.1f} s "
+                "the container declares")
+    return None
+
+
 def _stream_raw(chain: ffmpeg.nodes.FilterableStream, pix_fmt: str,
-                frame_bytes: Callable[[int, int], int],
-                ffmpeg_setting: str) -> Iterator[tuple[bytearray, int, int]]:
+                frame_bytes: Callable[[int, int], int], ffmpeg_setting: str, fps: float,
+                window: tuple[float | None, float | None]) -> Iterator[tuple[bytearray, int, int]]:
     """Yield ``(frame bytes, width, height)`` of ``chain`` piped out of ffmpeg as ``pix_fmt``.
 
     Raises DecodeError with ffmpeg's reason when it fails (possibly after some frames: a
-    truncated file) or yields no frame. ffmpeg's stdout comes through an enlarged pipe one
+    truncated file), yields no frame, or ends well before the container's duration (see
+    ``truncation``; ``window`` is the ``start, end`` cut). ffmpeg's stdout comes through an enlarged pipe one
     frame at a time; its stderr goes to a temporary file, so it can never block.
     """
     command = (
@@ -173,6 +198,7 @@ def _stream_raw(chain: ffmpeg.nodes.FilterableStream, pix_fmt: str,
                     raise DecodeError(reason if failed else f"no video frames ({reason})")
                 width, height = size
                 source = pipe if rest is None else rest
+                count = 0
                 while True:
                     frame = bytearray(frame_bytes(width, height))
                     got = source.readinto(frame)
@@ -180,9 +206,13 @@ def _stream_raw(chain: ffmpeg.nodes.FilterableStream, pix_fmt: str,
                         break
                     if got != len(frame):
                         raise DecodeError(f"ffmpeg output ends inside a {width}x{height} frame")
+                    count += 1
                     yield frame, width, height
             if process.wait() != 0:
                 raise DecodeError(_reason(stderr))
+            short = truncation(_log_text(stderr), count, fps, *window)
+            if short:
+                raise DecodeError(short)
         finally:
             if process.poll() is None:
                 process.kill()
@@ -207,7 +237,8 @@ def stream_frames(
     ``_stream_raw``.
     """
     chain = _scale_chain(path, fps, short_side, start, end)
-    for frame, width, height in _stream_raw(chain, "rgb24", lambda w, h: w * h * 3, ffmpeg_setting):
+    for frame, width, height in _stream_raw(chain, "rgb24", lambda w, h: w * h * 3, ffmpeg_setting, fps,
+                                            (start, end)):
         yield np.frombuffer(frame, np.uint8).reshape(height, width, 3)
 
 
@@ -230,7 +261,8 @@ def stream_jpeg_planes(
     """
     chain = _scale_chain(path, fps, short_side, start, end, out_range="full",
                          out_color_matrix="bt601")
-    for frame, width, height in _stream_raw(chain, "yuv420p", _yuv420_bytes, ffmpeg_setting):
+    for frame, width, height in _stream_raw(chain, "yuv420p", _yuv420_bytes, ffmpeg_setting, fps,
+                                            (start, end)):
         luma, chroma = width * height, ((width + 1) // 2) * ((height + 1) // 2)
         planes = np.frombuffer(frame, np.uint8)
         yield (planes[:luma].reshape(height, width),
@@ -242,8 +274,12 @@ def _yuv420_bytes(width: int, height: int) -> int:
     return width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
 
 
+def _log_text(stderr) -> str:
+    return os.pread(stderr.fileno(), os.fstat(stderr.fileno()).st_size, 0).decode("utf-8", "replace")
+
+
 def _reason(stderr) -> str:
-    return ffmpeg_reason(os.pread(stderr.fileno(), os.fstat(stderr.fileno()).st_size, 0))
+    return ffmpeg_reason(_log_text(stderr))
 
 
 def decode_clip(

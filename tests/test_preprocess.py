@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision.io import decode_jpeg
 
 from pipeline.preprocess import clip_jpegs, main, preprocess
-from pipeline.video import encode_video, ffmpeg_exe
+from pipeline.video import DecodeError, encode_video, ffmpeg_exe
 
 CLASSES = ["abseiling", "air drumming", "zumba"]
 FPS, SHORT_SIDE = 10, 32
@@ -256,3 +256,17 @@ def test_killed_run_resumes_to_the_same_bytes(tmp_path):
     assert resumed["reused_shards"] >= 1
     run_stage(root, tmp_path / "clean", samples_per_shard=1)
     assert tree_bytes(killed) == tree_bytes(tmp_path / "clean")
+
+
+def test_a_truncated_faststart_mp4_is_failed_not_kept_short(tmp_path):
+    """The index (moov) at the front: the cut file still decodes, without error, to 30 % of it."""
+    whole = encode_video(source_frames(50, 64, 48, 0), tmp_path / "whole.mp4", 10)  # 5 s
+    faststart = tmp_path / "faststart.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(whole), "-c", "copy", "-movflags", "+faststart",
+                    str(faststart)], check=True)
+    assert len(clip_jpegs(faststart, fps=FPS, short_side=SHORT_SIDE, jpeg_quality=90)[0]) == 50
+    data = faststart.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(len(data) * 0.3)])
+    with pytest.raises(DecodeError, match=r"^truncated: \d+ frames \([\d.]+ s\) decoded of the 5.0 s the container declares$"):
+        clip_jpegs(cut, fps=FPS, short_side=SHORT_SIDE, jpeg_quality=90)
