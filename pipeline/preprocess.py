@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import sys
 import tarfile
 import time
@@ -40,7 +41,8 @@ from tqdm import tqdm
 from pipeline.config import ConfigError, StageError, stage_main
 from pipeline.files import TMP_SUFFIX, write_atomic
 from pipeline.kinetics import Annotation, find_video, load_classes, read_annotations
-from pipeline.provenance import PROVENANCE_FILE, toolchain
+from pipeline.layout import FINGERPRINT, MANIFEST_FILE, PROVENANCE_FILE, STATE_DIR, read_fingerprint
+from pipeline.provenance import toolchain
 from pipeline.video import WHEEL_FFMPEG, DecodeError, stream_jpeg_planes
 
 FORMAT_VERSION = 3  # bump when the shard layout or decoding changes
@@ -48,7 +50,6 @@ MANIFEST_COLUMNS = (
     "clip_id", "youtube_id", "label", "label_index", "split", "time_start", "time_end",
     "status", "reason", "num_frames", "height", "width", "fps", "shard",
 )
-STATE_DIR = ".state"
 
 
 @dataclass(frozen=True)
@@ -141,13 +142,13 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def clip_meta(ann: Annotation, result: ClipResult, fps: float) -> dict:
-    """The ``<clip_id>.json`` record of an ok clip."""
+def clip_meta(ann: Annotation, result: ClipResult, fps: float, fingerprint: str) -> dict:
+    """The ``<clip_id>.json`` record of an ok clip (``fingerprint``: the run's, see layout)."""
     return {
         "label": ann.label, "label_index": ann.label_index, "split": ann.split,
         "youtube_id": ann.youtube_id, "time_start": ann.time_start, "time_end": ann.time_end,
         "num_frames": len(result.jpegs), "height": result.height, "width": result.width,
-        "fps": fps,
+        "fps": fps, FINGERPRINT: fingerprint,
     }
 
 
@@ -217,7 +218,7 @@ class _SplitWriter:
                 self.tar = tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT)
             for i, jpeg in enumerate(result.jpegs):
                 _tar_member(self.tar, f"{ann.clip_id}.{i:06d}.jpg", jpeg)
-            meta = json.dumps(clip_meta(ann, result, self.fps), sort_keys=True)
+            meta = json.dumps(clip_meta(ann, result, self.fps, self.params_hash), sort_keys=True)
             _tar_member(self.tar, f"{ann.clip_id}.json", meta.encode())
             self.samples += 1
             shard = f"{self.split}/{self._shard_path.name}"
@@ -287,6 +288,22 @@ def _remove_stale(directory: Path, pattern: re.Pattern, keep: set[str]) -> None:
                 path.unlink()
 
 
+def _start_run(shards_dir: Path, provenance: dict) -> None:
+    """Begin a run in ``shards_dir``: a run with other params starts from a clean output.
+
+    The manifest goes first (a killed run leaves none, so nothing validates), then, when the
+    fingerprint changed, every shard and state file of the earlier run; ``provenance.json`` is
+    written before any shard, so the readers can tell this run's shards from any other's.
+    """
+    (shards_dir / MANIFEST_FILE).unlink(missing_ok=True)
+    if read_fingerprint(shards_dir) != provenance[FINGERPRINT] and shards_dir.is_dir():
+        shutil.rmtree(shards_dir / STATE_DIR, ignore_errors=True)
+        for split_dir in (d for d in shards_dir.iterdir() if d.is_dir()):
+            _remove_stale(split_dir, re.compile(rf"{re.escape(split_dir.name)}-\d{{6}}\.tar(\.tmp)?"), set())
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(shards_dir / PROVENANCE_FILE, json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+
+
 def _check_params(fps: float, short_side: int, jpeg_quality: int, samples_per_shard: int) -> None:
     if not fps > 0:
         raise ConfigError(f"data.fps must be > 0, got {fps}")
@@ -347,6 +364,7 @@ def preprocess(
     classes = load_classes(root / "classes.txt" if classes_file is None else Path(classes_file))
     splits = _by_split(read_annotations(root, classes))
     params_hash = hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()[:20]
+    _start_run(shards_dir, {**provenance, FINGERPRINT: params_hash})
 
     plans = []  # (split, annotations, fingerprints, reused shard count, their manifest rows)
     jobs: list[ClipJob] = []
@@ -401,8 +419,7 @@ def preprocess(
     out = csv.DictWriter(text, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
     out.writeheader()
     out.writerows(manifest)
-    write_atomic(shards_dir / "manifest.csv", text.getvalue())
-    write_atomic(shards_dir / PROVENANCE_FILE, json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+    write_atomic(shards_dir / MANIFEST_FILE, text.getvalue())
     summary["seconds"] = round(time.perf_counter() - started, 3)
     return summary
 

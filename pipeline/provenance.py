@@ -13,9 +13,9 @@ import json
 import re
 from pathlib import Path
 
+from pipeline.layout import PROVENANCE_FILE
 from pipeline.video import ffmpeg_version, ffmpeg_version_text
 
-PROVENANCE_FILE = "provenance.json"  # in the shards dir, beside manifest.csv
 TOOLCHAIN_TAG = "toolchain."  # prefix of the MLflow run and model-version tags naming it
 _LIBJPEG_TURBO = re.compile(rb"libjpeg-turbo version ([0-9][0-9A-Za-z.]*)")
 

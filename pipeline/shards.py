@@ -25,6 +25,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from pipeline.config import StageError
+from pipeline.layout import FINGERPRINT, PROVENANCE_FILE, read_fingerprint
 
 Sampler = Callable[[int, torch.Generator], list[list[int]]]
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -117,6 +118,22 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
+def _refuse_mixed_runs(shards_dir: Path, split: str, entries: list[ClipEntry], paths: list[Path]) -> None:
+    """StageError unless every clip carries the fingerprint of ``provenance.json`` (one run's shards).
+
+    Shards without a ``provenance.json`` beside them (made by hand) are not checked.
+    """
+    expected = read_fingerprint(shards_dir)
+    if expected is None:
+        return
+    foreign = [e for e in entries if e.meta.get(FINGERPRINT) != expected]
+    if foreign:
+        raise StageError(
+            f"{shards_dir / split}: {len(foreign)} clips (first {foreign[0].key} in {paths[foreign[0].shard].name}) "
+            f"were written by another preprocess run than {PROVENANCE_FILE} names; rerun python -m pipeline.preprocess"
+        )
+
+
 class ClipDataset(torch.utils.data.Dataset):
     """Map-style dataset of sampled clips from the shards of one split.
 
@@ -136,6 +153,7 @@ class ClipDataset(torch.utils.data.Dataset):
                 "run python -m pipeline.preprocess first"
             )
         self.entries = [e for i, p in enumerate(self.paths) for e in scan_shard(p, i)]
+        _refuse_mixed_runs(Path(shards_dir), split, self.entries, self.paths)
         self.sampler, self.transform, self.seed = sampler, transform, seed
         self.epoch = 0
 

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from pipeline.config import ConfigError, StageError, classes_file, config_md5, stage_main
 from pipeline.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed, sync_batchnorm
 from pipeline.kinetics import load_classes
+from pipeline.layout import MANIFEST_FILE
 from pipeline.provenance import TOOLCHAIN_TAG, shards_toolchain
 from pipeline.tracking import setup_mlflow
 from pipeline.transforms import RandomClip, TestTransform, TrainTransform, UniformClips, normalize
@@ -231,7 +232,7 @@ def git_commit() -> str:
 def data_fingerprint(shards_dir: Path) -> dict[str, str]:
     """Tags naming the training data: manifest and shard-list hashes, dvc.lock's, the toolchain."""
     shards_dir = Path(shards_dir)
-    manifest = shards_dir / "manifest.csv"
+    manifest = shards_dir / MANIFEST_FILE
     listing = "".join(
         f"{p.relative_to(shards_dir).as_posix()}\t{p.stat().st_size}\n" for p in sorted(shards_dir.rglob("*.tar"))
     )

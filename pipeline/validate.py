@@ -215,8 +215,8 @@ def index_shards(shards_dir: Path, splits: list[str]) -> tuple[list[Any], list[s
         try:
             datasets.append(ClipDataset(
                 shards_dir, split, lambda n, _: [spread_indices(n, PIXEL_FRAMES_PER_CLIP)]))
-        except UNREADABLE_SHARD:
-            errors += _shard_errors(shard_paths(shards_dir, split))
+        except UNREADABLE_SHARD as err:
+            errors += _shard_errors(shard_paths(shards_dir, split)) or [f"{split}: {err}"]  # e.g. mixed runs
     return datasets, errors
 
 

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torchvision.io import decode_jpeg
 
+from pipeline.config import StageError
 from pipeline.preprocess import clip_jpegs, main, preprocess
 from pipeline.video import DecodeError, encode_video, ffmpeg_exe
 
@@ -270,3 +271,32 @@ def test_a_truncated_faststart_mp4_is_failed_not_kept_short(tmp_path):
     cut.write_bytes(data[: int(len(data) * 0.3)])
     with pytest.raises(DecodeError, match=r"^truncated: \d+ frames \([\d.]+ s\) decoded of the 5.0 s the container declares$"):
         clip_jpegs(cut, fps=FPS, short_side=SHORT_SIDE, jpeg_quality=90)
+
+
+def test_a_run_with_other_params_starts_clean_and_readers_refuse_mixed_shards(tmp_path, monkeypatch):
+    from pipeline import preprocess as stage
+    from pipeline.shards import ClipDataset
+    from pipeline.clips import uniform_clip_indices
+
+    root = write_kinetics_root(tmp_path / "root", faults=False)
+    shards = tmp_path / "shards"
+    run_stage(root, shards, samples_per_shard=1)
+    old_shard = (shards / "train/train-000003.tar").read_bytes()
+
+    def die_after_first_clip(self, *args):
+        raise KeyboardInterrupt  # killed while writing the first clip of the new params
+
+    monkeypatch.setattr(stage._SplitWriter, "add", die_after_first_clip)
+    with pytest.raises(KeyboardInterrupt):
+        run_stage(root, shards, samples_per_shard=1, short_side=24)
+    monkeypatch.undo()
+    assert not (shards / "manifest.csv").exists()  # nothing will validate
+    assert not list(shards.rglob("*.tar")) and not list(shards.rglob("*.tmp"))  # the old run is gone
+    assert json.loads((shards / "provenance.json").read_text())["params"]["short_side"] == 24
+
+    run_stage(root, shards, samples_per_shard=1, short_side=24)
+    (shards / "train/train-000009.tar").write_bytes(old_shard)  # a shard of the old run, left behind
+    sampler = lambda n, g: [uniform_clip_indices(n, 2, 1, 1)[0]]  # noqa: E731
+    with pytest.raises(StageError, match=r"1 clips \(first \w+ in train-000009.tar\) were written by another "
+                                         r"preprocess run than provenance.json names"):
+        ClipDataset(shards, "train", sampler)
