@@ -108,8 +108,22 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.execv(command[0], command)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (argparse turns the error into one usage line, exit 2)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return int(text)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad command-line arguments are one line and exit 2, like every other bad input."""
+
+    def error(self, message: str) -> None:
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="a2net", description=__doc__.splitlines()[0])
+    parser = _OneLineParser(prog="a2net", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("promote", help="move models:/<name>@staging|production to a version")
@@ -128,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("videos", nargs="+", metavar="VIDEO")
     p.add_argument("--model", help="model URI (default: models:/<register.model_name>@staging)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=_positive_int, default=5, help="labels per video (>= 1)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("ui", help="MLflow UI over the project's store")

@@ -163,3 +163,12 @@ def test_a_downloaded_model_leaves_no_temp_files(store, video, tmp_path) -> None
     done, scratch = _predict_in_clean_tmp(store, tmp_path, video, "models:/a2net@staging")
     assert done.returncode == 0, done.stderr
     assert not any(scratch.iterdir()), list(scratch.iterdir())
+
+
+@pytest.mark.parametrize("top_k", ["-1", "0", "abc"])
+def test_a_bad_top_k_is_one_line(top_k, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["predict", "x.mp4", "--top-k", top_k])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count("\n") == 1
+    assert err == f"error: a2net predict: argument --top-k: {top_k!r} is not a whole number >= 1 (see a2net predict --help)\n"
