@@ -232,7 +232,10 @@ class _SplitWriter:
         """Drop the open shard's temp file (a failed run leaves only finished shards)."""
         if self.tar is not None:
             tmp = Path(self.tar.name)
-            self.tar.close()
+            try:
+                self.tar.close()
+            except OSError:  # the disk that failed the write may fail the close too
+                pass
             tmp.unlink(missing_ok=True)
             self.tar = None
 
@@ -392,9 +395,12 @@ def preprocess(
     try:
         for result, (writer, ann, fingerprint) in zip(_run_jobs(jobs, workers), slots):
             writer.add(ann, fingerprint, result)
-    except BaseException:
+    except BaseException as err:
         for writer in writers.values():
             writer.abort()
+        if isinstance(err, OSError):  # a full or read-only disk: name the folder, not the errno
+            raise StageError(f"{shards_dir}: cannot write the shards ({err.strerror or err}); free space or "
+                             "set data.shards_dir to a writable folder") from None
         raise
 
     manifest: list[dict] = []

@@ -300,3 +300,27 @@ def test_a_run_with_other_params_starts_clean_and_readers_refuse_mixed_shards(tm
     with pytest.raises(StageError, match=r"1 clips \(first \w+ in train-000009.tar\) were written by another "
                                          r"preprocess run than provenance.json names"):
         ClipDataset(shards, "train", sampler)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 96 KiB tmpfs: the stage's output fills it mid-run (mounting needs root, as here and in CI)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temp_file(built, full_disk, monkeypatch, capsys):
+    root, _, _ = built
+    monkeypatch.chdir(full_disk.parent)
+    code = main([f"data.root={root}", f"data.shards_dir={full_disk / 'shards'}", "data.workers=1",
+                 f"data.short_side={SHORT_SIDE}", "data.samples_per_shard=2"])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line and not line.startswith("preprocess:")]
+    assert code == 2 and lines == [f"error: {full_disk / 'shards'}: cannot write the shards (No space left on "
+                                   "device); free space or set data.shards_dir to a writable folder"], lines
+    assert not [p for p in full_disk.rglob("*") if p.name.endswith(".tmp")]
+    assert not (full_disk / "shards/manifest.csv").exists()
