@@ -38,7 +38,7 @@ import simplejpeg
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from pipeline.config import ConfigError, StageError, stage_main
+from pipeline.config import StageError, stage_main
 from pipeline.files import TMP_SUFFIX, write_atomic
 from pipeline.kinetics import Annotation, find_video, load_classes, read_annotations
 from pipeline.layout import FINGERPRINT, MANIFEST_FILE, PROVENANCE_FILE, STATE_DIR, read_fingerprint
@@ -307,17 +307,6 @@ def _start_run(shards_dir: Path, provenance: dict) -> None:
     write_atomic(shards_dir / PROVENANCE_FILE, json.dumps(provenance, indent=2, sort_keys=True) + "\n")
 
 
-def _check_params(fps: float, short_side: int, jpeg_quality: int, samples_per_shard: int) -> None:
-    if not fps > 0:
-        raise ConfigError(f"data.fps must be > 0, got {fps}")
-    if short_side < 2:
-        raise ConfigError(f"data.short_side must be >= 2 pixels, got {short_side}")
-    if not 1 <= jpeg_quality <= 100:
-        raise ConfigError(f"data.jpeg_quality must be in 1..100, got {jpeg_quality}")
-    if samples_per_shard < 1:
-        raise ConfigError(f"data.samples_per_shard must be >= 1, got {samples_per_shard}")
-
-
 def _by_split(annotations: Iterable[Annotation]) -> dict[str, list[Annotation]]:
     """Annotations grouped by split (splits sorted), each sorted by clip_id; duplicates rejected."""
     splits: dict[str, dict[str, Annotation]] = {}
@@ -352,7 +341,6 @@ def preprocess(
     Returns a summary ``{"splits": {split: {ok, missing, failed, frames, shards}},
     "reused_shards": n, "decoded_clips": n, "seconds": s}``.
     """
-    _check_params(fps, short_side, jpeg_quality, samples_per_shard)
     provenance = {
         "format_version": FORMAT_VERSION,
         "params": {"fps": float(fps), "short_side": short_side, "jpeg_quality": jpeg_quality,
