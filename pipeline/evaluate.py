@@ -24,11 +24,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline.config import stage_main
+from pipeline.files import write_atomic
 from pipeline.tracking import setup_mlflow
 from pipeline.train import (
     CHECKPOINT,
     RUN_ID_FILE,
-    atomic_write_text,
     autocast,
     check_finished,
     load_checkpoint,
@@ -137,14 +137,14 @@ def evaluate(
 
 def write_reports(result: Evaluation, metrics_file: Path, per_class_file: Path, plots_dir: Path) -> list[Path]:
     """Write metrics, per-class accuracy, predictions CSV and the confusion PNG; return the paths."""
-    atomic_write_text(metrics_file, json.dumps(result.metrics(), indent=2) + "\n")
-    atomic_write_text(per_class_file, json.dumps(result.per_class_top1(), indent=2) + "\n")
+    write_atomic(metrics_file, json.dumps(result.metrics(), indent=2) + "\n")
+    write_atomic(per_class_file, json.dumps(result.per_class_top1(), indent=2) + "\n")
     predictions = plots_dir / "predictions.csv"
     rows = ["actual,predicted"] + [
         f"{csv_field(result.classes[a])},{csv_field(result.classes[p])}"
         for a, p in zip(result.labels.tolist(), result.predictions().tolist())
     ]
-    atomic_write_text(predictions, "\n".join(rows) + "\n")
+    write_atomic(predictions, "\n".join(rows) + "\n")
     confusion_png = plots_dir / "confusion.png"
     plot_confusion(result.confusion(), result.classes, confusion_png)
     return [metrics_file, per_class_file, predictions, confusion_png]

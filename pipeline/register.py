@@ -23,8 +23,9 @@ from omegaconf import DictConfig
 
 from pipeline.config import StageError, config_md5, stage_main
 from pipeline.provenance import TOOLCHAIN_TAG, shards_toolchain
+from pipeline.files import write_atomic
 from pipeline.tracking import setup_mlflow
-from pipeline.train import (CHECKPOINT, RUN_ID_FILE, atomic_write_text, check_finished, data_fingerprint,
+from pipeline.train import (CHECKPOINT, RUN_ID_FILE, check_finished, data_fingerprint,
                             git_commit, load_checkpoint, model_from_checkpoint)
 
 HEADLINE_METRICS = ("video_top1", "video_top5", "clip_top1", "clip_top5")
@@ -200,7 +201,7 @@ def run(cfg: DictConfig) -> None:
         architecture=checkpoint["model_name"], classes=list(checkpoint["classes"]),
         preprocessing=preprocessing, lineage=lineage,
     )
-    atomic_write_text(REGISTERED_MODEL_FILE, json.dumps(asdict(registered), indent=2) + "\n")
+    write_atomic(REGISTERED_MODEL_FILE, json.dumps(asdict(registered), indent=2) + "\n")
     print(f"registered {registered.model_uri} (run {registered.run_id}, "
           f"validation {lineage.validation})")
 

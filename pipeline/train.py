@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from pipeline.config import ConfigError, StageError, classes_file, config_md5, stage_main
 from pipeline.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed, sync_batchnorm
+from pipeline.files import write_atomic
 from pipeline.kinetics import load_classes
 from pipeline.layout import MANIFEST_FILE
 from pipeline.provenance import TOOLCHAIN_TAG, shards_toolchain
@@ -141,14 +142,6 @@ def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temp name beside ``path``, then rename (never a half-written file)."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -356,7 +349,7 @@ def write_metrics_csv(path: Path, history: list[dict[str, float]]) -> None:
     lines = [",".join(METRIC_COLUMNS)]
     for row in history:
         lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" for c in METRIC_COLUMNS))
-    atomic_write_text(path, "\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 # ---------------------------------------------------------------- loops
@@ -514,7 +507,7 @@ def train(cfg: DictConfig) -> Path:
         with mlflow_run(cfg, run_id, info.is_main) as run_id:
             if info.is_main:
                 out_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_text(out_dir / RUN_ID_FILE, f"{run_id}\n")
+                write_atomic(out_dir / RUN_ID_FILE, f"{run_id}\n")
                 if start_epoch == 0:
                     log_run_start(cfg, net, (3, clip.num_frames, clip.crop_size, clip.crop_size))
                 else:
