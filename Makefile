@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	touch $@
 
 params: $(STAMP) ## Recompose params.yaml from pipeline/conf (what `dvc exp run` does)
-	$(PY) -m pipeline.config
+	$(PY) -m pipeline.core.config
 
 test: $(STAMP) ## Run every test, the slow end-to-end ones included
 	$(PY) -m pytest -q --timeout=900

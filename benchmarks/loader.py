@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline.clips import random_clip_indices
+from pipeline.data.clips import random_clip_indices
 from pipeline.generate import generate_dataset
-from pipeline.kinetics import find_video, load_classes, read_annotations
+from pipeline.data.kinetics import find_video, load_classes, read_annotations
 from pipeline.preprocess import preprocess
-from pipeline.shards import ClipDataset, item_generator
-from pipeline.video import decode_clip
+from pipeline.data.shards import ClipDataset, item_generator
+from pipeline.data.video import decode_clip
 
 CLIP_LEN, STRIDE, CROP, FPS, SHORT_SIDE = 8, 2, 56, 10, 64
 TARGET = 5.0

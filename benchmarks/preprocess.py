@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from pipeline.generate import generate_dataset
-from pipeline.kinetics import find_video, load_classes, read_annotations
+from pipeline.data.kinetics import find_video, load_classes, read_annotations
 from pipeline.preprocess import preprocess
-from pipeline.video import encode_video, ffmpeg_exe
+from pipeline.data.video import encode_video, ffmpeg_exe
 
 TARGET = 0.7
 

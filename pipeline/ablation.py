@@ -19,9 +19,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from a2model import count_macs, count_params
-from pipeline.config import classes_file, load_config, stage_main
+from pipeline.core.config import classes_file, load_config, stage_main
 from pipeline.evaluate import evaluate_config
-from pipeline.kinetics import load_classes
+from pipeline.data.kinetics import load_classes
 from pipeline.train import build_net, load_checkpoint, train
 
 

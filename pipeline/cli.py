@@ -14,8 +14,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.config import StageError, load_config
-from pipeline.tracking import existing_tracking_uri
+from pipeline.core.config import load_config
+from pipeline.core.errors import StageError
+from pipeline.registry.tracking import existing_tracking_uri
 
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
@@ -33,7 +34,7 @@ def _client():
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """``a2net promote``: list versions or history, or move an alias through the gate."""
-    from pipeline.registry import (PromotionRaced, PromotionRefused, format_table, list_versions, promote,
+    from pipeline.registry.promotion import (PromotionRaced, PromotionRefused, format_table, list_versions, promote,
                                    promotion_history, promotion_lock, rollback_target)
 
     cfg = load_config()
@@ -71,7 +72,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``a2net predict``: top-k labels for each video; a bad video is reported, the rest run."""
-    from pipeline.predict import VideoError, format_prediction, load_model, predict
+    from pipeline.registry.predict import VideoError, format_prediction, load_model, predict
 
     _client()
     model = load_model(args.model or f"models:/{load_config().register.model_name}@staging")

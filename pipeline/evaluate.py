@@ -23,9 +23,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline.config import stage_main
-from pipeline.files import write_atomic
-from pipeline.tracking import setup_mlflow
+from pipeline.core.config import stage_main
+from pipeline.core.files import write_atomic
+from pipeline.registry.tracking import setup_mlflow
 from pipeline.train import (
     CHECKPOINT,
     RUN_ID_FILE,
@@ -36,7 +36,7 @@ from pipeline.train import (
     open_split,
     resolve_device,
 )
-from pipeline.transforms import TestTransform, UniformClips, normalize
+from pipeline.data.transforms import TestTransform, UniformClips, normalize
 
 
 @dataclass

@@ -34,9 +34,10 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from pipeline.config import StageError, stage_main
-from pipeline.kinetics import Annotation
-from pipeline.video import WHEEL_FFMPEG, ffmpeg_exe
+from pipeline.core.config import stage_main
+from pipeline.core.errors import StageError
+from pipeline.data.kinetics import Annotation
+from pipeline.data.video import WHEEL_FFMPEG, ffmpeg_exe
 
 
 @dataclass(frozen=True)

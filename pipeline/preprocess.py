@@ -38,18 +38,16 @@ import simplejpeg
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from pipeline.config import StageError, stage_main
-from pipeline.files import TMP_SUFFIX, write_atomic
-from pipeline.kinetics import Annotation, find_video, load_classes, read_annotations
-from pipeline.layout import FINGERPRINT, MANIFEST_FILE, PROVENANCE_FILE, STATE_DIR, read_fingerprint
-from pipeline.provenance import toolchain
-from pipeline.video import WHEEL_FFMPEG, DecodeError, stream_jpeg_planes
+from pipeline.core.config import stage_main
+from pipeline.core.errors import StageError
+from pipeline.core.files import TMP_SUFFIX, write_atomic
+from pipeline.data.kinetics import Annotation, find_video, load_classes, read_annotations
+from pipeline.data.layout import (FINGERPRINT, MANIFEST_COLUMNS, MANIFEST_FILE, PROVENANCE_FILE, STATE_DIR,
+                                  read_fingerprint, shard_name, shard_pattern)
+from pipeline.data.provenance import toolchain
+from pipeline.data.video import WHEEL_FFMPEG, DecodeError, stream_jpeg_planes
 
 FORMAT_VERSION = 3  # bump when the shard layout or decoding changes
-MANIFEST_COLUMNS = (
-    "clip_id", "youtube_id", "label", "label_index", "split", "time_start", "time_end",
-    "status", "reason", "num_frames", "height", "width", "fps", "shard",
-)
 
 
 @dataclass(frozen=True)
@@ -74,11 +72,6 @@ class ClipResult:
     jpegs: list[bytes] = field(default_factory=list)
     height: int = 0
     width: int = 0
-
-
-def shard_name(split: str, index: int) -> str:
-    """File name of shard ``index`` of ``split``: ``<split>-000000.tar``."""
-    return f"{split}-{index:06d}.tar"
 
 
 def clip_jpegs(video: Path, *, fps: float, short_side: int, jpeg_quality: int,
@@ -302,7 +295,7 @@ def _start_run(shards_dir: Path, provenance: dict) -> None:
     if read_fingerprint(shards_dir) != provenance[FINGERPRINT] and shards_dir.is_dir():
         shutil.rmtree(shards_dir / STATE_DIR, ignore_errors=True)
         for split_dir in (d for d in shards_dir.iterdir() if d.is_dir()):
-            _remove_stale(split_dir, re.compile(rf"{re.escape(split_dir.name)}-\d{{6}}\.tar(\.tmp)?"), set())
+            _remove_stale(split_dir, shard_pattern(split_dir.name, TMP_SUFFIX), set())
     shards_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(shards_dir / PROVENANCE_FILE, json.dumps(provenance, indent=2, sort_keys=True) + "\n")
 
@@ -397,8 +390,7 @@ def preprocess(
         writer = writers[split]
         writer.finish_shard()
         keep = {shard_name(split, i) for i in range(writer.index)}
-        _remove_stale(shards_dir / split, re.compile(rf"{re.escape(split)}-\d{{6}}\.tar(\.tmp)?"),
-                      keep)
+        _remove_stale(shards_dir / split, shard_pattern(split, TMP_SUFFIX), keep)
         _remove_stale(shards_dir / STATE_DIR / split, re.compile(r".*\.json(\.tmp)?"),
                       {f"{name}.json" for name in keep})
         split_rows = rows + writer.rows

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from pipeline.config import StageError, config_md5, stage_main
-from pipeline.provenance import TOOLCHAIN_TAG, shards_toolchain
-from pipeline.files import write_atomic
-from pipeline.tracking import setup_mlflow
+from pipeline.core.config import config_md5, stage_main
+from pipeline.core.errors import StageError
+from pipeline.data.provenance import TOOLCHAIN_TAG, shards_toolchain
+from pipeline.core.files import write_atomic
+from pipeline.registry.tracking import setup_mlflow
 from pipeline.train import (CHECKPOINT, RUN_ID_FILE, check_finished, data_fingerprint,
                             git_commit, load_checkpoint, model_from_checkpoint)
 
@@ -67,7 +68,7 @@ class Lineage:
     """Where a model came from, stored as model-version tags."""
 
     git_commit: str
-    config_md5: str  # the training run's own resolved config (pipeline.config.config_md5)
+    config_md5: str  # the training run's own resolved config (pipeline.core.config.config_md5)
     shards_md5: str
     validation: str  # passed | failed | missing
     toolchain: Mapping[str, str] = field(default_factory=dict)  # versions that made the shards

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from pipeline.config import stage_main
-from pipeline.files import write_atomic
-from pipeline.provenance import toolchain
+from pipeline.core.config import stage_main
+from pipeline.core.files import write_atomic
+from pipeline.data.provenance import toolchain
 
 
 def run(cfg: DictConfig) -> None:

@@ -33,14 +33,15 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from pipeline.config import ConfigError, StageError, classes_file, config_md5, stage_main
-from pipeline.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed, sync_batchnorm
-from pipeline.files import write_atomic
-from pipeline.kinetics import load_classes
-from pipeline.layout import MANIFEST_FILE
-from pipeline.provenance import TOOLCHAIN_TAG, shards_toolchain
-from pipeline.tracking import setup_mlflow
-from pipeline.transforms import RandomClip, TestTransform, TrainTransform, UniformClips, normalize
+from pipeline.core.config import classes_file, config_md5, stage_main
+from pipeline.core.errors import ConfigError, StageError
+from pipeline.training.distributed import DistInfo, all_reduce_sum, init_distributed, shutdown_distributed, sync_batchnorm
+from pipeline.core.files import write_atomic
+from pipeline.data.kinetics import load_classes
+from pipeline.data.layout import MANIFEST_FILE
+from pipeline.data.provenance import TOOLCHAIN_TAG, shards_toolchain
+from pipeline.registry.tracking import setup_mlflow
+from pipeline.data.transforms import RandomClip, TestTransform, TrainTransform, UniformClips, normalize
 
 CHECKPOINT = "last.pt"
 FINAL_WEIGHTS = "model.pt"
@@ -108,7 +109,7 @@ def net_from_values(net_values: Mapping[str, Any], num_classes: int, source: str
 
 def open_split(shards_dir: Path, split: str, sampler: Any, transform: Any, seed: int = 0) -> Any:
     """The ``ClipDataset`` of ``split``, or a one-line error when its shards are missing."""
-    from pipeline.shards import ClipDataset
+    from pipeline.data.shards import ClipDataset
 
     if not Path(shards_dir).is_dir():
         raise StageError(f"shards dir {shards_dir} not found (data.shards_dir); run `python -m pipeline.preprocess` first")
@@ -557,7 +558,7 @@ def validation_loader(cfg: DictConfig, info: DistInfo) -> DataLoader | None:
     None when ``train.val_every`` is 0 or the split has no shards (evaluate reports the real
     multi-view accuracy).
     """
-    from pipeline.shards import shard_paths
+    from pipeline.data.shards import shard_paths
 
     if not cfg.train.val_every or not shard_paths(Path(cfg.data.shards_dir), cfg.data.val_split):
         return None

@@ -32,7 +32,8 @@ from typing import Any
 import pandas as pd
 from omegaconf import DictConfig
 
-from pipeline.config import StageError, classes_file, stage_main
+from pipeline.core.config import classes_file, stage_main
+from pipeline.core.errors import StageError
 
 ANNOTATION_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 MANIFEST_COLUMNS = (
@@ -206,7 +207,7 @@ def spread_indices(num_frames: int, count: int) -> list[int]:
 def index_shards(shards_dir: Path, splits: list[str]) -> tuple[list[Any], list[str]]:
     """A ``ClipDataset`` per split that has shards, and ``<shard>: <error>`` for each shard that
     cannot be indexed (its split gets no dataset). Close the datasets when done."""
-    from pipeline.shards import ClipDataset, shard_paths
+    from pipeline.data.shards import ClipDataset, shard_paths
 
     datasets, errors = [], []
     for split in splits:
@@ -222,7 +223,7 @@ def index_shards(shards_dir: Path, splits: list[str]) -> tuple[list[Any], list[s
 
 def _shard_errors(paths: list[Path]) -> list[str]:
     """``<shard>: <error>`` of each shard of ``paths`` that cannot be indexed."""
-    from pipeline.shards import scan_shard
+    from pipeline.data.shards import scan_shard
 
     errors = []
     for path in paths:
@@ -473,7 +474,7 @@ def collect(s: Settings) -> tuple[dict[str, pd.DataFrame], list[Check]]:
     Raises StageError only when there is nothing to check (no annotations, no manifest,
     no usable classes.txt); data that breaks a contract is left for the checks to report.
     """
-    from pipeline.kinetics import load_classes
+    from pipeline.data.kinetics import load_classes
 
     classes = load_classes(s.classes_path)
     annotations = annotations_table(s.root)

@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline.ablation import RunResult, markdown_table, run_overrides, summarise, write_outputs
-from pipeline.config import load_config
+from pipeline.core.config import load_config
 
 
 def result(label: str, seed: int, top1: float) -> RunResult:

@@ -1,11 +1,11 @@
-"""Clip frame sampling (pipeline.clips): strides, bounds, clamping, determinism."""
+"""Clip frame sampling (pipeline.data.clips): strides, bounds, clamping, determinism."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pipeline.clips import clip_span, random_clip_indices, uniform_clip_indices
+from pipeline.data.clips import clip_span, random_clip_indices, uniform_clip_indices
 
 
 def test_random_clip_is_strided_inside_the_video_and_reaches_both_ends():

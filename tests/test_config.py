@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.config import ConfigError, PARAMS_FILE, classes_file, compose, load_config, write_params
+from pipeline.core.config import PARAMS_FILE, classes_file, compose, load_config, write_params
+from pipeline.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +102,7 @@ def test_a_bad_config_value_stops_every_stage_in_one_line_writing_nothing(tmp_pa
 
 
 def test_every_shipped_config_satisfies_the_schema() -> None:
-    from pipeline.schema import config_problem
+    from pipeline.core.schema import config_problem
 
     for experiment in [None, *(p.stem for p in (REPO / "pipeline/conf/experiment").glob("*.yaml"))]:
         for model in (p.stem for p in (REPO / "pipeline/conf/model").glob("*.yaml")):

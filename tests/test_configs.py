@@ -10,7 +10,7 @@ import torch
 
 from omegaconf import OmegaConf
 
-from pipeline.config import CONF_DIR, compose, load_config
+from pipeline.core.config import CONF_DIR, compose, load_config
 from pipeline.train import build_net
 
 GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) for group in ("model", "data", "train")}

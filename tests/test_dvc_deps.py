@@ -20,7 +20,7 @@ STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
 def module_file(module: str) -> Path | None:
-    """The project file of a dotted module name (``pipeline.video`` → pipeline/video.py)."""
+    """The project file of a dotted module name (``pipeline.data.video`` → pipeline/data/video.py)."""
     base = REPO.joinpath(*module.split("."))
     for candidate in (base.with_suffix(".py"), base / "__init__.py"):
         if candidate.is_file():
@@ -72,8 +72,9 @@ def stage_module(stage: dict) -> str:
 
 def test_import_closure_follows_function_level_and_package_imports() -> None:
     closure = {p.relative_to(REPO).as_posix() for p in import_closure("pipeline.validate")}
-    assert {"pipeline/__init__.py", "pipeline/validate.py", "pipeline/config.py"} <= closure
-    assert "pipeline/shards.py" in closure  # imported inside a function only
+    assert {"pipeline/__init__.py", "pipeline/validate.py", "pipeline/core/__init__.py",
+            "pipeline/core/config.py"} <= closure
+    assert "pipeline/data/shards.py" in closure  # imported inside a function only
     assert "pipeline/train.py" not in closure
 
 
@@ -87,3 +88,24 @@ def test_stage_deps_list_every_project_file_its_command_imports(name: str) -> No
     code_deps = [dep for dep in deps if dep.endswith(".py")]
     unused = sorted(d for d in code_deps if (REPO / d) not in closure)
     assert not unused, f"stage {name!r} lists code it never imports (remove from deps): {unused}"
+
+
+def write_code_deps(dvc_yaml: Path) -> None:
+    """Rewrite each stage's code deps in ``dvc_yaml`` to its import closure (other lines kept)."""
+    lines, stage, out = dvc_yaml.read_text().splitlines(), None, []
+    for line in lines:
+        header = re.match(r"  (\w+):", line)
+        if header:
+            stage = header.group(1)
+        dep = re.match(r"      - ((?:pipeline|a2model)/\S+\.py)$", line)
+        if dep is None:
+            out.append(line)
+            continue
+        if out[-1].strip() == "deps:" or not re.match(r"      - (pipeline|a2model)/", out[-1]):
+            closure = import_closure(stage_module(STAGES[stage]))
+            out += [f"      - {p}" for p in sorted(q.relative_to(REPO).as_posix() for q in closure)]
+    dvc_yaml.write_text("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":  # python tests/test_dvc_deps.py: set dvc.yaml's code deps after an import change
+    write_code_deps(REPO / "dvc.yaml")

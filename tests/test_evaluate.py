@@ -14,7 +14,7 @@ from test_train import mlflow_uri, shards, tiny_overrides, workdir  # noqa: F401
 from pipeline import evaluate as evaluate_stage
 from pipeline import train as train_stage
 from pipeline.evaluate import Evaluation, topk_accuracy
-from pipeline.transforms import TestTransform
+from pipeline.data.transforms import TestTransform
 
 
 def test_video_scores_sum_the_softmax_of_views_and_clip_accuracy_counts_each_view():

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import StageError
+from pipeline.core.errors import StageError
 from pipeline.generate import (
     CLASSES,
     GAP,
@@ -22,8 +22,8 @@ from pipeline.generate import (
     plan_jobs,
     render_clip,
 )
-from pipeline.kinetics import find_video, load_classes, read_annotations
-from pipeline.video import ffmpeg_exe
+from pipeline.data.kinetics import find_video, load_classes, read_annotations
+from pipeline.data.video import ffmpeg_exe
 
 TINY = dict(seed=3, train_per_class=1, validate_per_class=1, num_missing=1, num_corrupt=1)
 

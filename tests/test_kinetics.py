@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import StageError
-from pipeline.kinetics import (
+from pipeline.core.errors import StageError
+from pipeline.data.kinetics import (
     Annotation,
     AnnotationError,
     find_video,

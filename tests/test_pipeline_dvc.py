@@ -72,7 +72,7 @@ def _project_copy(dest: Path) -> Path:
 
 def _other_ffmpeg_build(path: Path) -> Path:
     """An executable that is the wheel's ffmpeg but reports another version (another build)."""
-    from pipeline.video import ffmpeg_exe
+    from pipeline.data.video import ffmpeg_exe
 
     path.write_text(f"""#!{sys.executable}
 import os, sys

@@ -14,10 +14,10 @@ import torch
 
 from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
 from pipeline.cli import main
-from pipeline.predict import load_model, video_scores, video_views
+from pipeline.registry.predict import load_model, video_scores, video_views
 from pipeline.register import Lineage, log_and_register
-from pipeline.tracking import setup_mlflow
-from pipeline.video import encode_video
+from pipeline.registry.tracking import setup_mlflow
+from pipeline.data.video import encode_video
 
 A2NET = Path(sys.executable).with_name("a2net")
 

@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 from torchvision.io import decode_jpeg
 
-from pipeline.config import StageError
+from pipeline.core.errors import StageError
 from pipeline.preprocess import clip_jpegs, main, preprocess
-from pipeline.video import DecodeError, encode_video, ffmpeg_exe
+from pipeline.data.video import DecodeError, encode_video, ffmpeg_exe
 
 CLASSES = ["abseiling", "air drumming", "zumba"]
 FPS, SHORT_SIDE = 10, 32
@@ -103,7 +103,7 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
 
 def reference_decode(video: Path, out_dir: Path,
                      short_side: int = SHORT_SIDE) -> list[np.ndarray]:
-    """Decode with a hand-written ffmpeg command to PNG files (independent of pipeline.video)."""
+    """Decode with a hand-written ffmpeg command to PNG files (independent of pipeline.data.video)."""
     out_dir.mkdir()
     scale = f"scale='if(lt(iw,ih),{short_side},-2)':'if(lt(iw,ih),-2,{short_side})'"
     subprocess.run([ffmpeg_exe(), "-v", "error", "-threads", "1", "-i", str(video), "-an",
@@ -275,8 +275,8 @@ def test_a_truncated_faststart_mp4_is_failed_not_kept_short(tmp_path):
 
 def test_a_run_with_other_params_starts_clean_and_readers_refuse_mixed_shards(tmp_path, monkeypatch):
     from pipeline import preprocess as stage
-    from pipeline.shards import ClipDataset
-    from pipeline.clips import uniform_clip_indices
+    from pipeline.data.shards import ClipDataset
+    from pipeline.data.clips import uniform_clip_indices
 
     root = write_kinetics_root(tmp_path / "root", faults=False)
     shards = tmp_path / "shards"

@@ -17,12 +17,12 @@ from omegaconf import OmegaConf
 from mlflow_server import (CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet,  # noqa: F401
                            mlflow_server, register_version)
 from pipeline.cli import main
-from pipeline.config import config_md5, load_config, write_params
+from pipeline.core.config import config_md5, load_config, write_params
 from pipeline.register import main as register_main
 from pipeline.register import validation_outcome
-from pipeline.tracking import setup_mlflow
-from pipeline.predict import video_scores, video_views
-from pipeline.video import encode_video
+from pipeline.registry.tracking import setup_mlflow
+from pipeline.registry.predict import video_scores, video_views
+from pipeline.data.video import encode_video
 
 server = pytest.mark.slow  # tests on the server: its start and several model exports, ~60 s
 
@@ -285,7 +285,7 @@ def _promote_concurrently(name: str, versions: list[str], monkeypatch, lock_uri:
     import threading
     import time
 
-    from pipeline import registry
+    from pipeline.registry import promotion as registry
 
     check = registry.check_gate
     monkeypatch.setattr(registry, "check_gate", lambda *a, **k: (time.sleep(0.5), check(*a, **k))[1])
@@ -310,8 +310,8 @@ def _promote_concurrently(name: str, versions: list[str], monkeypatch, lock_uri:
 def test_concurrent_promotions_on_the_local_store_are_serialised(project: Path, monkeypatch) -> None:
     from mlflow_server import StandInNet
     from pipeline.register import Lineage, log_and_register
-    from pipeline.registry import Promotion, promotion_history
-    from pipeline.tracking import tracking_uri
+    from pipeline.registry.promotion import Promotion, promotion_history
+    from pipeline.registry.tracking import tracking_uri
 
     experiment = setup_mlflow("a2nets")
     versions = []
@@ -335,7 +335,7 @@ def test_concurrent_promotions_on_the_local_store_are_serialised(project: Path, 
 @server
 def test_concurrent_promotions_against_a_server_never_both_claim_the_same_predecessor(
         register_version, monkeypatch, mlflow_server) -> None:
-    from pipeline.registry import Promotion, PromotionRaced
+    from pipeline.registry.promotion import Promotion, PromotionRaced
 
     name = "reg-race"
     v1, v2, v3 = (register_version(name).version for _ in range(3))
@@ -363,7 +363,7 @@ def test_a2net_outside_a_project_says_where_it_looked_and_creates_nothing(tmp_pa
 
 
 def test_the_project_store_is_found_from_a_subfolder(tmp_path) -> None:
-    from pipeline.tracking import project_store
+    from pipeline.registry.tracking import project_store
 
     (tmp_path / "mlflow").mkdir()
     (tmp_path / "docs/deep").mkdir(parents=True)

@@ -24,7 +24,7 @@ import numpy._core._multiarray_umath as numpy_simd
 import pytest
 import yaml
 
-from pipeline.video import ffmpeg_exe
+from pipeline.data.video import ffmpeg_exe
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_STAGES = ("toolchain", "generate", "preprocess")

@@ -1,4 +1,4 @@
-"""The shard reader (pipeline.shards) on shards made by the real preprocess stage."""
+"""The shard reader (pipeline.data.shards) on shards made by the real preprocess stage."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import torch
 from torchvision.io import decode_jpeg
 from test_preprocess import CLASSES, GOOD_CLIPS, clip_id, read_manifest, run_stage, write_kinetics_root
 
-from pipeline.clips import random_clip_indices
-from pipeline.config import StageError
-from pipeline.shards import ClipDataset, decode_frames, item_generator, iter_shard, shard_paths
+from pipeline.data.clips import random_clip_indices
+from pipeline.core.errors import StageError
+from pipeline.data.shards import ClipDataset, decode_frames, item_generator, iter_shard, shard_paths
 
 TRAIN = sorted((clip_id(c[2]), CLASSES.index(c[1])) for c in GOOD_CLIPS if c[0] == "train")
 

@@ -14,10 +14,10 @@ from omegaconf import DictConfig
 from test_preprocess import run_stage, write_kinetics_root
 
 import pipeline.train as train_stage
-from pipeline.config import load_config
-from pipeline.distributed import SyncBatchNorm
+from pipeline.core.config import load_config
+from pipeline.training.distributed import SyncBatchNorm
 from pipeline.train import lr_factor, parameter_groups, train
-from pipeline.transforms import TrainTransform
+from pipeline.data.transforms import TrainTransform
 
 TRAIN_CLIPS = 8  # 4 clips of test_preprocess's root + 4 extra
 

@@ -23,7 +23,7 @@ import pytest
 import torch
 from torchvision.io import encode_jpeg
 
-from pipeline.config import StageError
+from pipeline.core.errors import StageError
 from pipeline.validate import (
     MANIFEST_COLUMNS, Settings, collect, failure_line, run_checks, validate_dataset,
 )

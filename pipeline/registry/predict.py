@@ -26,13 +26,13 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 import yaml
 
-from pipeline.clips import uniform_clip_indices
-from pipeline.config import StageError
+from pipeline.data.clips import uniform_clip_indices
+from pipeline.core.errors import StageError
 from pipeline.preprocess import clip_jpegs
 from pipeline.register import Preprocessing
-from pipeline.shards import decode_frames
-from pipeline.transforms import TestTransform, normalize
-from pipeline.video import DecodeError
+from pipeline.data.shards import decode_frames
+from pipeline.data.transforms import TestTransform, normalize
+from pipeline.data.video import DecodeError
 
 class VideoError(StageError):
     """A file that cannot be used as a video (missing, not a video, no frames)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pipeline.config import StageError
+from pipeline.core.errors import StageError
 
 DEFAULT_STORE_DIR = Path("mlflow")
 

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import ffmpeg
 import numpy as np
 
-from pipeline.config import ConfigError
+from pipeline.core.errors import ConfigError
 
 WHEEL_FFMPEG = "wheel"
 SYSTEM_FFMPEG = "system"

@@ -13,8 +13,8 @@ import json
 import re
 from pathlib import Path
 
-from pipeline.layout import PROVENANCE_FILE
-from pipeline.video import ffmpeg_version, ffmpeg_version_text
+from pipeline.data.layout import PROVENANCE_FILE
+from pipeline.data.video import ffmpeg_version, ffmpeg_version_text
 
 TOOLCHAIN_TAG = "toolchain."  # prefix of the MLflow run and model-version tags naming it
 _LIBJPEG_TURBO = re.compile(rb"libjpeg-turbo version ([0-9][0-9A-Za-z.]*)")

@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from pipeline.clips import random_clip_indices, uniform_clip_indices
+from pipeline.data.clips import random_clip_indices, uniform_clip_indices
 
 
 @dataclass(frozen=True)

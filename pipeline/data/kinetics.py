@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import StageError
+from pipeline.core.errors import StageError
 
 VIDEO_EXTENSIONS = ("mp4", "webm", "mkv", "avi")
 REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end", "split")

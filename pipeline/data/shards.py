@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from pipeline.config import StageError
-from pipeline.layout import FINGERPRINT, PROVENANCE_FILE, read_fingerprint
+from pipeline.core.errors import StageError
+from pipeline.data.layout import FINGERPRINT, PROVENANCE_FILE, read_fingerprint, shard_pattern
 
 Sampler = Callable[[int, torch.Generator], list[list[int]]]
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -57,7 +57,7 @@ class ClipEntry:
 
 def shard_paths(shards_dir: Path, split: str) -> list[Path]:
     """The shards of ``split`` in order: ``<shards_dir>/<split>/<split>-NNNNNN.tar``."""
-    pattern = re.compile(rf"{re.escape(split)}-\d{{6}}\.tar")
+    pattern = shard_pattern(split)
     folder = Path(shards_dir) / split
     if not folder.is_dir():
         return []

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
-from pipeline.config import StageError
+from pipeline.core.errors import StageError
 from pipeline.register import HEADLINE_METRICS
 
 if TYPE_CHECKING:

@@ -16,17 +16,11 @@ from typing import Any, Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent / "conf"
+from pipeline.core.errors import ConfigError, StageError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PARAMS_FILE = Path("params.yaml")
 _ABSENT = object()
-
-
-class StageError(Exception):
-    """A user-facing failure of a stage: the message is one line naming the thing and the fix."""
-
-
-class ConfigError(StageError, ValueError):
-    """A configuration that cannot be used; the message says what to change."""
 
 
 def config_groups() -> set[str]:
@@ -78,7 +72,7 @@ def load_config(overrides: Sequence[str] = (), params_file: Path | None = None) 
         OmegaConf.resolve(cfg)
     except Exception as err:  # omegaconf raises several interpolation error types
         raise ConfigError(f"cannot resolve config: {err}".splitlines()[0]) from None
-    from pipeline.schema import config_problem
+    from pipeline.core.schema import config_problem
 
     problem = config_problem(cfg)
     if problem:

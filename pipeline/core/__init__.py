@@ -1,0 +1,1 @@
+"""Cross-cutting helpers every stage uses: configuration, its schema, errors, atomic files."""

@@ -1,0 +1,2 @@
+"""The training library: checkpoint, network building, optimisation, loaders, the epoch loop,
+distributed helpers and the training run's MLflow record."""
