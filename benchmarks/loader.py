@@ -17,14 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import ffmpeg
+import numpy as np
 import torch
 
 from pipeline.data.clips import random_clip_indices
-from pipeline.generate import generate_dataset
+from pipeline.data.synthetic import generate_dataset
 from pipeline.data.kinetics import find_video, load_classes, read_annotations
-from pipeline.preprocess import preprocess
+from pipeline.data.preprocessing import DecodeSettings, preprocess
 from pipeline.data.shards import ClipDataset, item_generator
-from pipeline.data.video import decode_clip
+from pipeline.data.video import ffmpeg_exe, short_side_scale
 
 CLIP_LEN, STRIDE, CROP, FPS, SHORT_SIDE = 8, 2, 56, 10, 64
 TARGET = 5.0
@@ -42,6 +44,23 @@ def random_crop(frames: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     return frames[..., top:top + CROP, left:left + CROP].contiguous()
 
 
+def decode_rgb(path: Path) -> np.ndarray:
+    """Every frame of ``path`` at ``FPS``, short side ``SHORT_SIDE``, as uint8 RGB (N, H, W, 3).
+
+    What a loader without shards does on every access: ffmpeg decodes the whole video (PPM frames
+    through a pipe, each ``P6\\n<w> <h>\\n255\\n`` + pixels).
+    """
+    stream = (ffmpeg.input(str(path), threads=1).video.filter("fps", fps=FPS)
+              .filter("scale", **short_side_scale(SHORT_SIDE)).filter("format", "rgb24"))
+    out, _ = stream.output("pipe:", format="image2pipe", vcodec="ppm").run(cmd=ffmpeg_exe(), capture_stdout=True,
+                                                                           capture_stderr=True)
+    magic, size, maxval, _ = out.split(b"\n", 3)
+    width, height = map(int, size.split())
+    header = len(magic) + len(size) + len(maxval) + 3
+    frames = np.frombuffer(out, np.uint8).reshape(-1, header + width * height * 3)[:, header:]
+    return frames.reshape(-1, height, width, 3)
+
+
 class Mp4Clips(torch.utils.data.Dataset):
     """The same training clips, decoded from the source videos on every access."""
 
@@ -53,7 +72,7 @@ class Mp4Clips(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict:
         generator = item_generator(0, 0, index)
-        frames = decode_clip(self.videos[index], fps=FPS, short_side=SHORT_SIDE).frames
+        frames = decode_rgb(self.videos[index])
         views = sample_clip(len(frames), generator)
         clip = torch.from_numpy(frames[views[0]]).permute(0, 3, 1, 2)[None]  # (V, T, C, H, W)
         return {"frames": random_crop(clip, generator), "label": self.labels[index]}
@@ -84,8 +103,8 @@ def main() -> None:
         root, shards = Path(tmp) / "synthetic", Path(tmp) / "shards"
         generate_dataset(root, seed=0, train_per_class=args.per_class, validate_per_class=1,
                          num_missing=0, num_corrupt=0, workers=args.workers)
-        preprocess(root, shards, classes_file=None, fps=FPS, short_side=SHORT_SIDE,
-                   jpeg_quality=90, workers=args.workers, trim=False, samples_per_shard=16)
+        settings = DecodeSettings(fps=FPS, short_side=SHORT_SIDE, jpeg_quality=90, trim=False, samples_per_shard=16)
+        preprocess(root, shards, classes_file=None, settings=settings, workers=args.workers)
         from_shards = ClipDataset(shards, "train", sample_clip, random_crop)
         anns = {a.clip_id: a for a in read_annotations(root, load_classes(root / "classes.txt"))
                 if a.split == "train"}

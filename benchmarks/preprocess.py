@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.generate import generate_dataset
+from pipeline.data.synthetic import generate_dataset
 from pipeline.data.kinetics import find_video, load_classes, read_annotations
-from pipeline.preprocess import preprocess
+from pipeline.data.preprocessing import DecodeSettings, preprocess
 from pipeline.data.video import encode_video, ffmpeg_exe
 
 TARGET = 0.7
@@ -87,8 +87,8 @@ def kinetics_like_root(root: Path, clips: int, width: int, height: int) -> Path:
 def measure(root: Path, out: Path, fps: float, short_side: int, workers: int) -> dict:
     """Stage and bare-ffmpeg frames per wall second and per CPU second on one root."""
     stage, stage_wall, stage_cpu = timed(
-        preprocess, root, out, classes_file=None, fps=fps, short_side=short_side,
-        jpeg_quality=90, workers=workers, trim=False, samples_per_shard=64)
+        preprocess, root, out, classes_file=None, workers=workers,
+        settings=DecodeSettings(fps=fps, short_side=short_side, jpeg_quality=90, trim=False, samples_per_shard=64))
     _, limit_wall, limit_cpu = timed(bare_ffmpeg, root, fps, short_side, workers)
     frames = sum(split["frames"] for split in stage["splits"].values())
     clips = sum(split["ok"] for split in stage["splits"].values())

@@ -43,7 +43,7 @@ def worker(steps: int, threads: int | None, weights_out: Path) -> dict[str, floa
     import torch.nn.functional as F
 
     import a2model
-    from pipeline.train import parameter_groups
+    from pipeline.training.optim import parameter_groups
 
     if threads:
         torch.set_num_threads(threads)

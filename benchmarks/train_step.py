@@ -24,7 +24,9 @@ import a2model
 import torch
 import torch.nn.functional as F
 
-from pipeline.train import autocast, parameter_groups, resolve_device
+from pipeline.training.loop import autocast
+from pipeline.training.net import resolve_device
+from pipeline.training.optim import parameter_groups
 
 
 @dataclass(frozen=True)

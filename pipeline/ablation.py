@@ -10,6 +10,7 @@ Runs are logged to the MLflow experiment ``ablation.experiment`` so they can be 
 from __future__ import annotations
 
 import csv
+import io
 import re
 import statistics
 import sys
@@ -20,9 +21,12 @@ from omegaconf import DictConfig
 
 from a2model import count_macs, count_params
 from pipeline.core.config import classes_file, load_config, stage_main
-from pipeline.evaluate import evaluate_config
+from pipeline.core.files import atomic_path, write_atomic
 from pipeline.data.kinetics import load_classes
-from pipeline.train import build_net, load_checkpoint, train
+from pipeline.evaluation.multiview import evaluate_config
+from pipeline.training.checkpoint import Checkpoint
+from pipeline.training.fit import train
+from pipeline.training.net import build_net
 
 
 @dataclass(frozen=True)
@@ -55,11 +59,11 @@ def run_overrides(variant: DictConfig, seed: int, work_dir: Path, experiment: st
 
 
 def train_and_test(cfg: DictConfig, label: str) -> RunResult:
-    """Train ``cfg`` with the train stage's core, test it with the evaluate stage's core."""
+    """Train ``cfg`` and test it with the evaluate stage's multi-view protocol (the library's cores)."""
     checkpoint_path = train(cfg)
     result = evaluate_config(cfg)
     metrics = result.metrics()
-    history = load_checkpoint(checkpoint_path)["history"]
+    history = Checkpoint.load(checkpoint_path).history
     clips_per_s = statistics.median(row["clips_per_s"] for row in history)
     net = build_net(cfg.model.net, len(result.classes))
     clip = cfg.model.clip
@@ -130,26 +134,22 @@ def plot(rows: list[dict[str, object]], results: list[RunResult], chance: float,
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title("Synthetic long-range set: what global context buys", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(path)
 
 
 def write_outputs(results: list[RunResult], num_classes: int, out_dir: Path) -> str:
     """Write results.csv, results.md and ablation.png (each atomically); return the table."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     chance = 1.0 / num_classes
     rows = summarise(results)
     table = markdown_table(rows, chance)
-    tmp = out_dir / "results.csv.tmp"
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(asdict(results[0])))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in results)
-    tmp.replace(out_dir / "results.csv")
-    (out_dir / "results.md.tmp").write_text(table + "\n")
-    (out_dir / "results.md.tmp").replace(out_dir / "results.md")
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(asdict(results[0])), lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(asdict(r) for r in results)
+    write_atomic(out_dir / "results.csv", text.getvalue())
+    write_atomic(out_dir / "results.md", table + "\n")
     plot(rows, results, chance, out_dir / "ablation.png")
     return table
 

@@ -1,28 +1,24 @@
-"""Fixtures for the registry tests: a real ``mlflow server`` subprocess and registered versions.
+"""The stand-in model of the registry and predict tests, and what runs an ``mlflow server``.
 
-Import the fixtures into a test module (``from mlflow_server import mlflow_server, ...``).
-The server runs on a free port over a temporary SQLite store and artifact folder, with one
-worker, and is terminated when the module's tests are done.
+The fixtures that start the server (``mlflow_server``) and register stand-in versions on it
+(``register_version``) are in conftest.py.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable, Iterator
 
-import pytest
 import torch
 from torch import nn
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from pipeline.register import Lineage, Preprocessing, RegisteredModel, log_and_register  # noqa: E402
+from pipeline.registry.publish import Preprocessing  # noqa: E402
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 CLASSES = ["abseiling", "bowling", "cartwheeling", "dancing", "eating", "fencing"]
@@ -48,12 +44,6 @@ class StandInNet(nn.Module):
         return self.fc(torch.relu(self.norm(self.conv(clips))).mean(dim=(2, 3, 4)))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -66,57 +56,3 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60.0) -> 
         except OSError:
             time.sleep(0.25)
     raise RuntimeError(f"mlflow server at {url} not healthy after {timeout} s")
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a fresh ``mlflow server``; MLFLOW_TRACKING_URI points at it for the module."""
-    import mlflow
-
-    root = tmp_path_factory.mktemp("mlflow_server")
-    url = f"http://127.0.0.1:{free_port()}"
-    command = [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
-               "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
-               "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
-    log = (root / "server.log").open("wb")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
-    try:
-        wait_healthy(url, process)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("MLFLOW_TRACKING_URI", url)
-            mlflow.set_tracking_uri(url)
-            yield url
-            mlflow.set_tracking_uri(None)  # forget the server; the context restores the env
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-
-
-RegisterVersion = Callable[..., RegisteredModel]
-
-
-@pytest.fixture(scope="module")
-def register_version(mlflow_server: str) -> RegisterVersion:
-    """Make a training run with metrics and register a stand-in model from it."""
-    import mlflow
-
-    experiment_id = mlflow.set_experiment("registry-tests").experiment_id
-
-    def register(model_name: str, metrics: dict[str, float] = GOOD_METRICS,
-                 validation: str = "passed", net: nn.Module | None = None) -> RegisteredModel:
-        with mlflow.start_run(experiment_id=experiment_id) as run:
-            mlflow.log_metrics(metrics)
-        return log_and_register(
-            net or StandInNet(), run_id=run.info.run_id, model_name=model_name,
-            architecture="stand_in", classes=CLASSES, preprocessing=PREPROCESSING,
-            lineage=Lineage(git_commit="c0ffee", config_md5="p" * 32, shards_md5="s" * 32,
-                            validation=validation),
-        )
-
-    return register

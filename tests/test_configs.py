@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 
 from pipeline.core.config import CONF_DIR, compose, load_config
-from pipeline.train import build_net
+from pipeline.training.net import build_net
 
 GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) for group in ("model", "data", "train")}
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -82,3 +82,47 @@ def test_dvc_exp_run_composes_a_params_file_the_stages_read(model, tmp_path):
     with torch.device("meta"):
         net = build_net(cfg.model.net, 4)
     assert isinstance(net, a2model.VideoResNet)
+
+
+# Every model file, its family base (pipeline/conf/model/family/<family>.yaml) and the clip that base
+# gives it (num_frames, stride, crop_size). A new model file needs a row here.
+MODEL_FAMILIES = {
+    "tiny_plain": ("tiny", (8, 4, 56)),
+    "tiny_a2": ("tiny", (8, 4, 56)),
+    "tiny_nonlocal": ("tiny", (8, 4, 56)),
+    "tiny_plain_deep": ("tiny", (8, 4, 56)),
+    "r26_plain": ("r26", (16, 2, 112)),
+    "r26_a2": ("r26", (16, 2, 112)),
+    "r26_nonlocal": ("r26", (16, 2, 112)),
+    "r29_plain": ("r26", (16, 2, 112)),
+    "r50_plain": ("r50", (8, 8, 224)),
+    "r50_a2": ("r50", (8, 8, 224)),
+}
+FAMILY_DIR = CONF_DIR / "model" / "family"
+
+
+def test_model_choices_are_the_model_files_and_the_family_bases_are_not_among_them():
+    assert set(MODEL_FAMILIES) == set(GROUPS["model"])  # listed from the folder: family/ is not a choice
+    families = sorted(p.stem for p in FAMILY_DIR.glob("*.yaml"))
+    assert families == sorted({family for family, _ in MODEL_FAMILIES.values()})
+    assert not set(families) & set(GROUPS["model"])
+    for family in families:  # a base alone names no model: net.name is ??? until a model file sets it
+        base = OmegaConf.load(FAMILY_DIR / f"{family}.yaml")
+        assert OmegaConf.is_missing(base.net, "name"), family
+
+
+@pytest.mark.parametrize(("model", "family", "clip"),
+                         [(model, *row) for model, row in sorted(MODEL_FAMILIES.items())])
+def test_every_model_file_is_its_family_base_plus_its_own_name(model, family, clip):
+    own = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml"))
+    assert own.pop("defaults") == [f"family/{family}@_here_", "_self_"]  # _self_ last: the file's keys win
+    assert own == {"net": {"name": model}}  # no _target_, no clip: those come from the base only
+
+    cfg = compose([f"model={model}"]).model
+    assert cfg.net.name == model
+    base = OmegaConf.load(FAMILY_DIR / f"{family}.yaml")
+    assert cfg.net._target_ == base.net._target_ == "a2model.build_model"
+    assert cfg.clip == base.clip and (cfg.clip.num_frames, cfg.clip.stride, cfg.clip.crop_size) == clip
+    # params.yaml's bytes (and DVC's params hash) follow key order: net{_target_, name}, then clip
+    assert list(cfg) == ["net", "clip"] and list(cfg.net) == ["_target_", "name"]
+    assert list(cfg.clip) == ["num_frames", "stride", "crop_size"]

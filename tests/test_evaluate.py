@@ -9,11 +9,11 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from test_train import mlflow_uri, shards, tiny_overrides, workdir  # noqa: F401 (fixtures)
 
+from helpers import tiny_overrides
 from pipeline import evaluate as evaluate_stage
 from pipeline import train as train_stage
-from pipeline.evaluate import Evaluation, topk_accuracy
+from pipeline.evaluation.meters import Evaluation, topk_accuracy
 from pipeline.data.transforms import TestTransform
 
 
@@ -56,8 +56,8 @@ def test_three_crops_are_first_centre_last_along_the_long_side(height, width):
     assert torch.equal(TestTransform(40, num_crops=1)(frames)[1], crops[4])  # one crop = the centre
 
 
-def test_train_then_evaluate_writes_metrics_plots_and_logs_to_the_training_run(shards, workdir):  # noqa: F811
-    argv = tiny_overrides(shards, workdir, "eval.num_clips=2", "eval.num_crops=3", "eval.batch_size=12")
+def test_train_then_evaluate_writes_metrics_plots_and_logs_to_the_training_run(training_data, workdir):
+    argv = tiny_overrides(training_data, workdir, "eval.num_clips=2", "eval.num_crops=3", "eval.batch_size=12")
     assert train_stage.main(argv) == 0
     assert evaluate_stage.main(argv) == 0
 
@@ -81,8 +81,8 @@ def test_train_then_evaluate_writes_metrics_plots_and_logs_to_the_training_run(s
     assert "evaluation/metrics.json" in artifacts
 
 
-def test_missing_checkpoint_is_one_clear_line(shards, workdir, capsys):  # noqa: F811
-    argv = tiny_overrides(shards, workdir, f"train.out_dir={workdir / 'never-trained'}")
+def test_missing_checkpoint_is_one_clear_line(training_data, workdir, capsys):
+    argv = tiny_overrides(training_data, workdir, f"train.out_dir={workdir / 'never-trained'}")
     assert evaluate_stage.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: checkpoint ") and "never-trained/last.pt not found" in err and "\n" not in err

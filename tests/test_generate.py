@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 import subprocess
 from pathlib import Path
@@ -10,30 +9,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import tree_hashes
 from pipeline.core.errors import StageError
-from pipeline.generate import (
+from pipeline.data.synthetic import (
     CLASSES,
     GAP,
     ClipJob,
     clip_annotation,
     clip_rng,
     generate_dataset,
-    main,
     plan_jobs,
     render_clip,
 )
 from pipeline.data.kinetics import find_video, load_classes, read_annotations
 from pipeline.data.video import ffmpeg_exe
+from pipeline.generate import main
 
 TINY = dict(seed=3, train_per_class=1, validate_per_class=1, num_missing=1, num_corrupt=1)
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def decode(path: Path) -> tuple[np.ndarray, float]:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import ANNOTATIONS_HEADER as HEADER
+from helpers import write_annotations
 from pipeline.core.errors import StageError
 from pipeline.data.kinetics import (
     Annotation,
@@ -17,16 +19,11 @@ from pipeline.data.kinetics import (
 
 CANONICAL_CLASSES = Path(__file__).resolve().parents[1] / "pipeline/resources/kinetics400_classes.txt"
 CLASSES = ["abseiling", "skiing (not slalom or crosscountry)", "dancing, waltz", "air drumming"]
-HEADER = "label,youtube_id,time_start,time_end,split,is_cc\n"
 
 
 def make_root(tmp_path: Path, files: dict[str, str]) -> Path:
-    """A dataset root with classes.txt and the given annotations/<name> contents."""
-    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    (tmp_path / "annotations").mkdir()
-    for name, text in files.items():
-        (tmp_path / "annotations" / name).write_text(text)
-    return tmp_path
+    """A dataset root with classes.txt (``CLASSES``) and the given annotations/<name> contents."""
+    return write_annotations(tmp_path, CLASSES, files)
 
 
 def test_canonical_class_list_keeps_the_skiing_order() -> None:

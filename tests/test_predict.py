@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import enter_project_store
 from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
 from pipeline.cli import main
 from pipeline.registry.predict import load_model, video_scores, video_views
-from pipeline.register import Lineage, log_and_register
+from pipeline.registry.publish import Lineage, log_and_register
 from pipeline.registry.tracking import setup_mlflow
 from pipeline.data.video import encode_video
 
@@ -27,10 +28,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A project directory with an SQLite store holding a registered stand-in model @staging."""
     root = tmp_path_factory.mktemp("project")
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        # absolute: MLflow caches stores by URI, and other tests use the relative default
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow/mlflow.db")
-        (root / "mlflow").mkdir()
+        enter_project_store(root, mp)
         experiment_id = setup_mlflow("a2nets")
         with mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_metrics(GOOD_METRICS)

@@ -1,4 +1,4 @@
-"""The preprocess stage on a tiny Kinetics-layout root written here with real ffmpeg."""
+"""The preprocess stage on the tiny Kinetics-layout root of helpers.write_kinetics_root (real ffmpeg)."""
 
 from __future__ import annotations
 
@@ -19,86 +19,12 @@ import torch
 from PIL import Image
 from torchvision.io import decode_jpeg
 
+from helpers import (CLASSES, FAULTS, FPS, GOOD_CLIPS, SHORT_SIDE, clip_id, read_manifest, run_stage,
+                     source_frames, tree_hashes, write_kinetics_root)
 from pipeline.core.errors import StageError
-from pipeline.preprocess import clip_jpegs, main, preprocess
+from pipeline.data.frames import clip_jpegs
+from pipeline.preprocess import main
 from pipeline.data.video import DecodeError, encode_video, ffmpeg_exe
-
-CLASSES = ["abseiling", "air drumming", "zumba"]
-FPS, SHORT_SIDE = 10, 32
-# (split, label, youtube_id, source fps, frames, width, height, layout)
-GOOD_CLIPS = [
-    ("train", "abseiling", "aaaaaaaaaaa", 25, 12, 64, 48, "label"),
-    ("train", "air drumming", "bbbbbbbbbbb", 30, 9, 48, 64, "underscore"),
-    ("train", "zumba", "ccccccccccc", 12, 6, 80, 80, "flat"),
-    ("train", "zumba", "ddddddddddd", 15, 8, 96, 54, "label"),
-    ("validate", "abseiling", "eeeeeeeeeee", 20, 10, 66, 50, "label"),
-    ("validate", "air drumming", "fffffffffff", 10, 4, 40, 72, "flat"),
-]
-# fault kind -> youtube_id; all in split train with label zumba
-FAULTS = {"missing": "m-missing00", "corrupt": "x-corrupt00", "truncated": "x-truncated",
-          "zero_byte": "x-zerobyte0", "text": "x-textfile0"}
-
-
-def clip_id(youtube_id: str, start: int = 0, end: int = 10) -> str:
-    return f"{youtube_id}_{start:06d}_{end:06d}"
-
-
-def source_frames(n: int, width: int, height: int, seed: int) -> np.ndarray:
-    """Smooth moving gradients (JPEG/H.264 friendly), uint8 (N, H, W, 3)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = rng.uniform(0, 255, 3)
-    return np.stack([
-        np.stack([(base[c] + 3 * x + 2 * y + 9 * t * (c + 1)) % 256 for c in range(3)], -1)
-        for t in range(n)
-    ]).astype(np.uint8)
-
-
-def write_kinetics_root(root: Path, faults: bool = True, extra_train: int = 0) -> Path:
-    """A Kinetics-layout root: classes.txt, annotations/{train,validate}.csv, videos/<split>/..."""
-    (root / "annotations").mkdir(parents=True)
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    clips = list(GOOD_CLIPS) + [
-        ("train", "abseiling", f"extra{k:06d}", 25, 10, 64, 48, "label") for k in range(extra_train)
-    ]
-    rows = {"train": [], "validate": []}
-    for seed, (split, label, yid, fps, n, w, h, layout) in enumerate(clips):
-        folder = root / "videos" / split
-        folder = {"label": folder / label, "underscore": folder / label.replace(" ", "_"),
-                  "flat": folder}[layout]
-        folder.mkdir(parents=True, exist_ok=True)
-        encode_video(source_frames(n, w, h, seed), folder / f"{clip_id(yid)}.mp4", fps)
-        rows[split].append((label, yid))
-    if faults:
-        folder = root / "videos" / "train" / "zumba"
-        good = (root / "videos/train/abseiling" / f"{clip_id('aaaaaaaaaaa')}.mp4").read_bytes()
-        (folder / f"{clip_id(FAULTS['corrupt'])}.mp4").write_bytes(
-            good[:32] + np.random.default_rng(0).bytes(len(good)))
-        (folder / f"{clip_id(FAULTS['truncated'])}.mp4").write_bytes(good[: len(good) // 2])
-        (folder / f"{clip_id(FAULTS['zero_byte'])}.mp4").write_bytes(b"")
-        (folder / f"{clip_id(FAULTS['text'])}.mp4").write_text("this is not a video\n")
-        rows["train"] += [("zumba", yid) for yid in FAULTS.values()]
-    for split, entries in rows.items():
-        lines = ["label,youtube_id,time_start,time_end,split,is_cc"]
-        lines += [f'"{label}",{yid},0,10,{split},0' for label, yid in entries]
-        (root / "annotations" / f"{split}.csv").write_text("\n".join(lines) + "\n")
-    return root
-
-
-def run_stage(root: Path, shards_dir: Path, **overrides) -> dict:
-    params = dict(classes_file=None, fps=FPS, short_side=SHORT_SIDE,
-                  jpeg_quality=90, workers=1, trim=False, samples_per_shard=2)
-    return preprocess(root, shards_dir, **{**params, **overrides})
-
-
-def read_manifest(shards_dir: Path) -> dict[str, dict]:
-    with open(shards_dir / "manifest.csv", newline="") as f:
-        return {row["clip_id"]: row for row in csv.DictReader(f)}
-
-
-def tree_bytes(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def reference_decode(video: Path, out_dir: Path,
@@ -207,18 +133,18 @@ def test_shards_hold_sorted_clips_in_webdataset_layout(built):
 def test_output_is_byte_identical_whatever_the_worker_count(built, tmp_path):
     root, shards, _ = built
     run_stage(root, tmp_path / "two", workers=2)
-    assert tree_bytes(tmp_path / "two") == tree_bytes(shards)
+    assert tree_hashes(tmp_path / "two") == tree_hashes(shards)
 
 
 def test_rerun_keeps_shards_and_changed_params_rebuild(built, tmp_path):
     root, shards, _ = built
     out = tmp_path / "out"
     run_stage(root, out)
-    first = tree_bytes(out)
+    first = tree_hashes(out)
     assert run_stage(root, out)["reused_shards"] == 3
-    assert tree_bytes(out) == first
+    assert tree_hashes(out) == first
     changed = run_stage(root, out, jpeg_quality=50)
-    assert changed["reused_shards"] == 0 and tree_bytes(out) != first
+    assert changed["reused_shards"] == 0 and tree_hashes(out) != first
     assert run_stage(root, out, samples_per_shard=10)["splits"]["train"]["shards"] == 1
     assert sorted(p.name for p in (out / "train").iterdir()) == ["train-000000.tar"]
 
@@ -256,7 +182,7 @@ def test_killed_run_resumes_to_the_same_bytes(tmp_path):
     resumed = run_stage(root, killed, samples_per_shard=1)
     assert resumed["reused_shards"] >= 1
     run_stage(root, tmp_path / "clean", samples_per_shard=1)
-    assert tree_bytes(killed) == tree_bytes(tmp_path / "clean")
+    assert tree_hashes(killed) == tree_hashes(tmp_path / "clean")
 
 
 def test_a_truncated_faststart_mp4_is_failed_not_kept_short(tmp_path):
@@ -274,7 +200,7 @@ def test_a_truncated_faststart_mp4_is_failed_not_kept_short(tmp_path):
 
 
 def test_a_run_with_other_params_starts_clean_and_readers_refuse_mixed_shards(tmp_path, monkeypatch):
-    from pipeline import preprocess as stage
+    from pipeline.data.shard_writer import SplitWriter
     from pipeline.data.shards import ClipDataset
     from pipeline.data.clips import uniform_clip_indices
 
@@ -286,7 +212,7 @@ def test_a_run_with_other_params_starts_clean_and_readers_refuse_mixed_shards(tm
     def die_after_first_clip(self, *args):
         raise KeyboardInterrupt  # killed while writing the first clip of the new params
 
-    monkeypatch.setattr(stage._SplitWriter, "add", die_after_first_clip)
+    monkeypatch.setattr(SplitWriter, "add", die_after_first_clip)
     with pytest.raises(KeyboardInterrupt):
         run_stage(root, shards, samples_per_shard=1, short_side=24)
     monkeypatch.undo()

@@ -14,12 +14,13 @@ import yaml
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from mlflow_server import (CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet,  # noqa: F401
-                           mlflow_server, register_version)
+from helpers import enter_project_store
+from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
 from pipeline.cli import main
 from pipeline.core.config import config_md5, load_config, write_params
 from pipeline.register import main as register_main
-from pipeline.register import validation_outcome
+from pipeline.registry.publish import validation_outcome
+from pipeline.training.checkpoint import Checkpoint
 from pipeline.registry.tracking import setup_mlflow
 from pipeline.registry.predict import video_scores, video_views
 from pipeline.data.video import encode_video
@@ -180,10 +181,7 @@ def test_predict_over_http_uses_the_staging_model(register_version, capsys, tmp_
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Path:
     """An empty project directory with its own params.yaml and SQLite store."""
-    monkeypatch.chdir(tmp_path)
-    # absolute: MLflow caches stores by URI, and other tests use the relative default
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow/mlflow.db")
-    (tmp_path / "mlflow").mkdir()
+    enter_project_store(tmp_path, monkeypatch)
     write_params(tmp_path / "params.yaml")
     yield tmp_path
     mlflow.set_tracking_uri(None)
@@ -198,8 +196,8 @@ def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -
     net = a2model.build_model(name, num_classes=len(classes)).eval()
     out_dir = Path(cfg.train.out_dir)
     out_dir.mkdir(parents=True)
-    torch.save({"model": net.state_dict(), "config": OmegaConf.to_container(cfg), "classes": classes,
-                "model_name": name, "clip": dict(cfg.model.clip), "epoch": 2}, out_dir / "last.pt")
+    Checkpoint(weights=net.state_dict(), config=OmegaConf.to_container(cfg), classes=classes,
+               epoch=2).save(out_dir / "last.pt")
     with mlflow.start_run(experiment_id=setup_mlflow(cfg.mlflow.experiment)) as run:
         mlflow.log_metrics(GOOD_METRICS)
         mlflow.set_tags({"git_commit": "abc123", "data.dvc_md5": "d" * 32 + ".dir",
@@ -308,8 +306,7 @@ def _promote_concurrently(name: str, versions: list[str], monkeypatch, lock_uri:
 
 
 def test_concurrent_promotions_on_the_local_store_are_serialised(project: Path, monkeypatch) -> None:
-    from mlflow_server import StandInNet
-    from pipeline.register import Lineage, log_and_register
+    from pipeline.registry.publish import Lineage, log_and_register
     from pipeline.registry.promotion import Promotion, promotion_history
     from pipeline.registry.tracking import tracking_uri
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from torchvision.io import decode_jpeg
-from test_preprocess import CLASSES, GOOD_CLIPS, clip_id, read_manifest, run_stage, write_kinetics_root
 
+from helpers import (CLASSES, GOOD_CLIPS, clip_id, iter_shard_clips, read_manifest, run_stage,
+                     write_kinetics_root)
 from pipeline.data.clips import random_clip_indices
 from pipeline.core.errors import StageError
-from pipeline.data.shards import ClipDataset, decode_frames, item_generator, iter_shard, shard_paths
+from pipeline.data.shards import ClipDataset, decode_frames, item_generator, shard_paths
 
 TRAIN = sorted((clip_id(c[2]), CLASSES.index(c[1])) for c in GOOD_CLIPS if c[0] == "train")
 
@@ -26,7 +27,8 @@ def two_views(num_frames: int, generator: torch.Generator) -> list[list[int]]:
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
+def good_clip_shards(tmp_path_factory) -> Path:
+    """Shards dir of the GOOD_CLIPS alone: 4 train clips in 2 shards, 2 validate clips in 1."""
     tmp = tmp_path_factory.mktemp("shards")
     root = write_kinetics_root(tmp / "root", faults=False)
     run_stage(root, tmp / "shards", samples_per_shard=3)
@@ -42,43 +44,43 @@ def decode_reference(jpeg: bytes) -> torch.Tensor:
     return decode_jpeg(torch.frombuffer(bytearray(jpeg), dtype=torch.uint8))
 
 
-def test_iter_shard_yields_every_clip_with_its_tar_members(shards):
-    paths = shard_paths(shards, "train")
+def test_iter_shard_yields_every_clip_with_its_tar_members(good_clip_shards):
+    paths = shard_paths(good_clip_shards, "train")
     assert [p.name for p in paths] == ["train-000000.tar", "train-000001.tar"]
-    records = [r for p in paths for r in iter_shard(p)]
+    records = [r for p in paths for r in iter_shard_clips(p)]
     assert [(r.key, r.meta["label_index"]) for r in records] == TRAIN
-    manifest = read_manifest(shards)
+    manifest = read_manifest(good_clip_shards)
     for path in paths:
-        for record in iter_shard(path):
+        for record in iter_shard_clips(path):
             assert len(record.jpegs) == record.meta["num_frames"]
             assert record.meta["num_frames"] == int(manifest[record.key]["num_frames"])
             for i, jpeg in enumerate(record.jpegs):
                 assert jpeg == member_bytes(path, f"{record.key}.{i:06d}.jpg")
 
 
-def test_dataset_metadata_comes_from_the_shards(shards):
-    ds = ClipDataset(shards, "train", two_views)
-    manifest = read_manifest(shards)
+def test_dataset_metadata_comes_from_the_shards(good_clip_shards):
+    ds = ClipDataset(good_clip_shards, "train", two_views)
+    manifest = read_manifest(good_clip_shards)
     assert len(ds) == len(TRAIN)
     assert list(zip(ds.keys, ds.labels)) == TRAIN
     assert ds.num_frames == [int(manifest[key]["num_frames"]) for key in ds.keys]
     ds.close()
 
 
-def test_items_are_the_sampled_frames_decoded_exactly(shards):
+def test_items_are_the_sampled_frames_decoded_exactly(good_clip_shards):
     seen = []
 
     def transform(frames: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         seen.append(frames.shape)
         return frames
 
-    ds = ClipDataset(shards, "train", two_views, transform=transform, seed=3)
-    manifest = read_manifest(shards)
+    ds = ClipDataset(good_clip_shards, "train", two_views, transform=transform, seed=3)
+    manifest = read_manifest(good_clip_shards)
     for index in range(len(ds)):
         item = ds[index]
         key, n = item["key"], ds.num_frames[index]
         views = two_views(n, item_generator(3, 0, index))
-        shard = shards / manifest[key]["shard"]
+        shard = good_clip_shards / manifest[key]["shard"]
         expected = torch.stack([
             torch.stack([decode_reference(member_bytes(shard, f"{key}.{i:06d}.jpg"))
                          for i in view]) for view in views])
@@ -89,8 +91,8 @@ def test_items_are_the_sampled_frames_decoded_exactly(shards):
     ds.close()
 
 
-def test_only_the_needed_frames_are_read(shards, monkeypatch):
-    ds = ClipDataset(shards, "train", lambda n, g: [[1, 1, 2], [2, 1, 1]])
+def test_only_the_needed_frames_are_read(good_clip_shards, monkeypatch):
+    ds = ClipDataset(good_clip_shards, "train", lambda n, g: [[1, 1, 2], [2, 1, 1]])
     reads = []
     real_pread = os.pread
     monkeypatch.setattr(os, "pread", lambda fd, size, offset: reads.append(size) or
@@ -100,11 +102,11 @@ def test_only_the_needed_frames_are_read(shards, monkeypatch):
     ds.close()
 
 
-def test_items_depend_on_seed_epoch_index_not_on_workers(shards):
+def test_items_depend_on_seed_epoch_index_not_on_workers(good_clip_shards):
     def draw(n: int, generator: torch.Generator) -> list[list[int]]:
         return [[int(torch.randint(0, n, (1,), generator=generator)) for _ in range(6)]]
 
-    ds = ClipDataset(shards, "train", draw)
+    ds = ClipDataset(good_clip_shards, "train", draw)
     ds.set_epoch(2)
     direct = [ds[i] for i in range(len(ds))]
     loaded = list(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2))
@@ -115,19 +117,19 @@ def test_items_depend_on_seed_epoch_index_not_on_workers(shards):
     ds.close()
 
 
-def test_decode_frames_repeats_without_decoding_twice(shards):
-    record = next(iter_shard(shard_paths(shards, "validate")[0]))
+def test_decode_frames_repeats_without_decoding_twice(good_clip_shards):
+    record = next(iter_shard_clips(shard_paths(good_clip_shards, "validate")[0]))
     frames = decode_frames(record.jpegs, [1, 0, 1])
     assert torch.equal(frames[0], frames[2])
     assert torch.equal(frames[1], decode_reference(record.jpegs[0]))
 
 
-def test_no_resource_warnings_and_clear_error_without_shards(shards, tmp_path):
+def test_no_resource_warnings_and_clear_error_without_shards(good_clip_shards, tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        ds = ClipDataset(shards, "validate", two_views)
+        ds = ClipDataset(good_clip_shards, "validate", two_views)
         ds[0], ds[1]
-        for _ in iter_shard(shard_paths(shards, "train")[0]):
+        for _ in iter_shard_clips(shard_paths(good_clip_shards, "train")[0]):
             break
         del ds
         gc.collect()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import math
 import os
-import socket
 from pathlib import Path
 
 import mlflow
@@ -11,90 +11,42 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from omegaconf import DictConfig
-from test_preprocess import run_stage, write_kinetics_root
+from helpers import free_port, tiny_config, tiny_overrides
 
 import pipeline.train as train_stage
 from pipeline.core.config import load_config
-from pipeline.training.distributed import SyncBatchNorm
-from pipeline.train import lr_factor, parameter_groups, train
 from pipeline.data.transforms import TrainTransform
-
-TRAIN_CLIPS = 8  # 4 clips of test_preprocess's root + 4 extra
-
-
-@pytest.fixture(scope="session")
-def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(dataset root, shards dir): 8 train and 2 validate clips of 3 classes, short side 32."""
-    tmp = tmp_path_factory.mktemp("train-data")
-    root = write_kinetics_root(tmp / "root", faults=False, extra_train=TRAIN_CLIPS - 4)
-    run_stage(root, tmp / "shards", samples_per_shard=3)
-    return root, tmp / "shards"
-
-
-@pytest.fixture(scope="session")
-def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """One SQLite MLflow store for the session (creating its tables takes seconds)."""
-    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-
-
-@pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_uri: str) -> Path:
-    """A fresh cwd without params.yaml (the config is composed) and the session's MLflow store."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-    return tmp_path
-
-
-def tiny_overrides(shards: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
-    """A 2-epoch tiny_a2 run on 4×32×32 clips, batch 4, with every output under ``out``."""
-    root, shards_dir = shards
-    return [
-        f"data.root={root}",
-        f"data.shards_dir={shards_dir}",
-        "model.clip.num_frames=4",
-        "model.clip.stride=1",
-        "model.clip.crop_size=32",
-        "train.epochs=2",
-        "train.batch_size=4",
-        "train.num_workers=0",
-        "train.lr=0.1",
-        f"train.out_dir={out / 'model'}",
-        f"train.metrics_csv={out / 'train_metrics.csv'}",
-        f"eval.metrics_file={out / 'metrics.json'}",
-        f"eval.per_class_file={out / 'per_class.json'}",
-        f"eval.plots_dir={out / 'plots'}",
-        *extra,
-    ]
-
-
-def tiny_config(shards: tuple[Path, Path], out: Path, *extra: str) -> DictConfig:
-    return load_config(tiny_overrides(shards, out, *extra), params_file=out / "no-params.yaml")
-
+from pipeline.training.checkpoint import FORMAT_VERSION, Checkpoint
+from pipeline.training.distributed import SyncBatchNorm
+from pipeline.training.fit import train
+from pipeline.training.optim import parameter_groups, warmup_cosine
 
 def state_dicts_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_training_writes_checkpoint_weights_metrics_and_one_mlflow_run(shards, workdir):
-    cfg = tiny_config(shards, workdir)
+def test_training_writes_checkpoint_weights_metrics_and_one_mlflow_run(training_data, workdir):
+    cfg = tiny_config(training_data, workdir)
     checkpoint_path = train(cfg)
 
-    checkpoint = torch.load(checkpoint_path, weights_only=True)
-    assert checkpoint["epoch"] == 2
-    assert checkpoint["model_name"] == "tiny_a2"
-    assert checkpoint["classes"] == ["abseiling", "air drumming", "zumba"]
-    assert checkpoint["clip"] == {"num_frames": 4, "stride": 1, "crop_size": 32}
-    assert checkpoint["config"]["train"]["epochs"] == 2
-    assert {"model", "optimizer", "scheduler", "rng"} <= checkpoint.keys()
-    final = torch.load(workdir / "model/model.pt", weights_only=True)
-    assert state_dicts_equal(final, checkpoint["model"])
+    record = torch.load(checkpoint_path, weights_only=True)  # plain data: loads without the project's classes
+    assert record["format"] == "a2nets.checkpoint" and record["format_version"] == FORMAT_VERSION
+    checkpoint = Checkpoint.load(checkpoint_path)
+    assert checkpoint.epoch == 2 and checkpoint.finished
+    assert checkpoint.model_name == "tiny_a2"
+    assert checkpoint.classes == ["abseiling", "air drumming", "zumba"]
+    assert checkpoint.clip == {"num_frames": 4, "stride": 1, "crop_size": 32}
+    assert checkpoint.config["train"]["epochs"] == 2
+    assert checkpoint.optimizer["state"] and checkpoint.scheduler and {"torch", "python"} <= checkpoint.rng.keys()
+    assert state_dicts_equal(checkpoint.build_net(checkpoint_path).state_dict(), checkpoint.weights)
+    assert sorted(p.name for p in (workdir / "model").iterdir()) == ["last.pt", "run_id.txt"]  # no temp file left
 
     lines = (workdir / "train_metrics.csv").read_text().splitlines()
     assert lines[0].split(",")[:3] == ["epoch", "train_loss", "train_top1"]
     assert [line.split(",")[0] for line in lines[1:]] == ["1", "2"]
 
     run_id = (workdir / "model/run_id.txt").read_text().strip()
-    assert run_id == checkpoint["mlflow_run_id"]
+    assert run_id == checkpoint.mlflow_run_id
     run = mlflow.get_run(run_id)
     assert run.data.params["train.epochs"] == "2"
     assert run.data.params["model.net.name"] == "tiny_a2"
@@ -105,55 +57,55 @@ def test_training_writes_checkpoint_weights_metrics_and_one_mlflow_run(shards, w
     assert [m.step for m in history] == [1, 2]
 
 
-def test_resume_after_an_interruption_ends_with_the_weights_of_a_straight_run(shards, workdir, monkeypatch):
-    straight = tiny_config(shards, workdir / "straight")
+def test_resume_after_an_interruption_ends_with_the_weights_of_a_straight_run(training_data, workdir, monkeypatch):
+    straight = tiny_config(training_data, workdir / "straight")
     train(straight)
 
     class Interrupted(Exception):
         pass
 
-    save = train_stage.atomic_save
+    save = Checkpoint.save
 
-    def save_then_die(obj, path):
-        save(obj, path)
+    def save_then_die(checkpoint, path):
+        save(checkpoint, path)
         raise Interrupted  # killed right after the first epoch's checkpoint
 
-    resumed = tiny_config(shards, workdir / "resumed")
-    monkeypatch.setattr(train_stage, "atomic_save", save_then_die)
+    resumed = tiny_config(training_data, workdir / "resumed")
+    monkeypatch.setattr(Checkpoint, "save", save_then_die)
     with pytest.raises(Interrupted):
         train(resumed)
-    monkeypatch.setattr(train_stage, "atomic_save", save)
+    monkeypatch.setattr(Checkpoint, "save", save)
     first_run_id = (workdir / "resumed/model/run_id.txt").read_text()
-    assert torch.load(workdir / "resumed/model/last.pt", weights_only=True)["epoch"] == 1
+    assert Checkpoint.load(workdir / "resumed/model/last.pt").epoch == 1
 
     resumed.train.resume = True
     train(resumed)
 
-    a = torch.load(workdir / "straight/model/last.pt", weights_only=True)
-    b = torch.load(workdir / "resumed/model/last.pt", weights_only=True)
-    assert state_dicts_equal(a["model"], b["model"])
-    momentum_a = [s["momentum_buffer"] for s in a["optimizer"]["state"].values()]
-    momentum_b = [s["momentum_buffer"] for s in b["optimizer"]["state"].values()]
+    a = Checkpoint.load(workdir / "straight/model/last.pt")
+    b = Checkpoint.load(workdir / "resumed/model/last.pt")
+    assert state_dicts_equal(a.weights, b.weights)
+    momentum_a = [s["momentum_buffer"] for s in a.optimizer["state"].values()]
+    momentum_b = [s["momentum_buffer"] for s in b.optimizer["state"].values()]
     assert all(torch.equal(x, y) for x, y in zip(momentum_a, momentum_b, strict=True))
-    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    assert [r["train_loss"] for r in a.history] == [r["train_loss"] for r in b.history]
     assert (workdir / "resumed/model/run_id.txt").read_text() == first_run_id
     # killed between the checkpoint and the metrics: every epoch is logged exactly once
     logged = mlflow.MlflowClient().get_metric_history(first_run_id.strip(), "train_loss")
     assert sorted(m.step for m in logged) == [1, 2]
-    assert [m.value for m in sorted(logged, key=lambda m: m.step)] == [r["train_loss"] for r in a["history"]]
+    assert [m.value for m in sorted(logged, key=lambda m: m.step)] == [r["train_loss"] for r in a.history]
 
 
-def interrupted_after_first_epoch(shards, out: Path, monkeypatch) -> DictConfig:
+def interrupted_after_first_epoch(training_data, out: Path, monkeypatch) -> DictConfig:
     """Train 1 of 2 epochs, then die (as kill -9 would) with the MLflow run left RUNNING."""
-    cfg = tiny_config(shards, out)
-    save = train_stage.atomic_save
+    cfg = tiny_config(training_data, out)
+    save = Checkpoint.save
 
-    def save_then_die(obj, path):
-        save(obj, path)
+    def save_then_die(checkpoint, path):
+        save(checkpoint, path)
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(train_stage, "atomic_save", save_then_die)
+        patch.setattr(Checkpoint, "save", save_then_die)
         with pytest.raises(KeyboardInterrupt):
             train(cfg)
     run_id = (out / "model/run_id.txt").read_text().strip()
@@ -162,14 +114,14 @@ def interrupted_after_first_epoch(shards, out: Path, monkeypatch) -> DictConfig:
 
 
 def test_an_unfinished_training_is_refused_by_evaluate_and_register_unless_overridden(
-        shards, workdir, monkeypatch, capsys):
+        training_data, workdir, monkeypatch, capsys):
     from pipeline.evaluate import main as evaluate_main
     from pipeline.register import main as register_main
 
     out = workdir / "killed"
-    interrupted_after_first_epoch(shards, out, monkeypatch)
+    interrupted_after_first_epoch(training_data, out, monkeypatch)
     capsys.readouterr()
-    overrides = tiny_overrides(shards, out)
+    overrides = tiny_overrides(training_data, out)
     for stage, key in ((evaluate_main, "eval.allow_unfinished"), (register_main, "register.allow_unfinished")):
         assert stage(overrides) == 2
         err = capsys.readouterr().err
@@ -183,20 +135,14 @@ def test_an_unfinished_training_is_refused_by_evaluate_and_register_unless_overr
     assert version.tags["unfinished"] == "epoch 1 of 2"
 
 
-def test_a_new_training_marks_the_killed_run_in_its_place_killed(shards, workdir, monkeypatch):
+def test_a_new_training_marks_the_killed_run_in_its_place_killed(training_data, workdir, monkeypatch):
     out = workdir / "killed"
-    interrupted_after_first_epoch(shards, out, monkeypatch)
+    interrupted_after_first_epoch(training_data, out, monkeypatch)
     killed_run = (out / "model/run_id.txt").read_text().strip()
-    train(tiny_config(shards, out))
+    train(tiny_config(training_data, out))
     run = mlflow.MlflowClient().get_run(killed_run)
     assert run.info.status == "KILLED" and "a2nets.abandoned" in run.data.tags
     assert (out / "model/run_id.txt").read_text().strip() != killed_run
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ddp_worker(rank: int, world_size: int, port: int, overrides: list[str], params_file: str) -> None:
@@ -208,24 +154,24 @@ def ddp_worker(rank: int, world_size: int, port: int, overrides: list[str], para
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_train_like_one_process_on_the_same_global_batch(shards, workdir):
+def test_two_gloo_processes_train_like_one_process_on_the_same_global_batch(training_data, workdir):
     torch.set_num_threads(1)
     no_dropout = "+model.net.dropout=0.0"  # dropout masks are per process: the one non-equal part
     single = workdir / "single"
-    train(tiny_config(shards, single, no_dropout))
+    train(tiny_config(training_data, single, no_dropout))
     double = workdir / "double"
-    overrides = tiny_overrides(shards, double, no_dropout)
+    overrides = tiny_overrides(training_data, double, no_dropout)
     mp.spawn(ddp_worker, args=(2, free_port(), overrides, str(double / "no-params.yaml")), nprocs=2)
 
-    a = torch.load(single / "model/last.pt", weights_only=True)
-    b = torch.load(double / "model/last.pt", weights_only=True)
-    assert a["model"].keys() == b["model"].keys()
+    a = Checkpoint.load(single / "model/last.pt")
+    b = Checkpoint.load(double / "model/last.pt")
+    assert a.weights.keys() == b.weights.keys()
     # float rounding differs (sums split over processes): 5e-5 to 9e-4 after these 4 steps at
     # lr 0.1, depending on the clips' last bits; without synchronised BatchNorm the running
     # variances alone differ by ~6e-2
-    for key in a["model"]:
-        assert torch.allclose(a["model"][key].double(), b["model"][key].double(), atol=2e-3), key
-    for row_a, row_b in zip(a["history"], b["history"], strict=True):
+    for key in a.weights:
+        assert torch.allclose(a.weights[key].double(), b.weights[key].double(), atol=2e-3), key
+    for row_a, row_b in zip(a.history, b.history, strict=True):
         for metric in ("train_loss", "train_top1", "val_clip_top1"):
             assert row_a[metric] == pytest.approx(row_b[metric], abs=1e-3), metric
 
@@ -256,12 +202,36 @@ def test_sync_batchnorm_on_two_cpu_processes_equals_batchnorm_on_the_whole_batch
     assert torch.allclose(parts[0]["weight_grad"] + parts[1]["weight_grad"], reference.weight.grad, atol=1e-5)
 
 
+def lr_factors(warmup_steps: int, total_steps: int) -> list[float]:
+    """The multiplier of the base lr at every iteration 0..total_steps of ``warmup_cosine``."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler = warmup_cosine(optimizer, warmup_steps, total_steps)
+    factors = []
+    for _ in range(total_steps + 1):
+        factors.append(optimizer.param_groups[0]["lr"] / 0.1)
+        optimizer.step()
+        scheduler.step()
+    return factors
+
+
 def test_lr_warms_up_linearly_then_decays_along_a_cosine_to_zero():
-    factors = [lr_factor(step, warmup_steps=4, total_steps=12) for step in range(12)]
-    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
-    assert factors[4] == 1.0 and factors[8] == pytest.approx(0.5)
-    assert all(a > b for a, b in zip(factors[4:], factors[5:]))
-    assert lr_factor(12, 4, 12) == pytest.approx(0.0)
+    factors = lr_factors(warmup_steps=4, total_steps=12)
+    assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0], rel=1e-12)
+    assert factors[4] == pytest.approx(1.0, rel=1e-12) and factors[8] == pytest.approx(0.5)
+    assert all(a > b for a, b in zip(factors[4:12], factors[5:13]))
+    assert factors[12] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("warmup_steps, total_steps", [(4, 12), (0, 10), (1, 7), (30, 600)])
+def test_torch_schedulers_give_the_closed_form_warmup_cosine_curve(warmup_steps, total_steps):
+    def closed_form(step: int) -> float:  # the curve the paper's recipe names
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    factors = lr_factors(warmup_steps, total_steps)
+    assert factors == pytest.approx([closed_form(s) for s in range(total_steps + 1)], rel=1e-12, abs=1e-14)
 
 
 def test_weight_decay_skips_norm_parameters_and_biases():
@@ -301,8 +271,8 @@ def test_train_crop_stays_within_max_shift_of_the_centre():
         ("train.batch_size=64", "fewer than train.batch_size=64"),
     ],
 )
-def test_bad_configs_fail_with_one_clear_line(shards, workdir, capsys, override, message):
-    argv = tiny_overrides(shards, workdir, override)
+def test_bad_configs_fail_with_one_clear_line(training_data, workdir, capsys, override, message):
+    argv = tiny_overrides(training_data, workdir, override)
     assert train_stage.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err

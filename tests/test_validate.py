@@ -24,9 +24,10 @@ import torch
 from torchvision.io import encode_jpeg
 
 from pipeline.core.errors import StageError
-from pipeline.validate import (
-    MANIFEST_COLUMNS, Settings, collect, failure_line, run_checks, validate_dataset,
-)
+from pipeline.data.layout import MANIFEST_COLUMNS
+from pipeline.quality.checks import Settings
+from pipeline.quality.gx import run_checks
+from pipeline.quality.validation import collect, failure_line, validate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["abseiling", "playing cello", "skiing (not slalom or crosscountry)"]

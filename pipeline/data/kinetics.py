@@ -55,6 +55,13 @@ def _unsafe_path_part(name: str) -> bool:
     return name in ("", ".", "..") or any(c in name for c in "/\\\0")
 
 
+def quote_label(label: str) -> str:
+    """A label as a CSV field the way the Kinetics CSVs write it (labels with spaces are quoted)."""
+    if any(c in label for c in ' ,"()'):
+        return '"' + label.replace('"', '""') + '"'
+    return label
+
+
 def load_classes(path: Path) -> list[str]:
     """Return the class names of ``path`` (``classes.txt``); index = 0-based line number."""
     path = Path(path)

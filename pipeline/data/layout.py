@@ -14,6 +14,7 @@ import json
 import re
 from pathlib import Path
 
+FORMAT_VERSION = 3  # of the shards: bump when their layout or the decoding changes
 MANIFEST_FILE = "manifest.csv"
 PROVENANCE_FILE = "provenance.json"
 STATE_DIR = ".state"

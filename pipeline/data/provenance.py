@@ -13,7 +13,7 @@ import json
 import re
 from pathlib import Path
 
-from pipeline.data.layout import PROVENANCE_FILE
+from pipeline.data.layout import MANIFEST_FILE, PROVENANCE_FILE
 from pipeline.data.video import ffmpeg_version, ffmpeg_version_text
 
 TOOLCHAIN_TAG = "toolchain."  # prefix of the MLflow run and model-version tags naming it
@@ -50,3 +50,34 @@ def shards_toolchain(shards_dir: Path) -> dict[str, str]:
         return dict(json.loads(path.read_text())["toolchain"])
     except (OSError, ValueError, KeyError, TypeError):
         return {}
+
+
+def data_fingerprint(shards_dir: Path) -> dict[str, str]:
+    """Tags naming a training's data: manifest and shard-list hashes, dvc.lock's, the toolchain."""
+    shards_dir = Path(shards_dir)
+    manifest = shards_dir / MANIFEST_FILE
+    listing = "".join(
+        f"{p.relative_to(shards_dir).as_posix()}\t{p.stat().st_size}\n" for p in sorted(shards_dir.rglob("*.tar"))
+    )
+    tags = {
+        "data.manifest_md5": hashlib.md5(manifest.read_bytes()).hexdigest() if manifest.is_file() else "missing",
+        "data.shards_list_md5": hashlib.md5(listing.encode()).hexdigest(),
+        **{f"{TOOLCHAIN_TAG}{tool}": version for tool, version in shards_toolchain(shards_dir).items()},
+    }
+    md5 = dvc_lock_md5(shards_dir)
+    if md5:
+        tags["data.dvc_md5"] = md5
+    return tags
+
+
+def dvc_lock_md5(out_path: Path, lock: Path = Path("dvc.lock")) -> str | None:
+    """The md5 ``dvc.lock`` records for the stage output ``out_path``; None when it records none."""
+    if not lock.is_file():
+        return None
+    import yaml
+
+    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values():
+        for out in stage.get("outs", []):
+            if Path(out.get("path", "")) == Path(out_path) and "md5" in out:
+                return str(out["md5"])
+    return None

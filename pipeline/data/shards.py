@@ -11,7 +11,6 @@ training processes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,7 @@ import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from pipeline.core.errors import StageError
+from pipeline.core.seeds import derived_seed
 from pipeline.data.layout import FINGERPRINT, PROVENANCE_FILE, read_fingerprint, shard_pattern
 
 Sampler = Callable[[int, torch.Generator], list[list[int]]]
@@ -114,8 +114,7 @@ def decode_frames(jpegs: Sequence[bytes], indices: Sequence[int]) -> torch.Tenso
 
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """A generator seeded from (seed, epoch, index) alone (independent of worker or rank)."""
-    digest = hashlib.sha256(f"{seed}/{epoch}/{index}".encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    return torch.Generator().manual_seed(derived_seed(seed, epoch, index))
 
 
 def _refuse_mixed_runs(shards_dir: Path, split: str, entries: list[ClipEntry], paths: list[Path]) -> None:

@@ -1,5 +1,5 @@
-"""ffmpeg access: which binary to run, decoding a clip to RGB frames or JPEG-ready YUV
-planes, encoding test videos.
+"""ffmpeg access: which binary to run, decoding a clip to JPEG-ready Y'CbCr planes, and the
+exact H.264 encoder (the synthetic set, test and benchmark videos).
 
 Every data stage runs the ffmpeg that ``video.ffmpeg`` names: ``wheel`` (the default, the
 static binary of the pinned ``imageio-ffmpeg`` wheel, the same build on every machine),
@@ -14,18 +14,18 @@ import fcntl
 import functools
 import io
 import os
+import platform
 import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import ffmpeg
 import numpy as np
 
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, StageError
 
 WHEEL_FFMPEG = "wheel"
 SYSTEM_FFMPEG = "system"
@@ -73,21 +73,6 @@ def ffmpeg_version(setting: str = WHEEL_FFMPEG) -> str:
 
 class DecodeError(Exception):
     """ffmpeg could not decode a video; ``str(err)`` is ffmpeg's own reason."""
-
-
-@dataclass(frozen=True)
-class DecodedClip:
-    """RGB frames of one clip, ``frames`` uint8 (N, H, W, 3)."""
-
-    frames: np.ndarray
-
-    @property
-    def height(self) -> int:
-        return int(self.frames.shape[1])
-
-    @property
-    def width(self) -> int:
-        return int(self.frames.shape[2])
 
 
 def short_side_scale(short_side: int) -> dict[str, str]:
@@ -219,29 +204,6 @@ def _stream_raw(chain: ffmpeg.nodes.FilterableStream, pix_fmt: str,
                 process.wait()
 
 
-def stream_frames(
-    path: Path,
-    *,
-    fps: float,
-    short_side: int,
-    start: float | None = None,
-    end: float | None = None,
-    ffmpeg_setting: str = WHEEL_FFMPEG,
-) -> Iterator[np.ndarray]:
-    """Yield the RGB frames uint8 (H, W, 3) of ``path`` as ffmpeg decodes them.
-
-    Frames are resampled to ``fps`` and scaled to short side ``short_side`` (long side even,
-    aspect kept) in YUV 4:2:0 before the conversion to RGB (scaling and converting in one
-    swscale pass costs twice the decoding); ``start``/``end`` (seconds) cut a window out of an
-    untrimmed source; audio is dropped; ``ffmpeg_setting`` is ``video.ffmpeg``. Errors: see
-    ``_stream_raw``.
-    """
-    chain = _scale_chain(path, fps, short_side, start, end)
-    for frame, width, height in _stream_raw(chain, "rgb24", lambda w, h: w * h * 3, ffmpeg_setting, fps,
-                                            (start, end)):
-        yield np.frombuffer(frame, np.uint8).reshape(height, width, 3)
-
-
 def stream_jpeg_planes(
     path: Path,
     *,
@@ -253,11 +215,13 @@ def stream_jpeg_planes(
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Yield the frames of ``path`` as JPEG-ready planes: Y uint8 (H, W), Cb and Cr (H/2, W/2).
 
-    The same frames as ``stream_frames`` (same arguments and errors), but never converted to
-    RGB: ffmpeg scales straight to full-range BT.601 Y'CbCr 4:2:0 (halves rounded up), the
-    colour space JPEG/JFIF stores, so a JPEG encoder can take the planes as they are. A source
-    tagged with another matrix (BT.709 ...) or limited range is converted by the same swscale
-    pass, so decoding the JPEG gives the colours of ``stream_frames`` (within JPEG loss).
+    Frames are resampled to ``fps`` and scaled to short side ``short_side`` (long side even,
+    aspect kept); ``start``/``end`` (seconds) cut a window out of an untrimmed source; audio is
+    dropped; ``ffmpeg_setting`` is ``video.ffmpeg``. Never converted to RGB: ffmpeg scales
+    straight to full-range BT.601 Y'CbCr 4:2:0 (halves rounded up), the colour space JPEG/JFIF
+    stores, so a JPEG encoder can take the planes as they are; a source tagged with another
+    matrix (BT.709 ...) or limited range is converted by the same swscale pass. Errors: see
+    ``_stream_raw``.
     """
     chain = _scale_chain(path, fps, short_side, start, end, out_range="full",
                          out_color_matrix="bt601")
@@ -282,38 +246,43 @@ def _reason(stderr) -> str:
     return ffmpeg_reason(_log_text(stderr))
 
 
-def decode_clip(
-    path: Path,
-    *,
-    fps: float,
-    short_side: int,
-    start: float | None = None,
-    end: float | None = None,
-    ffmpeg_setting: str = WHEEL_FFMPEG,
-) -> DecodedClip:
-    """All frames of ``path`` at once (see ``stream_frames`` for the arguments and errors)."""
-    frames = list(stream_frames(path, fps=fps, short_side=short_side, start=start, end=end,
-                                ffmpeg_setting=ffmpeg_setting))
-    return DecodedClip(np.stack(frames))
+X264_ASM = "SSE2" if platform.machine() in ("x86_64", "AMD64") else "0"  # x86-64 baseline kernels = C output
+X264_QP = 24  # constant QP: no float rate control, macroblock tree or adaptive quantisation
 
 
-def encode_video(frames: np.ndarray, path: Path, fps: float, codec: str = "libx264") -> Path:
-    """Write uint8 RGB frames (N, H, W, 3) as a video file (for tests and benchmarks).
+def rgb_to_yuv420p(frames: np.ndarray) -> bytes:
+    """uint8 RGB (T, H, W, 3), even H and W, as raw yuv420p: BT.601 limited range, integer maths.
 
-    H.264 needs even sizes, so use ``codec="mpeg4"`` or even ``H``/``W`` for odd shapes.
+    Done here rather than by swscale so that the encoder's input is the same on every CPU.
+    Chroma is the rounded mean of each 2 x 2 block.
     """
-    frames = np.ascontiguousarray(frames, dtype=np.uint8)
     n, height, width, _ = frames.shape
-    process = (
-        ffmpeg.input("pipe:", format="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
-                     framerate=fps)
-        .output(str(path), vcodec=codec, pix_fmt="yuv420p", threads=1, g=max(1, n // 2))
-        .global_args("-hide_banner", "-nostdin", "-loglevel", "error")
-        .overwrite_output()
-    )
-    try:
-        process.run(cmd=ffmpeg_exe(), input=frames.tobytes(), capture_stdout=True,
-                    capture_stderr=True)
-    except ffmpeg.Error as error:
-        raise DecodeError(f"cannot encode {path}: {ffmpeg_reason(error.stderr)}") from None
+    if height % 2 or width % 2:
+        raise ValueError(f"H.264 4:2:0 needs even frame sizes, not {width}x{height}")
+    rgb = frames.astype(np.uint16)  # 220 * 255 + 128 < 2**16
+    luma = ((66 * rgb[..., 0] + 129 * rgb[..., 1] + 25 * rgb[..., 2] + 128) >> 8) + 16
+    blocks = rgb.reshape(n, height // 2, 2, width // 2, 2, 3).sum((2, 4), dtype=np.int32)
+    r, g, b = blocks[..., 0], blocks[..., 1], blocks[..., 2]  # 4 x each block's mean
+    cb = ((-38 * r - 74 * g + 112 * b + 512) >> 10) + 128
+    cr = ((112 * r - 94 * g - 18 * b + 512) >> 10) + 128
+    planes = [plane.reshape(n, -1).astype(np.uint8) for plane in (luma, cb, cr)]
+    return np.concatenate(planes, axis=1).tobytes()
+
+
+def encode_video(frames: np.ndarray, path: Path, fps: float, ffmpeg_setting: str = WHEEL_FFMPEG) -> Path:
+    """Encode uint8 RGB frames (T, H, W, 3), even H and W, to H.264/yuv420p mp4: the same bytes
+    on every machine (integer colour conversion, libx264 at constant QP with its SSE2 kernels)."""
+    frames = np.ascontiguousarray(frames, dtype=np.uint8)
+    num_frames, height, width, _ = frames.shape
+    command = [
+        ffmpeg_exe(ffmpeg_setting), "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}", "-r", str(fps), "-i", "-",
+        "-c:v", "libx264", "-preset", "veryfast", "-qp", str(X264_QP), "-threads", "1",
+        "-x264-params", f"asm={X264_ASM}",
+        "-fflags", "+bitexact", "-flags:v", "+bitexact", "-map_metadata", "-1",
+        "-f", "mp4", str(path),
+    ]  # fmt: skip
+    result = subprocess.run(command, input=rgb_to_yuv420p(frames), capture_output=True)
+    if result.returncode != 0:
+        raise StageError(f"ffmpeg could not encode {path}: {ffmpeg_reason(result.stderr)}")
     return Path(path)

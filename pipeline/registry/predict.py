@@ -28,8 +28,8 @@ import yaml
 
 from pipeline.data.clips import uniform_clip_indices
 from pipeline.core.errors import StageError
-from pipeline.preprocess import clip_jpegs
-from pipeline.register import Preprocessing
+from pipeline.data.frames import clip_jpegs
+from pipeline.registry.publish import Preprocessing
 from pipeline.data.shards import decode_frames
 from pipeline.data.transforms import TestTransform, normalize
 from pipeline.data.video import DecodeError

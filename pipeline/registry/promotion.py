@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from pipeline.core.errors import StageError
-from pipeline.register import HEADLINE_METRICS
+from pipeline.registry.publish import HEADLINE_METRICS
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -1,13 +1,23 @@
-"""MLflow plumbing shared by the stages: where the store is and which experiment to use."""
+"""MLflow plumbing shared by the stages: where the store is, which experiment, the code's commit."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from pipeline.core.errors import StageError
 
 DEFAULT_STORE_DIR = Path("mlflow")
+
+
+def git_commit() -> str:
+    """``git rev-parse HEAD`` of the working directory (a run's code), ``unknown`` outside git."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
 def tracking_uri() -> str:

@@ -1,0 +1,60 @@
+"""Aggregation of view predictions into video predictions (PySlowFast's ``meters.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Fraction of rows of ``scores (N, K)`` whose top-``min(k, K)`` classes contain the label."""
+    if len(labels) == 0:
+        return float("nan")
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices
+    return float((top == labels[:, None]).any(1).float().mean())
+
+
+@dataclass
+class Evaluation:
+    """Scores of one evaluation: per-view and per-video labels and predictions."""
+
+    classes: list[str]
+    view_scores: torch.Tensor  # (num_videos, V, K) softmax of every view
+    labels: torch.Tensor  # (num_videos,)
+    unfinished: bool = False  # the checkpoint's training had not reached its last epoch
+
+    @property
+    def video_scores(self) -> torch.Tensor:
+        """``(num_videos, K)``: softmax scores summed over each video's views."""
+        return self.view_scores.sum(1)
+
+    def metrics(self) -> dict[str, float]:
+        """Clip and video top-1/top-5 (k clamped to the number of classes), as fractions."""
+        views = self.view_scores.shape[1]
+        view_labels = self.labels.repeat_interleave(views)
+        flat = self.view_scores.flatten(0, 1)
+        return {
+            "video_top1": topk_accuracy(self.video_scores, self.labels, 1),
+            "video_top5": topk_accuracy(self.video_scores, self.labels, 5),
+            "clip_top1": topk_accuracy(flat, view_labels, 1),
+            "clip_top5": topk_accuracy(flat, view_labels, 5),
+            "num_videos": float(len(self.labels)),
+            "views_per_video": float(views),
+        }
+
+    def predictions(self) -> torch.Tensor:
+        """Top-1 class index of every video."""
+        return self.video_scores.argmax(1)
+
+    def confusion(self) -> torch.Tensor:
+        """``(K, K)`` counts; row = actual class, column = predicted class."""
+        k = len(self.classes)
+        pairs = self.labels * k + self.predictions()
+        return torch.bincount(pairs, minlength=k * k).view(k, k)
+
+    def per_class_top1(self) -> dict[str, float]:
+        """Video top-1 of each class that has validation videos."""
+        matrix = self.confusion()
+        totals = matrix.sum(1)
+        return {name: float(matrix[i, i] / totals[i]) for i, name in enumerate(self.classes) if totals[i] > 0}

@@ -1,0 +1,76 @@
+"""Multi-view testing: every video as ``num_clips`` uniformly spaced clips × ``num_crops`` crops.
+
+PySlowFast's 3-crop testing: short side resized to the crop size, then left/centre/right crops.
+Each view is one *clip* prediction; the softmax scores of a video's views are summed into its
+*video* prediction. The model, its clip geometry and normalisation come from the checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pipeline.data.transforms import TestTransform, UniformClips, normalize
+from pipeline.evaluation.meters import Evaluation
+from pipeline.training.checkpoint import CHECKPOINT_FILE, Checkpoint
+from pipeline.training.loaders import open_split
+from pipeline.training.loop import autocast
+from pipeline.training.net import resolve_device
+
+
+@torch.no_grad()
+def evaluate(
+    checkpoint_path: Path,
+    shards_dir: Path,
+    split: str,
+    num_clips: int,
+    num_crops: int,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    allow_unfinished: bool = False,
+) -> Evaluation:
+    """Score every video of ``split`` with ``num_clips × num_crops`` views of the checkpoint's model.
+
+    An unfinished training's checkpoint is refused unless ``allow_unfinished``.
+    """
+    checkpoint = Checkpoint.load(checkpoint_path)
+    net = checkpoint.build_net(checkpoint_path).to(device).eval()
+    unfinished = checkpoint.refuse_unfinished(checkpoint_path, "eval.allow_unfinished", allow_unfinished)
+    clip, data_cfg = checkpoint.clip, checkpoint.config["data"]
+    dataset = open_split(
+        shards_dir,
+        split,
+        UniformClips(clip["num_frames"], clip["stride"], num_clips),
+        TestTransform(clip["crop_size"], num_crops),
+    )
+    views = num_clips * num_crops
+    loader = DataLoader(dataset, batch_size=max(1, batch_size // views), num_workers=num_workers)
+    scores, labels = [], []
+    for batch in tqdm(loader, desc="evaluate", dynamic_ncols=True, leave=False):
+        frames = batch["frames"]  # (N, V, C, T, H, W) uint8
+        clips = normalize(frames.to(device).flatten(0, 1), data_cfg["mean"], data_cfg["std"])
+        with autocast(device, checkpoint.config["train"]["amp"]):
+            logits = net(clips)
+        scores.append(logits.float().softmax(1).view(len(frames), views, -1).cpu())
+        labels.append(batch["label"])
+    return Evaluation(list(checkpoint.classes), torch.cat(scores), torch.cat(labels), unfinished)
+
+
+def evaluate_config(cfg: DictConfig) -> Evaluation:
+    """``evaluate`` on ``train.out_dir/last.pt`` with the ``eval`` and ``data`` settings of ``cfg``."""
+    return evaluate(
+        Path(cfg.train.out_dir) / CHECKPOINT_FILE,
+        Path(cfg.data.shards_dir),
+        cfg.data.val_split,
+        cfg.eval.num_clips,
+        cfg.eval.num_crops,
+        cfg.eval.batch_size,
+        resolve_device(cfg.train.device),
+        cfg.train.num_workers,
+        bool(cfg.eval.get("allow_unfinished", False)),
+    )

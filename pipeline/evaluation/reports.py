@@ -1,0 +1,86 @@
+"""The evaluation's reports: metrics and per-class JSON, predictions CSV, confusion PNG, MLflow."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import textwrap
+from pathlib import Path
+
+import mlflow
+import torch
+
+from pipeline.core.files import atomic_path, write_atomic
+from pipeline.evaluation.meters import Evaluation
+from pipeline.registry.tracking import setup_mlflow
+from pipeline.training.checkpoint import RUN_ID_FILE
+
+
+def write_reports(result: Evaluation, metrics_file: Path, per_class_file: Path, plots_dir: Path) -> list[Path]:
+    """Write metrics, per-class accuracy, predictions CSV and the confusion PNG; return the paths."""
+    write_atomic(metrics_file, json.dumps(result.metrics(), indent=2) + "\n")
+    write_atomic(per_class_file, json.dumps(result.per_class_top1(), indent=2) + "\n")
+    predictions = plots_dir / "predictions.csv"
+    text = io.StringIO()
+    rows = csv.writer(text, lineterminator="\n")
+    rows.writerow(["actual", "predicted"])
+    rows.writerows((result.classes[a], result.classes[p])
+                   for a, p in zip(result.labels.tolist(), result.predictions().tolist()))
+    write_atomic(predictions, text.getvalue())
+    confusion_png = plots_dir / "confusion.png"
+    plot_confusion(result.confusion(), result.classes, confusion_png)
+    return [metrics_file, per_class_file, predictions, confusion_png]
+
+
+def plot_confusion(matrix: torch.Tensor, classes: list[str], path: Path) -> None:
+    """Row-normalised confusion matrix as a PNG (class names and counts shown for ≤ 20 classes).
+
+    Columns are labelled by class index and rows by ``index: name`` (long names wrapped), so
+    Kinetics-length labels never squeeze the matrix.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(classes)
+    rates = matrix.float() / matrix.sum(1, keepdim=True).clamp(min=1)
+    side = min(4 + 0.4 * k, 20)
+    fig, ax = plt.subplots(figsize=(side, side))
+    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    if k <= 20:
+        ax.set_xticks(range(k), [str(i) for i in range(k)])
+        ax.set_yticks(range(k), [textwrap.fill(f"{i}: {name}", 32) for i, name in enumerate(classes)])
+        for i in range(k):
+            for j in range(k):
+                if matrix[i, j]:
+                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
+                            color="black" if rates[i, j] < 0.5 else "white")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def log_to_run(out_dir: Path, experiment: str, metrics: dict[str, float], files: list[Path],
+               unfinished: bool = False) -> str | None:
+    """Log test metrics and report files to the training's MLflow run (``run_id.txt``).
+
+    ``unfinished`` (an ``eval.allow_unfinished`` override) is recorded as the run tag
+    ``evaluated_unfinished``.
+    """
+    run_id_file = out_dir / RUN_ID_FILE
+    if not run_id_file.is_file():
+        print(f"warning: {run_id_file} not found; metrics not logged to MLflow")
+        return None
+    run_id = run_id_file.read_text().strip()
+    setup_mlflow(experiment)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metrics(metrics)
+        if unfinished:
+            mlflow.set_tag("evaluated_unfinished", "true (eval.allow_unfinished)")
+        for path in files:
+            mlflow.log_artifact(str(path), artifact_path="evaluation")
+    return run_id

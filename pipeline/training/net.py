@@ -1,0 +1,64 @@
+"""Which device to train on and which network to build: from the project's config, or by name
+from a checkpoint's values (data never names a callable)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from pipeline.core.errors import ConfigError, StageError
+
+NET_FACTORY = "a2model.build_model"  # the only callable a checkpoint's model.net may name
+
+
+def resolve_device(setting: str) -> torch.device:
+    """``auto`` → CUDA when present else CPU; ``cpu``/``cuda`` as asked (error if CUDA is absent)."""
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
+    if setting not in ("cpu", "cuda"):
+        raise ConfigError(f"train.device={setting!r} is not one of auto, cpu, cuda")
+    return torch.device(setting)
+
+
+def _video_model_name(name: Any) -> str:
+    """``name`` when it is one of a2model's video models, else a ConfigError listing them."""
+    import a2model
+
+    video_models = sorted(n for n, shape in a2model.MODEL_INPUTS.items() if len(shape) == 4)  # (C, T, H, W)
+    if name not in video_models:
+        raise ConfigError(f"unknown video model {name!r} (model.net.name); choose one of: {', '.join(video_models)}")
+    return str(name)
+
+
+def build_net(net_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
+    """Instantiate the project's own ``model.net`` config (``a2model.build_model``) for ``num_classes``."""
+    from hydra.utils import instantiate
+
+    _video_model_name(net_cfg.get("name"))
+    return instantiate(net_cfg, num_classes=num_classes)
+
+
+def net_from_values(net_values: Mapping[str, Any], num_classes: int, source: str) -> nn.Module:
+    """The net that a ``model.net`` read from data (a checkpoint) describes, built by name.
+
+    Data never names code: ``_target_`` may only be ``a2model.build_model`` (what the project
+    writes) and every other key is a plain keyword value (bool, int, float, str) of that factory,
+    so a crafted checkpoint cannot make Hydra instantiate a callable of its choosing.
+    """
+    import a2model
+
+    values = dict(net_values)
+    target = values.pop("_target_", NET_FACTORY)
+    if target != NET_FACTORY:
+        raise StageError(f"{source}: model.net._target_ is {target!r}; a checkpoint is data and only builds "
+                         f"{NET_FACTORY} by name: retrain with `python -m pipeline.train`")
+    name = _video_model_name(values.pop("name", None))
+    for key, value in values.items():
+        if key.startswith("_") or not isinstance(value, (bool, int, float, str)):
+            raise StageError(f"{source}: model.net.{key} is not a plain value ({type(value).__name__}); "
+                             "a checkpoint's model config holds a model name and plain keyword values only")
+    return a2model.build_model(name, num_classes, **values)

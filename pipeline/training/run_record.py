@@ -1,0 +1,110 @@
+"""The training's MLflow run: what identifies it, its per-epoch metrics, and runs left behind.
+
+Epochs are logged only after their checkpoint is on disk, so a resumed run backfills the epochs
+it lacks and never logs one twice; a run killed with ``kill -9`` is marked KILLED by the next
+training in the same ``train.out_dir``.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import mlflow
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from pipeline.core.config import config_md5
+from pipeline.core.files import write_atomic
+from pipeline.data.provenance import data_fingerprint
+from pipeline.registry.tracking import git_commit, setup_mlflow
+
+METRIC_COLUMNS = ("epoch", "train_loss", "train_top1", "val_clip_top1", "lr", "epoch_time", "clips_per_s")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists kept as values)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+@contextmanager
+def mlflow_run(cfg: DictConfig, run_id: str | None, enabled: bool) -> Iterator[str | None]:
+    """Start (or, given ``run_id``, continue) the training's MLflow run; no-op when not enabled."""
+    if not enabled:
+        yield None
+        return
+
+    experiment_id = setup_mlflow(cfg.mlflow.experiment)
+    if run_id:
+        context = mlflow.start_run(run_id=run_id)
+    else:
+        context = mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{cfg.model.net.name}")
+    with context as run:
+        yield run.info.run_id
+
+
+def log_run_start(cfg: DictConfig, net: nn.Module, clip_shape: tuple[int, ...]) -> None:
+    """Log what identifies a new training run: config, params, model size, data hashes, commit."""
+    import a2model
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    mlflow.log_params({k: str(v) for k, v in flatten(container).items()})
+    mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
+    probe = copy.deepcopy(net).to("cpu").eval()
+    with torch.no_grad():
+        size = {"model_params": a2model.count_params(probe), "model_macs": a2model.count_macs(probe, (1, *clip_shape))}
+    mlflow.log_metrics({k: float(v) for k, v in size.items()})
+    mlflow.set_tags({"git_commit": git_commit(), "model_name": cfg.model.net.name, "config_md5": config_md5(container),
+                     **data_fingerprint(cfg.data.shards_dir)})
+
+
+def log_epoch_metrics(row: Mapping[str, float | None]) -> None:
+    """Log one epoch's metrics to the active run at step ``epoch``."""
+    mlflow.log_metrics({k: v for k, v in row.items() if v is not None and k != "epoch"}, step=int(row["epoch"]))
+
+
+def backfill_epoch_metrics(run_id: str, history: list[dict[str, float | None]]) -> None:
+    """On resume: log the checkpointed epochs the run lacks (killed between checkpoint and log)."""
+    logged = {m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "train_loss")}
+    for row in history:
+        if int(row["epoch"]) not in logged:
+            log_epoch_metrics(row)
+
+
+def mark_abandoned_run(run_id_file: Path, experiment: str) -> None:
+    """A new training in ``out_dir``: mark its previous run KILLED if it never finished.
+
+    A ``kill -9`` leaves the MLflow run RUNNING forever; the next run in the same place is the
+    first to know it died.
+    """
+    if not run_id_file.is_file():
+        return
+    from mlflow.exceptions import MlflowException
+
+    setup_mlflow(experiment)
+    client = mlflow.MlflowClient()
+    try:
+        previous = client.get_run(run_id_file.read_text().strip())
+    except MlflowException:
+        return
+    if previous.info.status == "RUNNING":
+        client.set_tag(previous.info.run_id, "a2nets.abandoned", "killed before its last epoch; a new run replaced it")
+        client.set_terminated(previous.info.run_id, status="KILLED")
+
+
+def write_metrics_csv(path: Path, history: list[dict[str, float | None]]) -> None:
+    """Per-epoch metrics as CSV (rewritten whole, atomically) for ``dvc plots``."""
+    lines = [",".join(METRIC_COLUMNS)]
+    for row in history:
+        lines.append(",".join("" if row.get(c) is None else f"{row[c]:.6g}" for c in METRIC_COLUMNS))
+    write_atomic(path, "\n".join(lines) + "\n")

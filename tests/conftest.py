@@ -1,0 +1,112 @@
+"""Fixtures shared by several test modules (pytest finds them here; plain helpers are in helpers.py).
+
+- ``training_data`` (session): a dataset root and its shards, big enough to train on.
+- ``mlflow_uri`` (session) and ``workdir``: an SQLite MLflow store and a fresh cwd using it.
+- ``mlflow_server`` and ``register_version`` (module): a real ``mlflow server`` subprocess and
+  stand-in models registered on it.
+
+Imports happen inside the fixtures that need them: modules that use none of these fixtures
+collect as fast as they would without this file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+TRAIN_CLIPS = 8  # the 4 train clips of helpers.write_kinetics_root's root + 4 extra
+
+
+@pytest.fixture(scope="session")
+def training_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(dataset root, shards dir): 8 train and 2 validate clips of 3 classes, short side 32."""
+    from helpers import run_stage, write_kinetics_root
+
+    tmp = tmp_path_factory.mktemp("train-data")
+    root = write_kinetics_root(tmp / "root", faults=False, extra_train=TRAIN_CLIPS - 4)
+    run_stage(root, tmp / "shards", samples_per_shard=3)
+    return root, tmp / "shards"
+
+
+@pytest.fixture(scope="session")
+def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One SQLite MLflow store for the session (creating its tables takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mlflow_uri: str) -> Path:
+    """A fresh cwd without params.yaml (the config is composed) and the session's MLflow store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a fresh ``mlflow server``; MLFLOW_TRACKING_URI points at it for the module.
+
+    The server runs on a free port over a temporary SQLite store and artifact folder, with one
+    worker, and is terminated when the module's tests are done.
+    """
+    import mlflow
+
+    from helpers import free_port
+    from mlflow_server import MLFLOW, wait_healthy
+
+    root = tmp_path_factory.mktemp("mlflow_server")
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
+               "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
+               "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
+    log = (root / "server.log").open("wb")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                               start_new_session=True)
+    try:
+        wait_healthy(url, process)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("MLFLOW_TRACKING_URI", url)
+            mlflow.set_tracking_uri(url)
+            yield url
+            mlflow.set_tracking_uri(None)  # forget the server; the context restores the env
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def register_version(mlflow_server: str):
+    """Make a training run with metrics and register a stand-in model from it.
+
+    ``register_version(model_name, metrics=GOOD_METRICS, validation="passed", net=None)``
+    returns the ``RegisteredModel``.
+    """
+    import mlflow
+    from torch import nn
+
+    from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
+    from pipeline.registry.publish import Lineage, RegisteredModel, log_and_register
+
+    experiment_id = mlflow.set_experiment("registry-tests").experiment_id
+
+    def register(model_name: str, metrics: dict[str, float] = GOOD_METRICS,
+                 validation: str = "passed", net: nn.Module | None = None) -> RegisteredModel:
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            mlflow.log_metrics(metrics)
+        return log_and_register(
+            net or StandInNet(), run_id=run.info.run_id, model_name=model_name,
+            architecture="stand_in", classes=CLASSES, preprocessing=PREPROCESSING,
+            lineage=Lineage(git_commit="c0ffee", config_md5="p" * 32, shards_md5="s" * 32,
+                            validation=validation),
+        )
+
+    return register

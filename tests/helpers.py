@@ -1,0 +1,199 @@
+"""Plain helpers shared by the test modules (the shared fixtures are in conftest.py).
+
+- ``free_port``: a free TCP port on 127.0.0.1 (DDP rendezvous, an ``mlflow server``).
+- A tiny Kinetics-layout root written with real ffmpeg (``write_kinetics_root``: ``CLASSES``,
+  ``GOOD_CLIPS``, ``FAULTS``), the preprocess stage run on it (``run_stage``), its manifest.
+- ``iter_shard_clips``: every clip of a shard with all its JPEG frames (test-side reader).
+- ``tiny_overrides`` / ``tiny_config``: the composed config of a 2-epoch tiny training run.
+
+The shard reader (it imports torch) is imported inside ``iter_shard_clips``, so that modules
+which do not read shards collect as fast as before.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from omegaconf import DictConfig
+
+from pipeline.core.config import load_config
+from pipeline.data.video import encode_video
+from pipeline.data.preprocessing import DecodeSettings, preprocess
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``folder`` (compare two trees byte for byte)."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def enter_project_store(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``root`` the cwd, with MLflow on a new SQLite store in ``root/mlflow``."""
+    monkeypatch.chdir(root)
+    # absolute: MLflow caches stores by URI, and other tests use the relative default
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow/mlflow.db")
+    (root / "mlflow").mkdir()
+
+
+# ------------------------------------------------- a tiny Kinetics-layout root
+
+ANNOTATIONS_HEADER = "label,youtube_id,time_start,time_end,split,is_cc\n"
+CLASSES = ["abseiling", "air drumming", "zumba"]
+FPS, SHORT_SIDE = 10, 32
+# (split, label, youtube_id, source fps, frames, width, height, layout)
+GOOD_CLIPS = [
+    ("train", "abseiling", "aaaaaaaaaaa", 25, 12, 64, 48, "label"),
+    ("train", "air drumming", "bbbbbbbbbbb", 30, 9, 48, 64, "underscore"),
+    ("train", "zumba", "ccccccccccc", 12, 6, 80, 80, "flat"),
+    ("train", "zumba", "ddddddddddd", 15, 8, 96, 54, "label"),
+    ("validate", "abseiling", "eeeeeeeeeee", 20, 10, 66, 50, "label"),
+    ("validate", "air drumming", "fffffffffff", 10, 4, 40, 72, "flat"),
+]
+# fault kind -> youtube_id; all in split train with label zumba
+FAULTS = {"missing": "m-missing00", "corrupt": "x-corrupt00", "truncated": "x-truncated",
+          "zero_byte": "x-zerobyte0", "text": "x-textfile0"}
+
+
+def clip_id(youtube_id: str, start: int = 0, end: int = 10) -> str:
+    return f"{youtube_id}_{start:06d}_{end:06d}"
+
+
+def write_annotations(root: Path, classes: list[str], files: dict[str, str]) -> Path:
+    """``root/classes.txt`` listing ``classes`` and ``root/annotations/<name>`` with the given texts."""
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    for name, text in files.items():
+        (root / "annotations" / name).write_text(text)
+    return root
+
+
+def source_frames(n: int, width: int, height: int, seed: int) -> np.ndarray:
+    """Smooth moving gradients (JPEG/H.264 friendly), uint8 (N, H, W, 3)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = rng.uniform(0, 255, 3)
+    return np.stack([
+        np.stack([(base[c] + 3 * x + 2 * y + 9 * t * (c + 1)) % 256 for c in range(3)], -1)
+        for t in range(n)
+    ]).astype(np.uint8)
+
+
+def write_kinetics_root(root: Path, faults: bool = True, extra_train: int = 0) -> Path:
+    """A Kinetics-layout root: classes.txt, annotations/{train,validate}.csv, videos/<split>/...
+
+    The ``GOOD_CLIPS`` (and ``extra_train`` more abseiling train clips) in the three folder
+    layouts, plus with ``faults`` the ``FAULTS`` clips: one missing, four unreadable files.
+    """
+    clips = list(GOOD_CLIPS) + [
+        ("train", "abseiling", f"extra{k:06d}", 25, 10, 64, 48, "label") for k in range(extra_train)
+    ]
+    rows = {"train": [], "validate": []}
+    for seed, (split, label, yid, fps, n, w, h, layout) in enumerate(clips):
+        folder = root / "videos" / split
+        folder = {"label": folder / label, "underscore": folder / label.replace(" ", "_"),
+                  "flat": folder}[layout]
+        folder.mkdir(parents=True, exist_ok=True)
+        encode_video(source_frames(n, w, h, seed), folder / f"{clip_id(yid)}.mp4", fps)
+        rows[split].append((label, yid))
+    if faults:
+        folder = root / "videos" / "train" / "zumba"
+        good = (root / "videos/train/abseiling" / f"{clip_id('aaaaaaaaaaa')}.mp4").read_bytes()
+        (folder / f"{clip_id(FAULTS['corrupt'])}.mp4").write_bytes(
+            good[:32] + np.random.default_rng(0).bytes(len(good)))
+        (folder / f"{clip_id(FAULTS['truncated'])}.mp4").write_bytes(good[: len(good) // 2])
+        (folder / f"{clip_id(FAULTS['zero_byte'])}.mp4").write_bytes(b"")
+        (folder / f"{clip_id(FAULTS['text'])}.mp4").write_text("this is not a video\n")
+        rows["train"] += [("zumba", yid) for yid in FAULTS.values()]
+    return write_annotations(root, CLASSES, {
+        f"{split}.csv": ANNOTATIONS_HEADER + "".join(f'"{label}",{yid},0,10,{split},0\n' for label, yid in entries)
+        for split, entries in rows.items()
+    })
+
+
+def run_stage(root: Path, shards_dir: Path, **overrides) -> dict:
+    """The preprocess stage on ``root`` at ``FPS``/``SHORT_SIDE``, one worker, 2 clips per shard."""
+    params = {**dict(classes_file=None, fps=FPS, short_side=SHORT_SIDE, jpeg_quality=90, workers=1, trim=False,
+                     samples_per_shard=2), **overrides}
+    classes_file, workers = params.pop("classes_file"), params.pop("workers")
+    return preprocess(root, shards_dir, classes_file=classes_file, settings=DecodeSettings(**params), workers=workers)
+
+
+def read_manifest(shards_dir: Path) -> dict[str, dict]:
+    with open(shards_dir / "manifest.csv", newline="") as f:
+        return {row["clip_id"]: row for row in csv.DictReader(f)}
+
+
+# ------------------------------------------------- reading shards whole
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """One clip of a shard: its key (clip_id), its JSON record and its JPEG frames in order."""
+
+    key: str
+    meta: dict
+    jpegs: list[bytes]
+
+
+def iter_shard_clips(path: Path) -> Iterator[ClipRecord]:
+    """Every clip of a shard, in shard order, with all its JPEG frames (indexed by ``scan_shard``)."""
+    from pipeline.data.shards import scan_shard
+
+    entries = scan_shard(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for entry in entries:
+            jpegs = [os.pread(fd, int(size), int(offset)) for offset, size in zip(entry.offsets, entry.sizes)]
+            yield ClipRecord(entry.key, entry.meta, jpegs)
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------- the composed config of a tiny training run
+
+
+def tiny_overrides(data: tuple[Path, Path], out: Path, *extra: str) -> list[str]:
+    """A 2-epoch tiny_a2 run on 4×32×32 clips, batch 4, with every output under ``out``.
+
+    ``data`` is (dataset root, shards dir), as the ``training_data`` fixture gives it.
+    """
+    root, shards_dir = data
+    return [
+        f"data.root={root}",
+        f"data.shards_dir={shards_dir}",
+        "model.clip.num_frames=4",
+        "model.clip.stride=1",
+        "model.clip.crop_size=32",
+        "train.epochs=2",
+        "train.batch_size=4",
+        "train.num_workers=0",
+        "train.lr=0.1",
+        f"train.out_dir={out / 'model'}",
+        f"train.metrics_csv={out / 'train_metrics.csv'}",
+        f"eval.metrics_file={out / 'metrics.json'}",
+        f"eval.per_class_file={out / 'per_class.json'}",
+        f"eval.plots_dir={out / 'plots'}",
+        *extra,
+    ]
+
+
+def tiny_config(data: tuple[Path, Path], out: Path, *extra: str) -> DictConfig:
+    """``tiny_overrides`` composed (no params.yaml: ``out/no-params.yaml`` does not exist)."""
+    return load_config(tiny_overrides(data, out, *extra), params_file=out / "no-params.yaml")
