@@ -10,7 +10,7 @@ export GX_ANALYTICS_ENABLED := False
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup params test test-fast repro bench ablation ui clean
+.PHONY: help setup params lint test test-fast repro bench ablation ui clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,7 +27,11 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 params: $(STAMP) ## Recompose params.yaml from pipeline/conf (what `dvc exp run` does)
 	$(PY) -m pipeline.core.config
 
-test: $(STAMP) ## Run every test, the slow end-to-end ones included
+lint: $(STAMP) ## Lint and format check (ruff, configured in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint ## Lint, then run every test, the slow end-to-end ones included
 	$(PY) -m pytest -q --timeout=900
 
 test-fast: $(STAMP) ## Run the tests not marked slow

@@ -49,11 +49,19 @@ class Bottleneck3d(nn.Module):
     """``(k_t,1,1)`` 1×1 → ``(1,k,k)`` strided → 1×1 expansion, with a projection shortcut when needed."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, stride: int, temporal_kernel: int, spatial_kernel: int, expansion: int
+        self,
+        in_channels: int,
+        out_channels: int,
+        stride: int,
+        temporal_kernel: int,
+        spatial_kernel: int,
+        expansion: int,
     ) -> None:
         super().__init__()
         mid = out_channels // expansion
-        self.conv_a = nn.Conv3d(in_channels, mid, (temporal_kernel, 1, 1), padding=(temporal_kernel // 2, 0, 0), bias=False)
+        self.conv_a = nn.Conv3d(
+            in_channels, mid, (temporal_kernel, 1, 1), padding=(temporal_kernel // 2, 0, 0), bias=False
+        )
         self.bn_a = nn.BatchNorm3d(mid)
         self.conv_b = nn.Conv3d(
             mid,
@@ -103,7 +111,14 @@ class VideoResNet(nn.Module):
         self.spec = spec
         t, k, _ = spec.stem_kernel
         self.stem = nn.Sequential(
-            nn.Conv3d(3, spec.stem_channels, spec.stem_kernel, stride=spec.stem_stride, padding=(t // 2, k // 2, k // 2), bias=False),
+            nn.Conv3d(
+                3,
+                spec.stem_channels,
+                spec.stem_kernel,
+                stride=spec.stem_stride,
+                padding=(t // 2, k // 2, k // 2),
+                bias=False,
+            ),
             nn.BatchNorm3d(spec.stem_channels),
             nn.ReLU(inplace=True),
             nn.MaxPool3d((1, 3, 3), (1, 2, 2), (0, 1, 1)) if spec.stem_pool else nn.Identity(),
@@ -117,7 +132,12 @@ class VideoResNet(nn.Module):
                 stride = spec.spatial_strides[stage] if block == 0 else 1
                 blocks.append(
                     Bottleneck3d(
-                        in_channels, spec.widths[stage], stride, spec.temporal_kernels[stage], spatial_kernels[stage], spec.expansion
+                        in_channels,
+                        spec.widths[stage],
+                        stride,
+                        spec.temporal_kernels[stage],
+                        spatial_kernels[stage],
+                        spec.expansion,
                     )
                 )
                 in_channels = spec.widths[stage]

@@ -16,8 +16,8 @@ import ctypes
 import gc
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -119,8 +119,10 @@ def main() -> None:
     sizes = SIZES[:3] if args.quick else SIZES
     peak = peak_matmul_macs_per_s()
     print(f"peak fp32 matmul on this machine: {peak / 1e9:.1f} GMAC/s, {torch.get_num_threads()} threads\n")
-    print("| T×H×W | L | A² ms | non-local ms | wrong-order ms | A² speed-up vs non-local | vs wrong order "
-          "| A² MB | non-local MB | wrong-order MB | A² MB per 1k positions | A² % of peak |")
+    print(
+        "| T×H×W | L | A² ms | non-local ms | wrong-order ms | A² speed-up vs non-local | vs wrong order "
+        "| A² MB | non-local MB | wrong-order MB | A² MB per 1k positions | A² % of peak |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for t, h, w in sizes:
         shape = (1, CHANNELS, t, h, w)
@@ -141,7 +143,7 @@ def main() -> None:
         def cell(table: dict[str, float], name: str) -> str:
             return f"{table[name]:.0f}" if name in table else "skipped"
 
-        def ratio(name: str) -> str:
+        def ratio(name: str, ms: dict[str, float] = ms) -> str:
             return f"{ms[name] / ms['A²']:.1f}×" if name in ms else "–"
 
         print(

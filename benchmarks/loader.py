@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from pipeline.data.clips import random_clip_indices
-from pipeline.data.synthetic import generate_dataset
 from pipeline.data.kinetics import find_video, load_classes, read_annotations
 from pipeline.data.preprocessing import DecodeSettings, preprocess
 from pipeline.data.shards import ClipDataset, item_generator
+from pipeline.data.synthetic import generate_dataset
 from pipeline.data.video import ffmpeg_exe, short_side_scale
 
 CLIP_LEN, STRIDE, CROP, FPS, SHORT_SIDE = 8, 2, 56, 10, 64
@@ -41,7 +41,7 @@ def random_crop(frames: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     height, width = frames.shape[-2:]
     top = int(torch.randint(0, height - CROP + 1, (1,), generator=generator))
     left = int(torch.randint(0, width - CROP + 1, (1,), generator=generator))
-    return frames[..., top:top + CROP, left:left + CROP].contiguous()
+    return frames[..., top : top + CROP, left : left + CROP].contiguous()
 
 
 def decode_rgb(path: Path) -> np.ndarray:
@@ -50,10 +50,15 @@ def decode_rgb(path: Path) -> np.ndarray:
     What a loader without shards does on every access: ffmpeg decodes the whole video (PPM frames
     through a pipe, each ``P6\\n<w> <h>\\n255\\n`` + pixels).
     """
-    stream = (ffmpeg.input(str(path), threads=1).video.filter("fps", fps=FPS)
-              .filter("scale", **short_side_scale(SHORT_SIDE)).filter("format", "rgb24"))
-    out, _ = stream.output("pipe:", format="image2pipe", vcodec="ppm").run(cmd=ffmpeg_exe(), capture_stdout=True,
-                                                                           capture_stderr=True)
+    stream = (
+        ffmpeg.input(str(path), threads=1)
+        .video.filter("fps", fps=FPS)
+        .filter("scale", **short_side_scale(SHORT_SIDE))
+        .filter("format", "rgb24")
+    )
+    out, _ = stream.output("pipe:", format="image2pipe", vcodec="ppm").run(
+        cmd=ffmpeg_exe(), capture_stdout=True, capture_stderr=True
+    )
     magic, size, maxval, _ = out.split(b"\n", 3)
     width, height = map(int, size.split())
     header = len(magic) + len(size) + len(maxval) + 3
@@ -80,8 +85,9 @@ class Mp4Clips(torch.utils.data.Dataset):
 
 def clips_per_second(dataset: torch.utils.data.Dataset, workers: int, epochs: int) -> float:
     """Clips/s of iterating ``dataset`` ``epochs`` times through a DataLoader."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=8, shuffle=True,
-                                         num_workers=workers, persistent_workers=workers > 0)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=8, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+    )
     started = time.perf_counter()
     count = 0
     for epoch in range(epochs):
@@ -101,22 +107,30 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root, shards = Path(tmp) / "synthetic", Path(tmp) / "shards"
-        generate_dataset(root, seed=0, train_per_class=args.per_class, validate_per_class=1,
-                         num_missing=0, num_corrupt=0, workers=args.workers)
+        generate_dataset(
+            root,
+            seed=0,
+            train_per_class=args.per_class,
+            validate_per_class=1,
+            num_missing=0,
+            num_corrupt=0,
+            workers=args.workers,
+        )
         settings = DecodeSettings(fps=FPS, short_side=SHORT_SIDE, jpeg_quality=90, trim=False, samples_per_shard=16)
         preprocess(root, shards, classes_file=None, settings=settings, workers=args.workers)
         from_shards = ClipDataset(shards, "train", sample_clip, random_crop)
-        anns = {a.clip_id: a for a in read_annotations(root, load_classes(root / "classes.txt"))
-                if a.split == "train"}
+        anns = {a.clip_id: a for a in read_annotations(root, load_classes(root / "classes.txt")) if a.split == "train"}
         videos = [find_video(root, anns[key]) for key in from_shards.keys]
         from_mp4 = Mp4Clips(videos, from_shards.labels)
         shard_rate = clips_per_second(from_shards, args.workers, args.epochs)
         mp4_rate = clips_per_second(from_mp4, args.workers, args.epochs)
         from_shards.close()
     ratio = shard_rate / mp4_rate
-    print(f"\nTraining clip loading, T={CLIP_LEN} stride {STRIDE}, crop {CROP}, "
-          f"{args.workers} DataLoader workers, {len(videos)} clips x {args.epochs} epochs "
-          f"(target >= {TARGET:g}x)\n")
+    print(
+        f"\nTraining clip loading, T={CLIP_LEN} stride {STRIDE}, crop {CROP}, "
+        f"{args.workers} DataLoader workers, {len(videos)} clips x {args.epochs} epochs "
+        f"(target >= {TARGET:g}x)\n"
+    )
     print("| source | clips/s |")
     print("|---|---|")
     print(f"| mp4, ffmpeg decode per clip (PySlowFast style) | {mp4_rate:.0f} |")

@@ -29,10 +29,14 @@ SETTINGS = {  # name: (environment, threads); threads None = torch's default (th
     "trainer's setting (native ISA, all cores, deterministic algorithms)": (_DETERMINISTIC, None),
     "without deterministic algorithms": ({}, None),
     "1 thread": (_DETERMINISTIC, 1),
-    "AVX2 pinned (oneDNN, MKL CBWR)": ({**_DETERMINISTIC, "ONEDNN_MAX_CPU_ISA": "AVX2",
-                                        "MKL_CBWR": "AVX2,STRICT"}, None),
-    "SSE4.1 pinned, the x86-64 floor (oneDNN, MKL CBWR)": ({**_DETERMINISTIC, "ONEDNN_MAX_CPU_ISA": "SSE41",
-                                                            "MKL_CBWR": "COMPATIBLE"}, None),
+    "AVX2 pinned (oneDNN, MKL CBWR)": (
+        {**_DETERMINISTIC, "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2,STRICT"},
+        None,
+    ),
+    "SSE4.1 pinned, the x86-64 floor (oneDNN, MKL CBWR)": (
+        {**_DETERMINISTIC, "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE"},
+        None,
+    ),
 }
 MODEL, BATCH, NUM_CLASSES = "tiny_a2", 16, 4
 
@@ -92,13 +96,19 @@ def main() -> None:
             out = Path(tmp) / f"{i}.pt"
             result = subprocess.run(
                 [sys.executable, __file__, "--steps", str(args.steps), "--worker", name, "--out", str(out)],
-                env={**os.environ, **env}, capture_output=True, text=True, check=True)
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             figures = json.loads(result.stdout.strip().splitlines()[-1])
             baseline = baseline or (figures["ms_per_step"], out)
             diff = max_weight_difference(baseline[1], out)
-            print(f"| {name} | {figures['threads']} | {figures['ms_per_step']:.0f} | "
-                  f"{figures['ms_per_step'] / baseline[0]:.2f}× | {'0 (identical)' if diff == 0 else f'{diff:.2e}'} |",
-                  flush=True)
+            print(
+                f"| {name} | {figures['threads']} | {figures['ms_per_step']:.0f} | "
+                f"{figures['ms_per_step'] / baseline[0]:.2f}× | {'0 (identical)' if diff == 0 else f'{diff:.2e}'} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -20,10 +20,10 @@ import argparse
 import time
 from dataclasses import dataclass
 
-import a2model
 import torch
 import torch.nn.functional as F
 
+import a2model
 from pipeline.training.loop import autocast
 from pipeline.training.net import resolve_device
 from pipeline.training.optim import parameter_groups
@@ -82,7 +82,9 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
     threads = torch.get_num_threads() if device.type == "cpu" else None
-    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{threads} threads'})\n")
+    print(
+        f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{threads} threads'})\n"
+    )
     print("| model | input (N×3×T×H×W) | ms/step | clips/s | params (M) | GMACs/clip | step vs plain |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for family in (FAMILIES[f] for f in args.families):

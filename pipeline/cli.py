@@ -10,9 +10,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import StageError
@@ -34,8 +34,16 @@ def _client():
 
 def cmd_promote(args: argparse.Namespace) -> int:
     """``a2net promote``: list versions or history, or move an alias through the gate."""
-    from pipeline.registry.promotion import (PromotionRaced, PromotionRefused, format_table, list_versions, promote,
-                                   promotion_history, promotion_lock, rollback_target)
+    from pipeline.registry.promotion import (
+        PromotionRaced,
+        PromotionRefused,
+        format_table,
+        list_versions,
+        promote,
+        promotion_history,
+        promotion_lock,
+        rollback_target,
+    )
 
     cfg = load_config()
     name = args.model_name or cfg.register.model_name
@@ -46,18 +54,29 @@ def cmd_promote(args: argparse.Namespace) -> int:
     if args.history:
         list_versions(client, name)  # one line when the model does not exist
         for entry in promotion_history(client, name, args.to):
-            print(f"{entry['at']}  @{entry['alias']} -> {entry['version']} (was {entry['previous']}) "
-                  f"{entry['kind']} by {entry['by']}{': ' + entry['reason'] if entry['reason'] else ''}")
+            print(
+                f"{entry['at']}  @{entry['alias']} -> {entry['version']} (was {entry['previous']}) "
+                f"{entry['kind']} by {entry['by']}{': ' + entry['reason'] if entry['reason'] else ''}"
+            )
         return 0
     if args.to is None or (args.version is None) == (not args.rollback):
-        raise StageError("give --version N --to staging|production, or --rollback --to staging|production "
-                         "(or --list, --history)")
+        raise StageError(
+            "give --version N --to staging|production, or --rollback --to staging|production (or --list, --history)"
+        )
     try:
         with promotion_lock(existing_tracking_uri()):
             version = rollback_target(client, name, args.to) if args.rollback else args.version
-            done = promote(client, name, version, args.to, metric=cfg.promote.metric,
-                           margin=float(cfg.promote.margin), force=args.force, reason=args.reason,
-                           rollback=args.rollback)
+            done = promote(
+                client,
+                name,
+                version,
+                args.to,
+                metric=cfg.promote.metric,
+                margin=float(cfg.promote.margin),
+                force=args.force,
+                reason=args.reason,
+                rollback=args.rollback,
+            )
     except PromotionRaced as raced:
         print(f"lost the race: {raced}", file=sys.stderr)
         return EXIT_REFUSED
@@ -87,15 +106,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.json:
             print(format_prediction(results[-1]))
     if args.json:
-        print(json.dumps({"model": model.uri, "predictions": [asdict(r) for r in results]},
-                         indent=2))
+        print(json.dumps({"model": model.uri, "predictions": [asdict(r) for r in results]}, indent=2))
     return EXIT_BAD_INPUT if failed else 0
 
 
 def ui_command(port: int, store: str, host: str = "127.0.0.1") -> list[str]:
     """The ``mlflow ui`` command line over the store ``store`` (a SQLite URI)."""
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store,
-            "--host", host, "--port", str(port), "--workers", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        store,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -132,8 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=("staging", "production"), help="alias to move")
     p.add_argument("--list", action="store_true", help="print the versions table and exit")
     p.add_argument("--history", action="store_true", help="print every promotion (of --to, if given) and exit")
-    p.add_argument("--rollback", action="store_true",
-                   help="move --to back to its previous version (skips the metric gate, not validation)")
+    p.add_argument(
+        "--rollback",
+        action="store_true",
+        help="move --to back to its previous version (skips the metric gate, not validation)",
+    )
     p.add_argument("--force", action="store_true", help="override the quality gate")
     p.add_argument("--reason", help="why --force is needed (recorded as a version tag)")
     p.add_argument("--model-name", help="registered model (default: register.model_name)")

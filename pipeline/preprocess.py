@@ -23,17 +23,26 @@ def run(cfg: DictConfig) -> int:
     """Thin stage entry: plain values from ``cfg.data`` into ``preprocess``, print the summary."""
     data = cfg.data
     settings = DecodeSettings(
-        fps=data.fps, short_side=int(data.short_side), jpeg_quality=int(data.jpeg_quality), trim=bool(data.trim),
-        samples_per_shard=int(data.samples_per_shard), ffmpeg_setting=str(cfg.video.ffmpeg),
+        fps=data.fps,
+        short_side=int(data.short_side),
+        jpeg_quality=int(data.jpeg_quality),
+        trim=bool(data.trim),
+        samples_per_shard=int(data.samples_per_shard),
+        ffmpeg_setting=str(cfg.video.ffmpeg),
     )
     classes_file = None if data.classes is None else Path(data.classes)
-    summary = preprocess(Path(data.root), Path(data.shards_dir), classes_file=classes_file, settings=settings,
-                         workers=int(data.workers))
+    summary = preprocess(
+        Path(data.root), Path(data.shards_dir), classes_file=classes_file, settings=settings, workers=int(data.workers)
+    )
     for split, c in summary["splits"].items():
-        print(f"{split}: {c['ok']} ok, {c['missing']} missing, {c['failed']} failed, "
-              f"{c['frames']} frames in {c['shards']} shards")
-    print(f"decoded {summary['decoded_clips']} clips, kept {summary['reused_shards']} finished "
-          f"shards, {summary['seconds']:.1f} s -> {data.shards_dir}/manifest.csv")
+        print(
+            f"{split}: {c['ok']} ok, {c['missing']} missing, {c['failed']} failed, "
+            f"{c['frames']} frames in {c['shards']} shards"
+        )
+    print(
+        f"decoded {summary['decoded_clips']} clips, kept {summary['reused_shards']} finished "
+        f"shards, {summary['seconds']:.1f} s -> {data.shards_dir}/manifest.csv"
+    )
     return 0
 
 

@@ -22,8 +22,13 @@ REGISTERED_MODEL_FILE = Path("reports/registered_model.json")
 def run(cfg: DictConfig) -> None:
     """Register the training's checkpoint and record where the new version is."""
     registered, lineage = register_training(
-        Path(cfg.train.out_dir), cfg.register.model_name, cfg.mlflow.experiment, Path(cfg.data.shards_dir),
-        Path(cfg.validate.report_dir) / "summary.json", cfg.eval.num_clips, cfg.eval.num_crops,
+        Path(cfg.train.out_dir),
+        cfg.register.model_name,
+        cfg.mlflow.experiment,
+        Path(cfg.data.shards_dir),
+        Path(cfg.validate.report_dir) / "summary.json",
+        cfg.eval.num_clips,
+        cfg.eval.num_crops,
         bool(cfg.register.get("allow_unfinished", False)),
     )
     write_atomic(REGISTERED_MODEL_FILE, json.dumps(asdict(registered), indent=2) + "\n")

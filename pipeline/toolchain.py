@@ -23,8 +23,10 @@ def run(cfg: DictConfig) -> None:
     """Write the toolchain of ``cfg.video.ffmpeg`` to ``cfg.video.toolchain_file``."""
     versions = toolchain(str(cfg.video.ffmpeg))
     write_atomic(Path(cfg.video.toolchain_file), json.dumps(versions, indent=2, sort_keys=True) + "\n")
-    print(f"toolchain: {versions['ffmpeg']}, libjpeg-turbo {versions['libjpeg_turbo']}, "
-          f"numpy {versions['numpy']} -> {cfg.video.toolchain_file}")
+    print(
+        f"toolchain: {versions['ffmpeg']}, libjpeg-turbo {versions['libjpeg_turbo']}, "
+        f"numpy {versions['numpy']} -> {cfg.video.toolchain_file}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,14 +28,19 @@ def settings_from(cfg: DictConfig) -> Settings:
     """The Settings of a stage config (``data.*``, ``model.clip``, ``validate.*``)."""
     data, limits = cfg.data, cfg.validate
     return Settings(
-        root=Path(data.root), classes_path=classes_file(data), shards_dir=Path(data.shards_dir),
-        report_dir=Path(limits.report_dir), short_side=int(data.short_side), fps=float(data.fps),
+        root=Path(data.root),
+        classes_path=classes_file(data),
+        shards_dir=Path(data.shards_dir),
+        report_dir=Path(limits.report_dir),
+        short_side=int(data.short_side),
+        fps=float(data.fps),
         train_split=str(data.train_split),
         min_frames=clip_span(int(cfg.model.clip.num_frames), int(cfg.model.clip.stride)),
         max_missing_fraction=float(limits.max_missing_fraction),
         max_failed_fraction=float(limits.max_failed_fraction),
         min_clips_per_class=int(limits.min_clips_per_class),
-        pixel_clips_per_shard=int(limits.pixel_clips_per_shard), seed=int(limits.seed),
+        pixel_clips_per_shard=int(limits.pixel_clips_per_shard),
+        seed=int(limits.seed),
     )
 
 
@@ -48,8 +53,10 @@ def run(cfg: DictConfig) -> int:
     for record in summary.failures(critical=True):
         print(f"FAILED {failure_line(record)}", file=sys.stderr)
     passed = sum(r["passed"] for r in summary.expectations)
-    print(f"validate: {passed}/{len(summary.expectations)} expectations passed; report in "
-          f"{s.report_dir}/{SUMMARY_FILE} and {s.report_dir}/{DATA_DOCS_DIR}/index.html")
+    print(
+        f"validate: {passed}/{len(summary.expectations)} expectations passed; report in "
+        f"{s.report_dir}/{SUMMARY_FILE} and {s.report_dir}/{DATA_DOCS_DIR}/index.html"
+    )
     return 0 if summary.success else 1
 
 

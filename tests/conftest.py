@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -60,13 +60,23 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     root = tmp_path_factory.mktemp("mlflow_server")
     url = f"http://127.0.0.1:{free_port()}"
-    command = [str(MLFLOW), "server", "--host", "127.0.0.1", "--port", url.rsplit(":", 1)[1],
-               "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
-               "--artifacts-destination", str(root / "artifacts"), "--workers", "1"]
+    command = [
+        str(MLFLOW),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        url.rsplit(":", 1)[1],
+        "--backend-store-uri",
+        f"sqlite:///{root / 'db.sqlite'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--workers",
+        "1",
+    ]
     log = (root / "server.log").open("wb")
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                               start_new_session=True)
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         wait_healthy(url, process)
         with pytest.MonkeyPatch.context() as mp:
@@ -90,23 +100,31 @@ def register_version(mlflow_server: str):
     ``register_version(model_name, metrics=GOOD_METRICS, validation="passed", net=None)``
     returns the ``RegisteredModel``.
     """
-    import mlflow
     from torch import nn
 
-    from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
+    import mlflow
     from pipeline.registry.publish import Lineage, RegisteredModel, log_and_register
+
+    from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
 
     experiment_id = mlflow.set_experiment("registry-tests").experiment_id
 
-    def register(model_name: str, metrics: dict[str, float] = GOOD_METRICS,
-                 validation: str = "passed", net: nn.Module | None = None) -> RegisteredModel:
+    def register(
+        model_name: str,
+        metrics: dict[str, float] = GOOD_METRICS,
+        validation: str = "passed",
+        net: nn.Module | None = None,
+    ) -> RegisteredModel:
         with mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.log_metrics(metrics)
         return log_and_register(
-            net or StandInNet(), run_id=run.info.run_id, model_name=model_name,
-            architecture="stand_in", classes=CLASSES, preprocessing=PREPROCESSING,
-            lineage=Lineage(git_commit="c0ffee", config_md5="p" * 32, shards_md5="s" * 32,
-                            validation=validation),
+            net or StandInNet(),
+            run_id=run.info.run_id,
+            model_name=model_name,
+            architecture="stand_in",
+            classes=CLASSES,
+            preprocessing=PREPROCESSING,
+            lineage=Lineage(git_commit="c0ffee", config_md5="p" * 32, shards_md5="s" * 32, validation=validation),
         )
 
     return register

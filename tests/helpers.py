@@ -6,8 +6,8 @@
 - ``iter_shard_clips``: every clip of a shard with all its JPEG frames (test-side reader).
 - ``tiny_overrides`` / ``tiny_config``: the composed config of a 2-epoch tiny training run.
 
-The shard reader (it imports torch) is imported inside ``iter_shard_clips``, so that modules
-which do not read shards collect as fast as before.
+The preprocess stage and the shard reader (they import torch) are imported inside
+``run_stage`` and ``iter_shard_clips``, so that modules using neither collect as fast as before.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import csv
 import hashlib
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -26,7 +26,6 @@ from omegaconf import DictConfig
 
 from pipeline.core.config import load_config
 from pipeline.data.video import encode_video
-from pipeline.data.preprocessing import DecodeSettings, preprocess
 
 
 def free_port() -> int:
@@ -67,8 +66,13 @@ GOOD_CLIPS = [
     ("validate", "air drumming", "fffffffffff", 10, 4, 40, 72, "flat"),
 ]
 # fault kind -> youtube_id; all in split train with label zumba
-FAULTS = {"missing": "m-missing00", "corrupt": "x-corrupt00", "truncated": "x-truncated",
-          "zero_byte": "x-zerobyte0", "text": "x-textfile0"}
+FAULTS = {
+    "missing": "m-missing00",
+    "corrupt": "x-corrupt00",
+    "truncated": "x-truncated",
+    "zero_byte": "x-zerobyte0",
+    "text": "x-textfile0",
+}
 
 
 def clip_id(youtube_id: str, start: int = 0, end: int = 10) -> str:
@@ -89,10 +93,9 @@ def source_frames(n: int, width: int, height: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
     base = rng.uniform(0, 255, 3)
-    return np.stack([
-        np.stack([(base[c] + 3 * x + 2 * y + 9 * t * (c + 1)) % 256 for c in range(3)], -1)
-        for t in range(n)
-    ]).astype(np.uint8)
+    return np.stack(
+        [np.stack([(base[c] + 3 * x + 2 * y + 9 * t * (c + 1)) % 256 for c in range(3)], -1) for t in range(n)]
+    ).astype(np.uint8)
 
 
 def write_kinetics_root(root: Path, faults: bool = True, extra_train: int = 0) -> Path:
@@ -107,8 +110,7 @@ def write_kinetics_root(root: Path, faults: bool = True, extra_train: int = 0) -
     rows = {"train": [], "validate": []}
     for seed, (split, label, yid, fps, n, w, h, layout) in enumerate(clips):
         folder = root / "videos" / split
-        folder = {"label": folder / label, "underscore": folder / label.replace(" ", "_"),
-                  "flat": folder}[layout]
+        folder = {"label": folder / label, "underscore": folder / label.replace(" ", "_"), "flat": folder}[layout]
         folder.mkdir(parents=True, exist_ok=True)
         encode_video(source_frames(n, w, h, seed), folder / f"{clip_id(yid)}.mp4", fps)
         rows[split].append((label, yid))
@@ -116,21 +118,38 @@ def write_kinetics_root(root: Path, faults: bool = True, extra_train: int = 0) -
         folder = root / "videos" / "train" / "zumba"
         good = (root / "videos/train/abseiling" / f"{clip_id('aaaaaaaaaaa')}.mp4").read_bytes()
         (folder / f"{clip_id(FAULTS['corrupt'])}.mp4").write_bytes(
-            good[:32] + np.random.default_rng(0).bytes(len(good)))
+            good[:32] + np.random.default_rng(0).bytes(len(good))
+        )
         (folder / f"{clip_id(FAULTS['truncated'])}.mp4").write_bytes(good[: len(good) // 2])
         (folder / f"{clip_id(FAULTS['zero_byte'])}.mp4").write_bytes(b"")
         (folder / f"{clip_id(FAULTS['text'])}.mp4").write_text("this is not a video\n")
         rows["train"] += [("zumba", yid) for yid in FAULTS.values()]
-    return write_annotations(root, CLASSES, {
-        f"{split}.csv": ANNOTATIONS_HEADER + "".join(f'"{label}",{yid},0,10,{split},0\n' for label, yid in entries)
-        for split, entries in rows.items()
-    })
+    return write_annotations(
+        root,
+        CLASSES,
+        {
+            f"{split}.csv": ANNOTATIONS_HEADER + "".join(f'"{label}",{yid},0,10,{split},0\n' for label, yid in entries)
+            for split, entries in rows.items()
+        },
+    )
 
 
 def run_stage(root: Path, shards_dir: Path, **overrides) -> dict:
     """The preprocess stage on ``root`` at ``FPS``/``SHORT_SIDE``, one worker, 2 clips per shard."""
-    params = {**dict(classes_file=None, fps=FPS, short_side=SHORT_SIDE, jpeg_quality=90, workers=1, trim=False,
-                     samples_per_shard=2), **overrides}
+    from pipeline.data.preprocessing import DecodeSettings, preprocess
+
+    params = {
+        **dict(
+            classes_file=None,
+            fps=FPS,
+            short_side=SHORT_SIDE,
+            jpeg_quality=90,
+            workers=1,
+            trim=False,
+            samples_per_shard=2,
+        ),
+        **overrides,
+    }
     classes_file, workers = params.pop("classes_file"), params.pop("workers")
     return preprocess(root, shards_dir, classes_file=classes_file, settings=DecodeSettings(**params), workers=workers)
 

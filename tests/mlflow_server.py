@@ -23,9 +23,18 @@ from pipeline.registry.publish import Preprocessing  # noqa: E402
 MLFLOW = Path(sys.executable).with_name("mlflow")
 CLASSES = ["abseiling", "bowling", "cartwheeling", "dancing", "eating", "fencing"]
 # Small views so that export and inference take well under a second.
-PREPROCESSING = Preprocessing(fps=10, short_side=40, jpeg_quality=90, num_frames=4, stride=2,
-                              crop_size=32, num_clips=2, num_crops=3,
-                              mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225))
+PREPROCESSING = Preprocessing(
+    fps=10,
+    short_side=40,
+    jpeg_quality=90,
+    num_frames=4,
+    stride=2,
+    crop_size=32,
+    num_clips=2,
+    num_crops=3,
+    mean=(0.45, 0.45, 0.45),
+    std=(0.225, 0.225, 0.225),
+)
 GOOD_METRICS = {"video_top1": 0.80, "video_top5": 0.99, "clip_top1": 0.70, "clip_top5": 0.95}
 
 

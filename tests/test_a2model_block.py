@@ -19,11 +19,11 @@ def reference_double_attention(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor
         gather = torch.exp(b[s]) / torch.exp(b[s]).sum(dim=1, keepdim=True)  # each map over positions
         g = torch.zeros(m, n, dtype=torch.float64)
         for j in range(n):
-            for l in range(positions):
-                g[:, j] += a[s, :, l] * gather[j, l]
-        for l in range(positions):
-            weights = torch.exp(v[s, :, l]) / torch.exp(v[s, :, l]).sum()  # over the n descriptors
-            z[s, :, l] = g @ weights
+            for pos in range(positions):
+                g[:, j] += a[s, :, pos] * gather[j, pos]
+        for pos in range(positions):
+            weights = torch.exp(v[s, :, pos]) / torch.exp(v[s, :, pos]).sum()  # over the n descriptors
+            z[s, :, pos] = g @ weights
     return z
 
 
@@ -130,4 +130,3 @@ def test_memory_of_the_gather_first_order_is_m_by_n() -> None:
     with Recorder():
         double_attention(a, b, v)
     assert max(sizes) <= 4 * 2 * 32 * 32  # L = 2048 positions; an L×L matrix would be 4.2M
-

@@ -28,6 +28,25 @@ def test_plain_override_merges_onto_params_file(tmp_path: Path) -> None:
     assert classes_file(cfg.data) == Path("/x/y/classes.txt")
 
 
+def test_hydra_override_grammar_adds_force_adds_and_deletes_keys(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    write_params(params)
+    cfg = load_config(
+        [
+            "+model.net.dropout=0.2",
+            "++train.epochs=5",
+            "++train.extra=1",
+            "~eval.allow_unfinished",
+            "train.lr=1e-4",
+            "data.root='a b'",
+        ],
+        params_file=params,
+    )
+    assert cfg.model.net.dropout == 0.2 and cfg.train.epochs == 5 and cfg.train.extra == 1
+    assert "allow_unfinished" not in cfg.eval and cfg.train.lr == 1e-4 and cfg.data.root == "a b"
+    assert load_config(["~train.epochs=60", "++train.epochs=7"], params_file=params).train.epochs == 7
+
+
 def test_params_file_is_what_stages_read(tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     write_params(params)
@@ -48,6 +67,10 @@ def test_group_override_recomposes(tmp_path: Path) -> None:
     [
         ("train.epoch=3", "unknown config key 'train.epoch'"),
         ("train.epochs", "is not key=value"),
+        ("+train.epochs=3", "train.epochs exists already; drop the +"),
+        ("~train.epoch", "no config key 'train.epoch' to delete"),
+        ("~train.epochs=999", "train.epochs is 60, not 999"),
+        ("train.epochs=1,2", "is a sweep"),
     ],
 )
 def test_bad_override_is_one_clear_line(tmp_path: Path, override: str, message: str) -> None:
@@ -73,10 +96,11 @@ BAD_VALUES = [  # (override, what the one line says)
     ("train.num_workers=-1", "train.num_workers=-1 is not valid: set it to a whole number >= 0"),
     ("train.device=tpu", "train.device='tpu' is not valid: set it to one of auto, cpu, cuda"),
     ("data.fps=abc", "data.fps='abc' is not valid: set it to a number > 0"),
-    ("data.fps=nan", "data.fps='nan' is not valid"),
-    ("data.fps=.inf", "data.fps=inf is not valid"),
+    ("data.fps=nan", "data.fps=nan is not valid"),  # Hydra's grammar: nan and inf are floats
+    ("data.fps=inf", "data.fps=inf is not valid"),
     ("data.short_side=abc", "data.short_side='abc' is not valid: set it to a whole number >= 2"),
-    ("data.shards_dir=", "data.shards_dir=None is not valid: set it to a non-empty string"),
+    ("data.shards_dir=", "data.shards_dir='' is not valid: set it to a non-empty string"),
+    ("data.shards_dir=null", "data.shards_dir=None is not valid: set it to a non-empty string"),
     ("data.shards_dir=' '", "data.shards_dir=' ' is not valid"),
     ("data.trim=maybe", "data.trim='maybe' is not valid: set it to true or false"),
     ("data.trim=1", "data.trim=1 is not valid: set it to true or false"),
@@ -89,15 +113,16 @@ BAD_VALUES = [  # (override, what the one line says)
 
 
 @pytest.mark.parametrize(("override", "message"), BAD_VALUES)
-def test_a_bad_config_value_stops_every_stage_in_one_line_writing_nothing(tmp_path, monkeypatch, capsys,
-                                                                         override, message) -> None:
+def test_a_bad_config_value_stops_every_stage_in_one_line_writing_nothing(
+    tmp_path, monkeypatch, capsys, override, message
+) -> None:
     from pipeline.toolchain import main
 
     write_params(tmp_path / "params.yaml")
     monkeypatch.chdir(tmp_path)
     assert main([override]) == 2
     err = capsys.readouterr().err
-    assert err == f"error: {message}" + err[len(f"error: {message}"):] and err.count("\n") == 1, err
+    assert err == f"error: {message}" + err[len(f"error: {message}") :] and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
 

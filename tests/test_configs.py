@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import itertools
 
-import a2model
 import pytest
 import torch
-
 from omegaconf import OmegaConf
 
+import a2model
 from pipeline.core.config import CONF_DIR, compose, load_config
 from pipeline.training.net import build_net
 
@@ -29,7 +28,12 @@ def test_every_combination_composes_with_command_line_overrides(model, data, tra
     cfg = compose([f"model={model}", f"data={data}", f"train={train}", "train.epochs=3", "train.seed=7"])
     assert cfg.model.net.name == model and cfg.data.name == data
     assert cfg.train.epochs == 3 and cfg.train.seed == 7
-    assert list(a2model.MODEL_INPUTS[model]) == [3, cfg.model.clip.num_frames, cfg.model.clip.crop_size, cfg.model.clip.crop_size]
+    assert list(a2model.MODEL_INPUTS[model]) == [
+        3,
+        cfg.model.clip.num_frames,
+        cfg.model.clip.crop_size,
+        cfg.model.clip.crop_size,
+    ]
     assert cfg.train.batch_size >= 1 and len(cfg.train.scale_jitter) == 2
 
 
@@ -111,8 +115,7 @@ def test_model_choices_are_the_model_files_and_the_family_bases_are_not_among_th
         assert OmegaConf.is_missing(base.net, "name"), family
 
 
-@pytest.mark.parametrize(("model", "family", "clip"),
-                         [(model, *row) for model, row in sorted(MODEL_FAMILIES.items())])
+@pytest.mark.parametrize(("model", "family", "clip"), [(model, *row) for model, row in sorted(MODEL_FAMILIES.items())])
 def test_every_model_file_is_its_family_base_plus_its_own_name(model, family, clip):
     own = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / f"{model}.yaml"))
     assert own.pop("defaults") == [f"family/{family}@_here_", "_self_"]  # _self_ last: the file's keys win

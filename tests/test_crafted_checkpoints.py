@@ -20,9 +20,11 @@ def _write_checkpoint(workdir: Path, net_config: dict) -> Path:
     net = a2model.build_model("tiny_a2", num_classes=4)
     path = workdir / "models/train/last.pt"
     path.parent.mkdir(parents=True)
-    config = {"model": {"net": {"name": "tiny_a2", **net_config},
-                        "clip": {"num_frames": 8, "stride": 4, "crop_size": 56}},
-              "train": {"epochs": 1}, "data": {}}
+    config = {
+        "model": {"net": {"name": "tiny_a2", **net_config}, "clip": {"num_frames": 8, "stride": 4, "crop_size": 56}},
+        "train": {"epochs": 1},
+        "data": {},
+    }
     Checkpoint(weights=net.state_dict(), config=config, classes=["a", "b", "c", "d"], epoch=1).save(path)
     (path.parent / "run_id.txt").write_text("0" * 32 + "\n")
     return path
@@ -33,17 +35,25 @@ def _marker_command(marker: Path) -> dict:
 
 
 @pytest.mark.parametrize("stage", ["pipeline.evaluate", "pipeline.register"])
-@pytest.mark.parametrize("net_config, says", [
-    (lambda m: _marker_command(m), "model.net._target_ is 'os.system'"),
-    (lambda m: {"_target_": "a2model.build_model", "name": "tiny_a2", "block": _marker_command(m)},
-     "model.net.block is not a plain value (dict)"),
-    (lambda m: {"_target_": "a2model.build_model", "name": "tiny_a2", "_args_": ["x"]},
-     "model.net._args_ is not a plain value"),
-    (lambda m: {"name": "not_a_model"}, "unknown video model 'not_a_model'"),
-    (lambda m: {"name": {"_target_": "os.system", "command": f"touch {m}"}}, "unknown video model"),
-])
-def test_a_crafted_checkpoint_config_runs_nothing_and_is_one_line(tmp_path, monkeypatch, capsys, stage,
-                                                                   net_config, says) -> None:
+@pytest.mark.parametrize(
+    "net_config, says",
+    [
+        (lambda m: _marker_command(m), "model.net._target_ is 'os.system'"),
+        (
+            lambda m: {"_target_": "a2model.build_model", "name": "tiny_a2", "block": _marker_command(m)},
+            "model.net.block is not a plain value (dict)",
+        ),
+        (
+            lambda m: {"_target_": "a2model.build_model", "name": "tiny_a2", "_args_": ["x"]},
+            "model.net._args_ is not a plain value",
+        ),
+        (lambda m: {"name": "not_a_model"}, "unknown video model 'not_a_model'"),
+        (lambda m: {"name": {"_target_": "os.system", "command": f"touch {m}"}}, "unknown video model"),
+    ],
+)
+def test_a_crafted_checkpoint_config_runs_nothing_and_is_one_line(
+    tmp_path, monkeypatch, capsys, stage, net_config, says
+) -> None:
     marker = tmp_path / "code-ran"
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     _write_checkpoint(tmp_path, net_config(marker))
@@ -55,15 +65,19 @@ def test_a_crafted_checkpoint_config_runs_nothing_and_is_one_line(tmp_path, monk
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("write, says", [
-    (lambda p: torch.save({"weights": torch.zeros(1)}, p), "is not a checkpoint of the train stage"),
-    (lambda p: torch.save({"format": "a2nets.checkpoint", "format_version": 0}, p), "is checkpoint format 0"),
-    (lambda p: torch.save({"format": "a2nets.checkpoint", "format_version": FORMAT_VERSION, "epoch": "1"}, p),
-     "malformed checkpoint"),
-    (lambda p: p.write_bytes(b"not a zip archive"), "cannot be read as a checkpoint"),
-])
-def test_a_file_that_is_not_a_checkpoint_of_this_format_is_one_line(tmp_path, monkeypatch, capsys, write,
-                                                                     says) -> None:
+@pytest.mark.parametrize(
+    "write, says",
+    [
+        (lambda p: torch.save({"weights": torch.zeros(1)}, p), "is not a checkpoint of the train stage"),
+        (lambda p: torch.save({"format": "a2nets.checkpoint", "format_version": 0}, p), "is checkpoint format 0"),
+        (
+            lambda p: torch.save({"format": "a2nets.checkpoint", "format_version": FORMAT_VERSION, "epoch": "1"}, p),
+            "malformed checkpoint",
+        ),
+        (lambda p: p.write_bytes(b"not a zip archive"), "cannot be read as a checkpoint"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_of_this_format_is_one_line(tmp_path, monkeypatch, capsys, write, says) -> None:
     from pipeline.evaluate import main
 
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")

@@ -72,8 +72,12 @@ def stage_module(stage: dict) -> str:
 
 def test_import_closure_follows_function_level_and_package_imports() -> None:
     closure = {p.relative_to(REPO).as_posix() for p in import_closure("pipeline.validate")}
-    assert {"pipeline/__init__.py", "pipeline/validate.py", "pipeline/core/__init__.py",
-            "pipeline/core/config.py"} <= closure
+    assert {
+        "pipeline/__init__.py",
+        "pipeline/validate.py",
+        "pipeline/core/__init__.py",
+        "pipeline/core/config.py",
+    } <= closure
     assert "pipeline/data/shards.py" in closure  # imported inside a function only
     assert "pipeline/train.py" not in closure
 
@@ -88,6 +92,33 @@ def test_stage_deps_list_every_project_file_its_command_imports(name: str) -> No
     code_deps = [dep for dep in deps if dep.endswith(".py")]
     unused = sorted(d for d in code_deps if (REPO / d) not in closure)
     assert not unused, f"stage {name!r} lists code it never imports (remove from deps): {unused}"
+
+
+ENTRY_POINTS = {p.stem for p in (REPO / "pipeline").glob("*.py")} - {"__init__"}  # stages, cli, ablation
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The stage or driver modules (``pipeline.<name>``) that ``path`` imports."""
+    return {
+        name
+        for name in imported_modules(path)
+        if re.fullmatch(r"pipeline\.(\w+)", name) and name.split(".")[1] in ENTRY_POINTS
+    }
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "pipeline").rglob("*.py")), ids=lambda p: p.relative_to(REPO).as_posix()
+)
+def test_no_stage_imports_another_and_the_library_imports_no_stage(path: Path) -> None:
+    imported = top_level_imports(path)
+    assert not imported, (
+        f"{path.relative_to(REPO)} imports the entry points {sorted(imported)}; move the shared code into the library"
+    )
+
+
+def test_the_model_library_imports_nothing_of_the_pipeline() -> None:
+    imported = {name for path in (REPO / "a2model").glob("*.py") for name in imported_modules(path)}
+    assert not {name for name in imported if name.startswith("pipeline")}
 
 
 def write_code_deps(dvc_yaml: Path) -> None:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
-import mlflow
 import pytest
 import torch
 
-from helpers import tiny_overrides
+import mlflow
 from pipeline import evaluate as evaluate_stage
 from pipeline import train as train_stage
-from pipeline.evaluation.meters import Evaluation, topk_accuracy
 from pipeline.data.transforms import TestTransform
+from pipeline.evaluation.meters import Evaluation, topk_accuracy
+
+from helpers import tiny_overrides
 
 
 def test_video_scores_sum_the_softmax_of_views_and_clip_accuracy_counts_each_view():

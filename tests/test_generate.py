@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import tree_hashes
 from pipeline.core.errors import StageError
+from pipeline.data.kinetics import find_video, load_classes, read_annotations
 from pipeline.data.synthetic import (
     CLASSES,
     GAP,
@@ -21,9 +21,10 @@ from pipeline.data.synthetic import (
     plan_jobs,
     render_clip,
 )
-from pipeline.data.kinetics import find_video, load_classes, read_annotations
 from pipeline.data.video import ffmpeg_exe
 from pipeline.generate import main
+
+from helpers import tree_hashes
 
 TINY = dict(seed=3, train_per_class=1, validate_per_class=1, num_missing=1, num_corrupt=1)
 
@@ -79,14 +80,14 @@ def test_videos_decode_to_the_rendered_frames_and_one_is_corrupt(dataset: Path) 
         video = find_video(dataset, ann)
         if video is None:
             continue
-        probe = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video), "-f", "null", "-"],
-                               capture_output=True)
+        probe = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video), "-f", "null", "-"], capture_output=True)
         if probe.returncode != 0:
             corrupt += 1
             continue
         frames, fps = decode(video)
-        expected, expected_fps, _ = render_clip(clip_rng(job.seed, job.split, job.index), job.spec,
-                                                ann.time_end - ann.time_start)
+        expected, expected_fps, _ = render_clip(
+            clip_rng(job.seed, job.split, job.index), job.spec, ann.time_end - ann.time_start
+        )
         assert fps == expected_fps
         assert frames.shape == expected.shape
         assert frames.shape[0] == (ann.time_end - ann.time_start) * fps

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ANNOTATIONS_HEADER as HEADER
-from helpers import write_annotations
 from pipeline.core.errors import StageError
 from pipeline.data.kinetics import (
     Annotation,
@@ -16,6 +14,9 @@ from pipeline.data.kinetics import (
     load_classes,
     read_annotations,
 )
+
+from helpers import ANNOTATIONS_HEADER as HEADER
+from helpers import write_annotations
 
 CANONICAL_CLASSES = Path(__file__).resolve().parents[1] / "pipeline/resources/kinetics400_classes.txt"
 CLASSES = ["abseiling", "skiing (not slalom or crosscountry)", "dancing, waltz", "air drumming"]
@@ -43,7 +44,7 @@ def test_reads_quoted_labels_leading_dash_ids_and_all_files(tmp_path: Path) -> N
     root = make_root(
         tmp_path,
         {
-            "validate.csv": HEADER + 'air drumming,-abcDEF_123,5,15,validate,0\n',
+            "validate.csv": HEADER + "air drumming,-abcDEF_123,5,15,validate,0\n",
             "train.csv": HEADER
             + '"skiing (not slalom or crosscountry)",--x_y-z0123,0,10,train,1\n'
             + '"dancing, waltz",AbC-dEf_gHi,12,22,train,0\n',
@@ -51,8 +52,7 @@ def test_reads_quoted_labels_leading_dash_ids_and_all_files(tmp_path: Path) -> N
     )
     anns = read_annotations(root, CLASSES)
     assert anns == [
-        Annotation("skiing (not slalom or crosscountry)", 1, "--x_y-z0123", 0, 10, "train",
-                   "annotations/train.csv:2"),
+        Annotation("skiing (not slalom or crosscountry)", 1, "--x_y-z0123", 0, 10, "train", "annotations/train.csv:2"),
         Annotation("dancing, waltz", 2, "AbC-dEf_gHi", 12, 22, "train", "annotations/train.csv:3"),
         Annotation("air drumming", 3, "-abcDEF_123", 5, 15, "validate", "annotations/validate.csv:2"),
     ]
@@ -60,8 +60,9 @@ def test_reads_quoted_labels_leading_dash_ids_and_all_files(tmp_path: Path) -> N
 
 
 def test_is_cc_column_is_optional_and_end_before_start_is_parsed(tmp_path: Path) -> None:
-    root = make_root(tmp_path, {"train.csv": "label,youtube_id,time_start,time_end,split\n"
-                                             "abseiling,aaaaaaaaaaa,20,10,train\n"})
+    root = make_root(
+        tmp_path, {"train.csv": "label,youtube_id,time_start,time_end,split\nabseiling,aaaaaaaaaaa,20,10,train\n"}
+    )
     (ann,) = read_annotations(root, CLASSES)
     assert (ann.time_start, ann.time_end) == (20, 10)
 
@@ -152,26 +153,36 @@ def test_find_video_in_both_layouts(tmp_path: Path, relative: str) -> None:
 BAD_INPUTS = {  # name: (write the bad thing into a root, what the one line says)
     "label not in the class list": (
         lambda root: (root / "annotations/train.csv").write_text(HEADER + "swimming,aaaaaaaaaaa,0,10,train,0\n"),
-        "not in the class list"),
+        "not in the class list",
+    ),
     "dot in youtube_id": (
         lambda root: (root / "annotations/train.csv").write_text(HEADER + "abseiling,a.b,0,10,train,0\n"),
-        "youtube_id 'a.b' has characters outside"),
+        "youtube_id 'a.b' has characters outside",
+    ),
     "time with an underscore": (
         lambda root: (root / "annotations/train.csv").write_text(HEADER + "abseiling,abc,1_26,30,train,0\n"),
-        "time_start '1_26'"),
+        "time_start '1_26'",
+    ),
     "not UTF-8": (
-        lambda root: (root / "annotations/train.csv").write_bytes(HEADER.encode() + b"abseiling,\xff\xfe,0,1,train,0\n"),
-        "not UTF-8 text"),
-    "a directory named like a CSV": (
-        lambda root: (root / "annotations/train.csv").mkdir(), "not a file"),
+        lambda root: (root / "annotations/train.csv").write_bytes(
+            HEADER.encode() + b"abseiling,\xff\xfe,0,1,train,0\n"
+        ),
+        "not UTF-8 text",
+    ),
+    "a directory named like a CSV": (lambda root: (root / "annotations/train.csv").mkdir(), "not a file"),
     "too many columns": (
         lambda root: (root / "annotations/train.csv").write_text(HEADER + "abseiling,abc,0,1,train,0,extra\n"),
-        "7 columns but the header has 6"),
+        "7 columns but the header has 6",
+    ),
     "no class list": (lambda root: (root / "classes.txt").unlink(), "class list not found"),
     "class list with a blank line": (
-        lambda root: (root / "classes.txt").write_text("abseiling\n\nzumba\n"), "is empty"),
+        lambda root: (root / "classes.txt").write_text("abseiling\n\nzumba\n"),
+        "is empty",
+    ),
     "header without times": (
-        lambda root: (root / "annotations/train.csv").write_text("label,youtube_id,split\n"), "header lacks column"),
+        lambda root: (root / "annotations/train.csv").write_text("label,youtube_id,split\n"),
+        "header lacks column",
+    ),
 }
 
 

@@ -7,18 +7,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 import torch
 
-from helpers import enter_project_store
-from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
+import mlflow
 from pipeline.cli import main
+from pipeline.data.video import encode_video
 from pipeline.registry.predict import load_model, video_scores, video_views
 from pipeline.registry.publish import Lineage, log_and_register
 from pipeline.registry.tracking import setup_mlflow
-from pipeline.data.video import encode_video
+
+from helpers import enter_project_store
+from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
 
 A2NET = Path(sys.executable).with_name("a2net")
 
@@ -34,9 +35,14 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
             mlflow.log_metrics(GOOD_METRICS)
         net = StandInNet(seed=1)
         registered = log_and_register(
-            net, run_id=run.info.run_id, model_name="a2net", architecture="stand_in",
-            classes=CLASSES, preprocessing=PREPROCESSING,
-            lineage=Lineage("c0ffee", "p", "s", validation="passed"))
+            net,
+            run_id=run.info.run_id,
+            model_name="a2net",
+            architecture="stand_in",
+            classes=CLASSES,
+            preprocessing=PREPROCESSING,
+            lineage=Lineage("c0ffee", "p", "s", validation="passed"),
+        )
         assert main(["promote", "--version", registered.version, "--to", "staging"]) == 0
         yield {"root": root, "net": net, "uri": registered.model_uri}
         mlflow.set_tracking_uri(None)
@@ -52,8 +58,13 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_views_are_the_eval_multi_view_crops(video: Path) -> None:
     views = video_views(video, PREPROCESSING)
-    assert views.shape == (PREPROCESSING.num_clips * PREPROCESSING.num_crops, 3,
-                           PREPROCESSING.num_frames, PREPROCESSING.crop_size, PREPROCESSING.crop_size)
+    assert views.shape == (
+        PREPROCESSING.num_clips * PREPROCESSING.num_crops,
+        3,
+        PREPROCESSING.num_frames,
+        PREPROCESSING.crop_size,
+        PREPROCESSING.crop_size,
+    )
     assert views.dtype == torch.float32
     assert -3 < views.mean() < 3 and views.std() > 0.1  # normalised, not raw 0..255 pixels
 
@@ -79,9 +90,14 @@ def test_cli_reports_bad_files_in_one_line_and_predicts_the_rest(store, video, t
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("this is not a video\n")
     missing = tmp_path / "missing.mp4"
-    done = subprocess.run([str(A2NET), "predict", str(not_video), str(missing), str(video)],
-                          cwd=store["root"], capture_output=True, text=True, timeout=300,
-                          env={"PATH": "/usr/bin:/bin", "MLFLOW_DISABLE_TELEMETRY": "true"})
+    done = subprocess.run(
+        [str(A2NET), "predict", str(not_video), str(missing), str(video)],
+        cwd=store["root"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     assert done.returncode == 2, done.stderr
     errors = done.stderr.splitlines()
     assert len(errors) == 2
@@ -94,8 +110,7 @@ def test_cli_reports_bad_files_in_one_line_and_predicts_the_rest(store, video, t
 
 def test_a_pickled_model_is_refused(store, capsys) -> None:
     with mlflow.start_run():
-        info = mlflow.pytorch.log_model(StandInNet(), name="model", serialization_format="pickle",
-                                        pip_requirements=[])
+        info = mlflow.pytorch.log_model(StandInNet(), name="model", serialization_format="pickle", pip_requirements=[])
     capsys.readouterr()
     assert main(["predict", "whatever.mp4", "--model", info.model_uri]) == 2
     err = capsys.readouterr().err
@@ -109,10 +124,20 @@ def _predict_in_clean_tmp(store, tmp_path: Path, video: Path, model: str) -> tup
     """``a2net predict`` in a subprocess whose TMPDIR starts empty; returns it and that TMPDIR."""
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    env = {"PATH": "/usr/bin:/bin", "MLFLOW_DISABLE_TELEMETRY": "true", "TMPDIR": str(scratch),
-           "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}  # torch's own cache, made on import
-    done = subprocess.run([str(A2NET), "predict", str(video), "--model", model], cwd=store["root"],
-                          capture_output=True, text=True, timeout=300, env=env)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "TMPDIR": str(scratch),
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+    }  # torch's own cache, made on import
+    done = subprocess.run(
+        [str(A2NET), "predict", str(video), "--model", model],
+        cwd=store["root"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     return done, scratch
 
 
@@ -144,13 +169,16 @@ def test_a_local_model_folder_predicts_like_its_registered_version(store, video,
     torch.testing.assert_close(video_scores(local.net, views), video_scores(registered.net, views))
 
 
-@pytest.mark.parametrize("uri, says", [
-    ("file:///etc", "/etc holds no MLmodel file"),
-    ("/etc", "/etc holds no MLmodel file"),
-    ("s3://bucket/model", "not a model URI"),
-    ("http://127.0.0.1:9/model", "not a model URI"),
-    ("models:/no-such-model@staging", "cannot load model models:/no-such-model@staging: "),
-])
+@pytest.mark.parametrize(
+    "uri, says",
+    [
+        ("file:///etc", "/etc holds no MLmodel file"),
+        ("/etc", "/etc holds no MLmodel file"),
+        ("s3://bucket/model", "not a model URI"),
+        ("http://127.0.0.1:9/model", "not a model URI"),
+        ("models:/no-such-model@staging", "cannot load model models:/no-such-model@staging: "),
+    ],
+)
 def test_foreign_or_missing_model_uris_are_one_line_and_leave_no_temp_files(store, video, tmp_path, uri, says) -> None:
     done, scratch = _predict_in_clean_tmp(store, tmp_path, video, uri)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and says in done.stderr, done.stderr
@@ -169,4 +197,7 @@ def test_a_bad_top_k_is_one_line(top_k, capsys) -> None:
         main(["predict", "x.mp4", "--top-k", top_k])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.count("\n") == 1
-    assert err == f"error: a2net predict: argument --top-k: {top_k!r} is not a whole number >= 1 (see a2net predict --help)\n"
+    assert (
+        err
+        == f"error: a2net predict: argument --top-k: {top_k!r} is not a whole number >= 1 (see a2net predict --help)\n"
+    )

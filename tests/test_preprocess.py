@@ -19,21 +19,46 @@ import torch
 from PIL import Image
 from torchvision.io import decode_jpeg
 
-from helpers import (CLASSES, FAULTS, FPS, GOOD_CLIPS, SHORT_SIDE, clip_id, read_manifest, run_stage,
-                     source_frames, tree_hashes, write_kinetics_root)
 from pipeline.core.errors import StageError
 from pipeline.data.frames import clip_jpegs
-from pipeline.preprocess import main
 from pipeline.data.video import DecodeError, encode_video, ffmpeg_exe
+from pipeline.preprocess import main
+
+from helpers import (
+    CLASSES,
+    FAULTS,
+    FPS,
+    GOOD_CLIPS,
+    SHORT_SIDE,
+    clip_id,
+    read_manifest,
+    run_stage,
+    source_frames,
+    tree_hashes,
+    write_kinetics_root,
+)
 
 
-def reference_decode(video: Path, out_dir: Path,
-                     short_side: int = SHORT_SIDE) -> list[np.ndarray]:
+def reference_decode(video: Path, out_dir: Path, short_side: int = SHORT_SIDE) -> list[np.ndarray]:
     """Decode with a hand-written ffmpeg command to PNG files (independent of pipeline.data.video)."""
     out_dir.mkdir()
     scale = f"scale='if(lt(iw,ih),{short_side},-2)':'if(lt(iw,ih),-2,{short_side})'"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-threads", "1", "-i", str(video), "-an",
-                    "-vf", f"fps={FPS},{scale},format=yuv420p", str(out_dir / "%04d.png")], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-threads",
+            "1",
+            "-i",
+            str(video),
+            "-an",
+            "-vf",
+            f"fps={FPS},{scale},format=yuv420p",
+            str(out_dir / "%04d.png"),
+        ],
+        check=True,
+    )
     return [np.asarray(Image.open(p).convert("RGB")) for p in sorted(out_dir.glob("*.png"))]
 
 
@@ -85,12 +110,24 @@ def test_jpegs_keep_colours_of_bt709_sources_odd_sizes_and_quality(built, tmp_pa
     root, _, _ = built
     video = next(root.rglob(f"{clip_id('ddddddddddd')}.mp4"))
     bt709 = tmp_path / "bt709.mp4"  # same pixels, tagged BT.709: decoders must use its matrix
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video), "-c", "copy", "-bsf:v",
-                    "h264_metadata=matrix_coefficients=1", str(bt709)], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-i",
+            str(video),
+            "-c",
+            "copy",
+            "-bsf:v",
+            "h264_metadata=matrix_coefficients=1",
+            str(bt709),
+        ],
+        check=True,
+    )
     for source, short_side in ((video, 31), (bt709, 32)):
         expected = reference_decode(source, tmp_path / f"{source.stem}{short_side}", short_side)
-        jpegs, height, width = clip_jpegs(source, fps=FPS, short_side=short_side,
-                                          jpeg_quality=50)
+        jpegs, height, width = clip_jpegs(source, fps=FPS, short_side=short_side, jpeg_quality=50)
         assert len(jpegs) == len(expected) and (height, width) == expected[0].shape[:2]
         assert height == short_side and width % 2 == 0
         for i, (jpeg, frame) in enumerate(zip(jpegs, expected)):
@@ -110,15 +147,22 @@ def test_manifest_rows_statuses_and_reasons(built):
         assert row["status"] == "failed", kind
         assert "Invalid data" in row["reason"] or "moov" in row["reason"], row["reason"]
         assert row["shard"] == "" and row["num_frames"] == ""
-    assert summary["splits"]["train"] == {"ok": 4, "missing": 1, "failed": 4, "shards": 2,
-                                          "frames": sum(
-        int(manifest[clip_id(c[2])]["num_frames"]) for c in GOOD_CLIPS if c[0] == "train")}
+    assert summary["splits"]["train"] == {
+        "ok": 4,
+        "missing": 1,
+        "failed": 4,
+        "shards": 2,
+        "frames": sum(int(manifest[clip_id(c[2])]["num_frames"]) for c in GOOD_CLIPS if c[0] == "train"),
+    }
 
 
 def test_shards_hold_sorted_clips_in_webdataset_layout(built):
     _, shards, _ = built
     assert sorted(p.relative_to(shards).as_posix() for p in shards.rglob("*.tar")) == [
-        "train/train-000000.tar", "train/train-000001.tar", "validate/validate-000000.tar"]
+        "train/train-000000.tar",
+        "train/train-000001.tar",
+        "validate/validate-000000.tar",
+    ]
     assert not list(shards.rglob("*.tmp"))
     keys = []
     for shard in sorted((shards / "train").glob("*.tar")):
@@ -152,9 +196,15 @@ def test_rerun_keeps_shards_and_changed_params_rebuild(built, tmp_path):
 def test_stage_main_exits_zero_with_bad_videos_and_two_on_bad_root(built, tmp_path, capsys):
     root, _, _ = built
     out = tmp_path / "cli"
-    args = [f"data.root={root}", f"data.shards_dir={out}",
-            f"data.fps={FPS}", f"data.short_side={SHORT_SIDE}", "data.jpeg_quality=90",
-            "data.workers=2", "data.samples_per_shard=2"]
+    args = [
+        f"data.root={root}",
+        f"data.shards_dir={out}",
+        f"data.fps={FPS}",
+        f"data.short_side={SHORT_SIDE}",
+        "data.jpeg_quality=90",
+        "data.workers=2",
+        "data.samples_per_shard=2",
+    ]
     assert main(args) == 0
     assert "4 ok, 1 missing, 4 failed" in capsys.readouterr().out
     assert main([f"data.root={tmp_path / 'nowhere'}", f"data.shards_dir={out}"]) == 2
@@ -164,13 +214,24 @@ def test_stage_main_exits_zero_with_bad_videos_and_two_on_bad_root(built, tmp_pa
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_bytes(tmp_path):
     root = write_kinetics_root(tmp_path / "root", faults=False, extra_train=6)
-    args = [sys.executable, "-m", "pipeline.preprocess", f"data.root={root}",
-            f"data.fps={FPS}",
-            f"data.short_side={SHORT_SIDE}", "data.workers=1", "data.samples_per_shard=1"]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline.preprocess",
+        f"data.root={root}",
+        f"data.fps={FPS}",
+        f"data.short_side={SHORT_SIDE}",
+        "data.workers=1",
+        "data.samples_per_shard=1",
+    ]
     killed = tmp_path / "killed"
-    process = subprocess.Popen(args + [f"data.shards_dir={killed}"], start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               cwd=Path(__file__).resolve().parents[1])
+    process = subprocess.Popen(
+        args + [f"data.shards_dir={killed}"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     second = killed / "train" / "train-000001.tar"  # once it exists, shard 0 is finished
     deadline = time.monotonic() + 60
     while not second.exists() and time.monotonic() < deadline:
@@ -189,20 +250,24 @@ def test_a_truncated_faststart_mp4_is_failed_not_kept_short(tmp_path):
     """The index (moov) at the front: the cut file still decodes, without error, to 30 % of it."""
     whole = encode_video(source_frames(50, 64, 48, 0), tmp_path / "whole.mp4", 10)  # 5 s
     faststart = tmp_path / "faststart.mp4"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(whole), "-c", "copy", "-movflags", "+faststart",
-                    str(faststart)], check=True)
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(whole), "-c", "copy", "-movflags", "+faststart", str(faststart)],
+        check=True,
+    )
     assert len(clip_jpegs(faststart, fps=FPS, short_side=SHORT_SIDE, jpeg_quality=90)[0]) == 50
     data = faststart.read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: int(len(data) * 0.3)])
-    with pytest.raises(DecodeError, match=r"^truncated: \d+ frames \([\d.]+ s\) decoded of the 5.0 s the container declares$"):
+    with pytest.raises(
+        DecodeError, match=r"^truncated: \d+ frames \([\d.]+ s\) decoded of the 5.0 s the container declares$"
+    ):
         clip_jpegs(cut, fps=FPS, short_side=SHORT_SIDE, jpeg_quality=90)
 
 
 def test_a_run_with_other_params_starts_clean_and_readers_refuse_mixed_shards(tmp_path, monkeypatch):
+    from pipeline.data.clips import uniform_clip_indices
     from pipeline.data.shard_writer import SplitWriter
     from pipeline.data.shards import ClipDataset
-    from pipeline.data.clips import uniform_clip_indices
 
     root = write_kinetics_root(tmp_path / "root", faults=False)
     shards = tmp_path / "shards"
@@ -223,8 +288,11 @@ def test_a_run_with_other_params_starts_clean_and_readers_refuse_mixed_shards(tm
     run_stage(root, shards, samples_per_shard=1, short_side=24)
     (shards / "train/train-000009.tar").write_bytes(old_shard)  # a shard of the old run, left behind
     sampler = lambda n, g: [uniform_clip_indices(n, 2, 1, 1)[0]]  # noqa: E731
-    with pytest.raises(StageError, match=r"1 clips \(first \w+ in train-000009.tar\) were written by another "
-                                         r"preprocess run than provenance.json names"):
+    with pytest.raises(
+        StageError,
+        match=r"1 clips \(first \w+ in train-000009.tar\) were written by another "
+        r"preprocess run than provenance.json names",
+    ):
         ClipDataset(shards, "train", sampler)
 
 
@@ -243,10 +311,19 @@ def full_disk(tmp_path):
 def test_a_full_disk_is_one_line_and_leaves_no_temp_file(built, full_disk, monkeypatch, capsys):
     root, _, _ = built
     monkeypatch.chdir(full_disk.parent)
-    code = main([f"data.root={root}", f"data.shards_dir={full_disk / 'shards'}", "data.workers=1",
-                 f"data.short_side={SHORT_SIDE}", "data.samples_per_shard=2"])
+    code = main(
+        [
+            f"data.root={root}",
+            f"data.shards_dir={full_disk / 'shards'}",
+            "data.workers=1",
+            f"data.short_side={SHORT_SIDE}",
+            "data.samples_per_shard=2",
+        ]
+    )
     lines = [line for line in capsys.readouterr().err.splitlines() if line and not line.startswith("preprocess:")]
-    assert code == 2 and lines == [f"error: {full_disk / 'shards'}: cannot write the shards (No space left on "
-                                   "device); free space or set data.shards_dir to a writable folder"], lines
+    assert code == 2 and lines == [
+        f"error: {full_disk / 'shards'}: cannot write the shards (No space left on "
+        "device); free space or set data.shards_dir to a writable folder"
+    ], lines
     assert not [p for p in full_disk.rglob("*") if p.name.endswith(".tmp")]
     assert not (full_disk / "shards/manifest.csv").exists()

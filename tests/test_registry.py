@@ -6,24 +6,25 @@ import json
 import os
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 import torch
 import yaml
-from mlflow import MlflowClient
 from omegaconf import OmegaConf
+
+import mlflow
+from mlflow import MlflowClient
+from pipeline.cli import main
+from pipeline.core.config import config_md5, load_config, write_params
+from pipeline.data.video import encode_video
+from pipeline.register import main as register_main
+from pipeline.registry.predict import video_scores, video_views
+from pipeline.registry.publish import validation_outcome
+from pipeline.registry.tracking import setup_mlflow
+from pipeline.training.checkpoint import Checkpoint
 
 from helpers import enter_project_store
 from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
-from pipeline.cli import main
-from pipeline.core.config import config_md5, load_config, write_params
-from pipeline.register import main as register_main
-from pipeline.registry.publish import validation_outcome
-from pipeline.training.checkpoint import Checkpoint
-from pipeline.registry.tracking import setup_mlflow
-from pipeline.registry.predict import video_scores, video_views
-from pipeline.data.video import encode_video
 
 server = pytest.mark.slow  # tests on the server: its start and several model exports, ~60 s
 
@@ -55,8 +56,8 @@ def test_register_logs_pt2_model_with_classes_preprocessing_and_lineage(register
     assert "| video_top1 | 0.8000 |" in version.description
 
     local = mlflow.artifacts.download_artifacts(registered.model_uri, dst_path=str(tmp_path))
-    mlmodel = yaml.safe_load(open(f"{local}/MLmodel"))
-    assert open(f"{local}/extra_files/classes.txt").read().split("\n")[:-1] == CLASSES
+    mlmodel = yaml.safe_load(Path(f"{local}/MLmodel").read_text())
+    assert Path(f"{local}/extra_files/classes.txt").read_text().split("\n")[:-1] == CLASSES
     assert mlmodel["metadata"]["classes"] == CLASSES
     assert mlmodel["metadata"]["preprocessing"]["crop_size"] == PREPROCESSING.crop_size
     assert sorted(os.listdir(f"{local}/data")) == ["model.pt2"]  # torch.export, no pickle
@@ -110,8 +111,9 @@ def test_force_with_reason_overrides_gate_and_records_who_and_why(register_versi
 
     monkeypatch.setenv("USER", "alice")
     monkeypatch.setenv("LOGNAME", "alice")
-    code, out, _ = promote(capsys, "reg-force", "--version", version, "--to", "staging",
-                           "--force", "--reason", "hotfix for the demo")
+    code, out, _ = promote(
+        capsys, "reg-force", "--version", version, "--to", "staging", "--force", "--reason", "hotfix for the demo"
+    )
     assert code == 0 and "[forced]" in out
     tags = MlflowClient().get_model_version("reg-force", version).tags
     assert tags["forced_by"] == "alice"
@@ -127,8 +129,9 @@ def test_production_only_takes_the_staging_version(register_version, capsys) -> 
     code, _, err = promote(capsys, "reg-prod", "--version", v1, "--to", "production")
     assert code == 1 and "no version holds staging" in err
     assert promote(capsys, "reg-prod", "--version", v1, "--to", "staging")[0] == 0
-    code, _, err = promote(capsys, "reg-prod", "--version", v2, "--to", "production", "--force",
-                           "--reason", "skip staging")
+    code, _, err = promote(
+        capsys, "reg-prod", "--version", v2, "--to", "production", "--force", "--reason", "skip staging"
+    )
     assert code == 1 and f"version {v1} holds staging" in err
     assert aliases("reg-prod") == {"staging": v1}
 
@@ -160,13 +163,11 @@ def test_predict_over_http_uses_the_staging_model(register_version, capsys, tmp_
     version = register_version("reg-predict", net=net).version
     assert promote(capsys, "reg-predict", "--version", version, "--to", "staging")[0] == 0
     rng = np.random.default_rng(1)
-    video = encode_video(rng.integers(0, 256, (30, 48, 64, 3), dtype=np.uint8),
-                         tmp_path / "clip.mp4", fps=10)
+    video = encode_video(rng.integers(0, 256, (30, 48, 64, 3), dtype=np.uint8), tmp_path / "clip.mp4", fps=10)
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("not a video\n")
 
-    code = main(["predict", str(video), str(not_video), "--model", "models:/reg-predict@staging",
-                 "--json"])
+    code = main(["predict", str(video), str(not_video), "--model", "models:/reg-predict@staging", "--json"])
     out, err = capsys.readouterr()
     assert code == 2 and err.startswith(f"error: {not_video}: not a readable video")
     [prediction] = json.loads(out)["predictions"]
@@ -196,12 +197,19 @@ def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -
     net = a2model.build_model(name, num_classes=len(classes)).eval()
     out_dir = Path(cfg.train.out_dir)
     out_dir.mkdir(parents=True)
-    Checkpoint(weights=net.state_dict(), config=OmegaConf.to_container(cfg), classes=classes,
-               epoch=2).save(out_dir / "last.pt")
+    Checkpoint(weights=net.state_dict(), config=OmegaConf.to_container(cfg), classes=classes, epoch=2).save(
+        out_dir / "last.pt"
+    )
     with mlflow.start_run(experiment_id=setup_mlflow(cfg.mlflow.experiment)) as run:
         mlflow.log_metrics(GOOD_METRICS)
-        mlflow.set_tags({"git_commit": "abc123", "data.dvc_md5": "d" * 32 + ".dir",
-                         "toolchain.ffmpeg": "ffmpeg version n9.9", "toolchain.numpy": "9.9"})
+        mlflow.set_tags(
+            {
+                "git_commit": "abc123",
+                "data.dvc_md5": "d" * 32 + ".dir",
+                "toolchain.ffmpeg": "ffmpeg version n9.9",
+                "toolchain.numpy": "9.9",
+            }
+        )
     (out_dir / "run_id.txt").write_text(run.info.run_id + "\n")
     summary = Path(cfg.validate.report_dir) / "summary.json"
     summary.parent.mkdir(parents=True)
@@ -225,15 +233,17 @@ def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -
 
 def test_register_stage_without_training_output_is_one_clear_line(project: Path, capsys) -> None:
     assert register_main([]) == 2
-    assert capsys.readouterr().err == (
-        "error: models/train/run_id.txt not found; run the train stage first\n")
+    assert capsys.readouterr().err == ("error: models/train/run_id.txt not found; run the train stage first\n")
 
 
-@pytest.mark.parametrize("summary, outcome", [
-    ({"success": True, "expectations": []}, "passed"),
-    ({"success": False, "expectations": []}, "failed"),
-    (None, "missing"),
-])
+@pytest.mark.parametrize(
+    "summary, outcome",
+    [
+        ({"success": True, "expectations": []}, "passed"),
+        ({"success": False, "expectations": []}, "failed"),
+        (None, "missing"),
+    ],
+)
 def test_validation_outcome_reads_the_validate_summary(tmp_path, summary, outcome) -> None:
     path = tmp_path / "summary.json"
     if summary is not None:
@@ -246,7 +256,8 @@ def test_validation_outcome_reads_the_validate_summary(tmp_path, summary, outcom
 
 @server
 def test_rollback_skips_the_metric_gate_but_not_validation_and_history_keeps_every_promotion(
-        register_version, capsys) -> None:
+    register_version, capsys
+) -> None:
     name = "reg-rollback"
     v1 = register_version(name, metrics(0.90)).version
     v2 = register_version(name, metrics(0.95)).version
@@ -259,8 +270,10 @@ def test_rollback_skips_the_metric_gate_but_not_validation_and_history_keeps_eve
     assert aliases(name) == {"staging": v1, "previous_staging": v2}
     code, out, _ = promote(capsys, name, "--history", "--to", "staging")
     assert [line.split("  ")[1].split(" by ")[0] for line in out.splitlines()] == [
-        f"@staging -> {v1} (was None) promote", f"@staging -> {v2} (was {v1}) promote",
-        f"@staging -> {v1} (was {v2}) rollback"]
+        f"@staging -> {v1} (was None) promote",
+        f"@staging -> {v2} (was {v1}) promote",
+        f"@staging -> {v1} (was {v2}) rollback",
+    ]
 
 
 @server
@@ -292,8 +305,9 @@ def _promote_concurrently(name: str, versions: list[str], monkeypatch, lock_uri:
     def one(version: str) -> None:
         try:
             with registry.promotion_lock(lock_uri):
-                results[version] = registry.promote(MlflowClient(), name, version, "staging",
-                                                    metric="video_top1", margin=0.5)
+                results[version] = registry.promote(
+                    MlflowClient(), name, version, "staging", metric="video_top1", margin=0.5
+                )
         except registry.PromotionRefused as refused:
             results[version] = refused
 
@@ -306,8 +320,8 @@ def _promote_concurrently(name: str, versions: list[str], monkeypatch, lock_uri:
 
 
 def test_concurrent_promotions_on_the_local_store_are_serialised(project: Path, monkeypatch) -> None:
-    from pipeline.registry.publish import Lineage, log_and_register
     from pipeline.registry.promotion import Promotion, promotion_history
+    from pipeline.registry.publish import Lineage, log_and_register
     from pipeline.registry.tracking import tracking_uri
 
     experiment = setup_mlflow("a2nets")
@@ -315,9 +329,17 @@ def test_concurrent_promotions_on_the_local_store_are_serialised(project: Path, 
     for _ in range(3):
         with mlflow.start_run(experiment_id=experiment) as run:
             mlflow.log_metrics(GOOD_METRICS)
-        versions.append(log_and_register(
-            StandInNet(), run_id=run.info.run_id, model_name="local", architecture="stand_in", classes=CLASSES,
-            preprocessing=PREPROCESSING, lineage=Lineage("c", "p", "s", "passed")).version)
+        versions.append(
+            log_and_register(
+                StandInNet(),
+                run_id=run.info.run_id,
+                model_name="local",
+                architecture="stand_in",
+                classes=CLASSES,
+                preprocessing=PREPROCESSING,
+                lineage=Lineage("c", "p", "s", "passed"),
+            ).version
+        )
     MlflowClient().set_registered_model_alias("local", "staging", versions[0])
     done = _promote_concurrently("local", versions[1:], monkeypatch, tracking_uri())
     assert all(isinstance(d, Promotion) for d in done), done
@@ -331,7 +353,8 @@ def test_concurrent_promotions_on_the_local_store_are_serialised(project: Path, 
 
 @server
 def test_concurrent_promotions_against_a_server_never_both_claim_the_same_predecessor(
-        register_version, monkeypatch, mlflow_server) -> None:
+    register_version, monkeypatch, mlflow_server
+) -> None:
     from pipeline.registry.promotion import Promotion, PromotionRaced
 
     name = "reg-race"
@@ -354,8 +377,10 @@ def test_a2net_outside_a_project_says_where_it_looked_and_creates_nothing(tmp_pa
     for args in (["promote", "--list"], ["ui"], ["predict", "x.mp4", "--model", "models:/a2net@staging"]):
         done = subprocess.run([str(a2net), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 2, done.stderr
-        assert done.stderr == (f"error: no MLflow store: no mlflow/mlflow.db (or mlflow/ beside dvc.yaml) in {tmp_path} "
-                               "or its parents; run a2net inside the project or set MLFLOW_TRACKING_URI\n")
+        assert done.stderr == (
+            f"error: no MLflow store: no mlflow/mlflow.db (or mlflow/ beside dvc.yaml) in {tmp_path} "
+            "or its parents; run a2net inside the project or set MLFLOW_TRACKING_URI\n"
+        )
     assert not any(tmp_path.iterdir())
 
 

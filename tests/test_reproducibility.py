@@ -28,8 +28,13 @@ from pipeline.data.video import ffmpeg_exe
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_STAGES = ("toolchain", "generate", "preprocess")
-TINY = ["generate.train_per_class=2", "generate.validate_per_class=1", "generate.num_missing=1",
-        "generate.num_corrupt=1", "data.samples_per_shard=3"]
+TINY = [
+    "generate.train_per_class=2",
+    "generate.validate_per_class=1",
+    "generate.num_missing=1",
+    "generate.num_corrupt=1",
+    "data.samples_per_shard=3",
+]
 
 
 def dvc_md5(path: Path) -> str:
@@ -41,8 +46,11 @@ def dvc_md5(path: Path) -> str:
     if path.is_file():
         return hashlib.md5(path.read_bytes()).hexdigest()
     entries = sorted(
-        ({"md5": hashlib.md5(f.read_bytes()).hexdigest(), "relpath": f.relative_to(path).as_posix()}
-         for f in path.rglob("*") if f.is_file()),
+        (
+            {"md5": hashlib.md5(f.read_bytes()).hexdigest(), "relpath": f.relative_to(path).as_posix()}
+            for f in path.rglob("*")
+            if f.is_file()
+        ),
         key=lambda entry: entry["relpath"],
     )
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode()).hexdigest() + ".dir"
@@ -62,8 +70,13 @@ def run_data_stages(workdir: Path, overrides: list[str] = (), env: dict[str, str
     for name in DATA_STAGES:
         command = shlex.split(stages[name]["cmd"])
         assert command[0] == "python", command
-        result = subprocess.run([sys.executable, *command[1:], *overrides], cwd=workdir,
-                                env={**os.environ, **(env or {})}, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, *command[1:], *overrides],
+            cwd=workdir,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 0, f"{name}: {result.stderr[-2000:]}"
 
 
@@ -74,7 +87,8 @@ def test_default_data_stages_reproduce_the_committed_dvc_lock(tmp_path: Path) ->
     toolchain = tmp_path / "data/toolchain.json"
     assert dvc_md5(toolchain) == expected["data/toolchain.json"], (
         "this machine's tools differ from the ones dvc.lock was made with (pinned packages not "
-        f"installed?): {toolchain.read_text()}")
+        f"installed?): {toolchain.read_text()}"
+    )
     actual = {path: dvc_md5(tmp_path / path) for path in expected}
     assert actual == expected, "the data stages wrote other bytes than the committed dvc.lock records"
 
@@ -91,8 +105,11 @@ os.execv({ffmpeg_exe()!r}, [{ffmpeg_exe()!r}, *args])
 """)
     wrapper.chmod(0o755)
     overrides = [*TINY, f"video.ffmpeg={wrapper}", "data.short_side=112"]  # up- and downscaling
-    simd_off = {"A2NETS_TEST_SIMD_OFF": "1", "JSIMD_FORCENONE": "1",
-                "NPY_DISABLE_CPU_FEATURES": " ".join(numpy_simd.__cpu_dispatch__)}
+    simd_off = {
+        "A2NETS_TEST_SIMD_OFF": "1",
+        "JSIMD_FORCENONE": "1",
+        "NPY_DISABLE_CPU_FEATURES": " ".join(numpy_simd.__cpu_dispatch__),
+    }
     run_data_stages(tmp_path / "native", overrides)
     run_data_stages(tmp_path / "plain", overrides, simd_off)
     for out in ("data/synthetic", "data/shards"):
@@ -105,8 +122,8 @@ def test_dvc_md5_is_the_hash_dvc_records(tmp_path: Path) -> None:
     (tmp_path / "d/sub").mkdir(parents=True)
     (tmp_path / "d/b.txt").write_text("b")
     (tmp_path / "d/sub/a.bin").write_bytes(b"\0a")
-    from dvc_data.hashfile.tree import Tree
     from dvc_data.hashfile.hash_info import HashInfo
+    from dvc_data.hashfile.tree import Tree
 
     tree = Tree()
     for f in sorted((tmp_path / "d").rglob("*")):
@@ -117,17 +134,25 @@ def test_dvc_md5_is_the_hash_dvc_records(tmp_path: Path) -> None:
     assert dvc_md5(tmp_path / "d") == tree.hash_info.value
 
 
-@pytest.mark.parametrize("setting, says", [
-    ("/nonexistent/ffmpeg", "cannot be run"),
-    ("/bin/true", "is not ffmpeg"),
-    ("system", "but there is no ffmpeg on PATH"),  # PATH below holds only the venv's bin
-])
+@pytest.mark.parametrize(
+    "setting, says",
+    [
+        ("/nonexistent/ffmpeg", "cannot be run"),
+        ("/bin/true", "is not ffmpeg"),
+        ("system", "but there is no ffmpeg on PATH"),  # PATH below holds only the venv's bin
+    ],
+)
 def test_a_bad_video_ffmpeg_is_one_line_naming_the_setting(tmp_path: Path, setting: str, says: str) -> None:
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     env = {**os.environ, "PATH": str(Path(sys.executable).parent)}
     for module in ("pipeline.toolchain", "pipeline.generate", "pipeline.preprocess"):
-        result = subprocess.run([sys.executable, "-m", module, f"video.ffmpeg={setting}"], cwd=tmp_path,
-                                env=env, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, "-m", module, f"video.ffmpeg={setting}"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert result.returncode == 2, (module, result.stderr)
         named = f"video.ffmpeg={setting}" if setting == "system" else f"video.ffmpeg={setting!r}"
         assert result.stderr.startswith(f"error: {named} {says}"), result.stderr

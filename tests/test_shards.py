@@ -12,11 +12,11 @@ import pytest
 import torch
 from torchvision.io import decode_jpeg
 
-from helpers import (CLASSES, GOOD_CLIPS, clip_id, iter_shard_clips, read_manifest, run_stage,
-                     write_kinetics_root)
-from pipeline.data.clips import random_clip_indices
 from pipeline.core.errors import StageError
+from pipeline.data.clips import random_clip_indices
 from pipeline.data.shards import ClipDataset, decode_frames, item_generator, shard_paths
+
+from helpers import CLASSES, GOOD_CLIPS, clip_id, iter_shard_clips, read_manifest, run_stage, write_kinetics_root
 
 TRAIN = sorted((clip_id(c[2]), CLASSES.index(c[1])) for c in GOOD_CLIPS if c[0] == "train")
 
@@ -81,9 +81,9 @@ def test_items_are_the_sampled_frames_decoded_exactly(good_clip_shards):
         key, n = item["key"], ds.num_frames[index]
         views = two_views(n, item_generator(3, 0, index))
         shard = good_clip_shards / manifest[key]["shard"]
-        expected = torch.stack([
-            torch.stack([decode_reference(member_bytes(shard, f"{key}.{i:06d}.jpg"))
-                         for i in view]) for view in views])
+        expected = torch.stack(
+            [torch.stack([decode_reference(member_bytes(shard, f"{key}.{i:06d}.jpg")) for i in view]) for view in views]
+        )
         assert item["frames"].dtype == torch.uint8 and item["frames"].shape[:3] == (2, 3, 3)
         assert torch.equal(item["frames"], expected)
         assert item["label"] == dict(TRAIN)[key]
@@ -95,8 +95,7 @@ def test_only_the_needed_frames_are_read(good_clip_shards, monkeypatch):
     ds = ClipDataset(good_clip_shards, "train", lambda n, g: [[1, 1, 2], [2, 1, 1]])
     reads = []
     real_pread = os.pread
-    monkeypatch.setattr(os, "pread", lambda fd, size, offset: reads.append(size) or
-                        real_pread(fd, size, offset))
+    monkeypatch.setattr(os, "pread", lambda fd, size, offset: reads.append(size) or real_pread(fd, size, offset))
     ds[0]
     assert len(reads) == 2
     ds.close()

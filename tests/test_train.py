@@ -6,13 +6,12 @@ import math
 import os
 from pathlib import Path
 
-import mlflow
 import pytest
 import torch
 import torch.multiprocessing as mp
 from omegaconf import DictConfig
-from helpers import free_port, tiny_config, tiny_overrides
 
+import mlflow
 import pipeline.train as train_stage
 from pipeline.core.config import load_config
 from pipeline.data.transforms import TrainTransform
@@ -20,6 +19,9 @@ from pipeline.training.checkpoint import FORMAT_VERSION, Checkpoint
 from pipeline.training.distributed import SyncBatchNorm
 from pipeline.training.fit import train
 from pipeline.training.optim import parameter_groups, warmup_cosine
+
+from helpers import free_port, tiny_config, tiny_overrides
+
 
 def state_dicts_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -50,7 +52,15 @@ def test_training_writes_checkpoint_weights_metrics_and_one_mlflow_run(training_
     run = mlflow.get_run(run_id)
     assert run.data.params["train.epochs"] == "2"
     assert run.data.params["model.net.name"] == "tiny_a2"
-    assert {"train_loss", "train_top1", "lr", "val_clip_top1", "clips_per_s", "model_params", "model_macs"} <= run.data.metrics.keys()
+    assert {
+        "train_loss",
+        "train_top1",
+        "lr",
+        "val_clip_top1",
+        "clips_per_s",
+        "model_params",
+        "model_macs",
+    } <= run.data.metrics.keys()
     assert len(run.data.tags["data.manifest_md5"]) == 32
     assert run.data.tags["git_commit"] == "unknown"  # the cwd is a temp dir outside git
     history = mlflow.tracking.MlflowClient().get_metric_history(run_id, "train_loss")
@@ -114,7 +124,8 @@ def interrupted_after_first_epoch(training_data, out: Path, monkeypatch) -> Dict
 
 
 def test_an_unfinished_training_is_refused_by_evaluate_and_register_unless_overridden(
-        training_data, workdir, monkeypatch, capsys):
+    training_data, workdir, monkeypatch, capsys
+):
     from pipeline.evaluate import main as evaluate_main
     from pipeline.register import main as register_main
 
@@ -125,8 +136,10 @@ def test_an_unfinished_training_is_refused_by_evaluate_and_register_unless_overr
     for stage, key in ((evaluate_main, "eval.allow_unfinished"), (register_main, "register.allow_unfinished")):
         assert stage(overrides) == 2
         err = capsys.readouterr().err
-        assert err == (f"error: {out}/model/last.pt is epoch 1 of 2: its training did not finish; resume it "
-                       f"(train.resume=true) or set {key}=true to use it anyway\n")
+        assert err == (
+            f"error: {out}/model/last.pt is epoch 1 of 2: its training did not finish; resume it "
+            f"(train.resume=true) or set {key}=true to use it anyway\n"
+        )
     assert evaluate_main([*overrides, "eval.allow_unfinished=true"]) == 0
     run_id = (out / "model/run_id.txt").read_text().strip()
     assert mlflow.MlflowClient().get_run(run_id).data.tags["evaluated_unfinished"].startswith("true")
@@ -147,8 +160,9 @@ def test_a_new_training_marks_the_killed_run_in_its_place_killed(training_data, 
 
 def ddp_worker(rank: int, world_size: int, port: int, overrides: list[str], params_file: str) -> None:
     """One torchrun-like process: the launcher's env vars, then the ordinary training."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     train(load_config(overrides, params_file=Path(params_file)))
 
@@ -185,7 +199,9 @@ def sync_bn_worker(rank: int, port: int, batch: torch.Tensor, out: str) -> None:
     bn = SyncBatchNorm(3)
     half = batch[rank * 2 : rank * 2 + 2].clone().requires_grad_(True)
     (bn(half) * torch.arange(1.0, 3.0)[:, None, None, None, None]).sum().backward()
-    torch.save({"out_grad": half.grad, "running_var": bn.running_var, "weight_grad": bn.weight.grad}, f"{out}/{rank}.pt")
+    torch.save(
+        {"out_grad": half.grad, "running_var": bn.running_var, "weight_grad": bn.weight.grad}, f"{out}/{rank}.pt"
+    )
     dist.destroy_process_group()
 
 

@@ -16,8 +16,8 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -45,15 +45,40 @@ def clip_rows() -> list[dict]:
             for k in range(per_class):
                 youtube_id = f"{split[:2]}{index}x{k}abcdefg"[:11]
                 start = 10 * k
-                rows.append({
-                    "clip_id": f"{youtube_id}_{start:06d}_{start + 3:06d}", "youtube_id": youtube_id,
-                    "label": label, "label_index": index, "split": split, "time_start": start,
-                    "time_end": start + 3, "status": "ok", "reason": "", "num_frames": FRAMES,
-                    "height": HEIGHT, "width": WIDTH, "fps": FPS, "shard": f"{split}/{split}-000000.tar",
-                })
-    rows.append({**rows[-1], "clip_id": "va9missing0_000001_000004", "youtube_id": "va9missing0",
-                 "time_start": 1, "time_end": 4, "status": "missing", "reason": "no video file",
-                 "num_frames": "", "height": "", "width": "", "fps": "", "shard": ""})
+                rows.append(
+                    {
+                        "clip_id": f"{youtube_id}_{start:06d}_{start + 3:06d}",
+                        "youtube_id": youtube_id,
+                        "label": label,
+                        "label_index": index,
+                        "split": split,
+                        "time_start": start,
+                        "time_end": start + 3,
+                        "status": "ok",
+                        "reason": "",
+                        "num_frames": FRAMES,
+                        "height": HEIGHT,
+                        "width": WIDTH,
+                        "fps": FPS,
+                        "shard": f"{split}/{split}-000000.tar",
+                    }
+                )
+    rows.append(
+        {
+            **rows[-1],
+            "clip_id": "va9missing0_000001_000004",
+            "youtube_id": "va9missing0",
+            "time_start": 1,
+            "time_end": 4,
+            "status": "missing",
+            "reason": "no video file",
+            "num_frames": "",
+            "height": "",
+            "width": "",
+            "fps": "",
+            "shard": "",
+        }
+    )
     return rows
 
 
@@ -73,8 +98,21 @@ def write_shard(path: Path, rows: list[dict], jpegs_of: Callable[[int], list[byt
     with tarfile.open(path, "w") as tar:
         for n, row in enumerate(rows):
             members = [(f"{row['clip_id']}.{i:06d}.jpg", data) for i, data in enumerate(jpegs_of(n))]
-            meta = {k: row[k] for k in ("label", "label_index", "split", "youtube_id", "time_start",
-                                        "time_end", "num_frames", "height", "width", "fps")}
+            meta = {
+                k: row[k]
+                for k in (
+                    "label",
+                    "label_index",
+                    "split",
+                    "youtube_id",
+                    "time_start",
+                    "time_end",
+                    "num_frames",
+                    "height",
+                    "width",
+                    "fps",
+                )
+            }
             members.append((f"{row['clip_id']}.json", json.dumps(meta).encode()))
             for name, data in members:
                 info = tarfile.TarInfo(name)
@@ -100,23 +138,36 @@ def write_dataset(base: Path) -> Settings:
     root.mkdir(parents=True)
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     for split in PER_CLASS:
-        write_csv(root / "annotations" / f"{split}.csv",
-                  ["label", "youtube_id", "time_start", "time_end", "split", "is_cc"],
-                  [[r["label"], r["youtube_id"], r["time_start"], r["time_end"], split, 0]
-                   for r in rows if r["split"] == split])
+        write_csv(
+            root / "annotations" / f"{split}.csv",
+            ["label", "youtube_id", "time_start", "time_end", "split", "is_cc"],
+            [
+                [r["label"], r["youtube_id"], r["time_start"], r["time_end"], split, 0]
+                for r in rows
+                if r["split"] == split
+            ],
+        )
         ok = [r for r in rows if r["split"] == split and r["status"] == "ok"]
         write_shard(shards / split / f"{split}-000000.tar", ok, lambda n: jpegs(noise_frames(n)))
-    write_csv(shards / "manifest.csv", list(MANIFEST_COLUMNS),
-              [[r[c] for c in MANIFEST_COLUMNS] for r in rows])
+    write_csv(shards / "manifest.csv", list(MANIFEST_COLUMNS), [[r[c] for c in MANIFEST_COLUMNS] for r in rows])
     return settings_for(base)
 
 
 def settings_for(base: Path) -> Settings:
     return Settings(
-        root=base / "root", classes_path=base / "root" / "classes.txt", shards_dir=base / "shards",
-        report_dir=base / "reports", short_side=HEIGHT, fps=FPS, train_split="train",
-        min_frames=(CLIP_NUM_FRAMES - 1) * CLIP_STRIDE + 1, max_missing_fraction=0.1,
-        max_failed_fraction=0.1, min_clips_per_class=MIN_CLIPS, pixel_clips_per_shard=100, seed=0,
+        root=base / "root",
+        classes_path=base / "root" / "classes.txt",
+        shards_dir=base / "shards",
+        report_dir=base / "reports",
+        short_side=HEIGHT,
+        fps=FPS,
+        train_split="train",
+        min_frames=(CLIP_NUM_FRAMES - 1) * CLIP_STRIDE + 1,
+        max_missing_fraction=0.1,
+        max_failed_fraction=0.1,
+        min_clips_per_class=MIN_CLIPS,
+        pixel_clips_per_shard=100,
+        seed=0,
     )
 
 
@@ -154,7 +205,7 @@ def first(path: Path) -> Callable[[dict], bool]:
 def drop_column(path: Path, column: str) -> None:
     rows = read_csv(path)
     i = rows[0].index(column)
-    write_rows(path, [row[:i] + row[i + 1:] for row in rows])
+    write_rows(path, [row[:i] + row[i + 1 :] for row in rows])
 
 
 def drop_rows(path: Path, where: Callable[[dict], bool]) -> None:
@@ -162,12 +213,14 @@ def drop_rows(path: Path, where: Callable[[dict], bool]) -> None:
     write_rows(path, [rows[0], *(r for r in rows[1:] if not where(dict(zip(rows[0], r))))])
 
 
-def rewrite_shard(base: Path, split: str, first_jpegs: list[bytes] | None = None,
-                  drop_last: bool = False) -> None:
+def rewrite_shard(base: Path, split: str, first_jpegs: list[bytes] | None = None, drop_last: bool = False) -> None:
     """Rewrite ``split``'s shard: the first clip's frames replaced and/or the last clip left out."""
     rows = [r for r in clip_rows() if r["split"] == split and r["status"] == "ok"]
-    write_shard(base / f"shards/{split}/{split}-000000.tar", rows[:-1] if drop_last else rows,
-                lambda n: first_jpegs if n == 0 and first_jpegs else jpegs(noise_frames(n)))
+    write_shard(
+        base / f"shards/{split}/{split}-000000.tar",
+        rows[:-1] if drop_last else rows,
+        lambda n: first_jpegs if n == 0 and first_jpegs else jpegs(noise_frames(n)),
+    )
 
 
 def append_row(path: Path, row: list[str]) -> None:
@@ -176,8 +229,9 @@ def append_row(path: Path, row: list[str]) -> None:
 
 def in_class(index: int, keep_first: bool = False) -> Callable[[dict], bool]:
     """Selects the train rows of class ``index`` (all but the first when ``keep_first``)."""
-    return lambda r: (r["label"] == CLASSES[index] and r["split"] == "train"
-                      and not (keep_first and r["time_start"] == "0"))
+    return lambda r: (
+        r["label"] == CLASSES[index] and r["split"] == "train" and not (keep_first and r["time_start"] == "0")
+    )
 
 
 TRAIN_CSV, VAL_CSV = "root/annotations/train.csv", "root/annotations/validate.csv"
@@ -198,35 +252,53 @@ def edit(path: str, column: str, value: str, where: Callable[[dict], bool] | Non
 FAULTS = {  # fault: (inject into a copy at base b, suite, expectation that must fail)
     "unknown label": (edit(TRAIN_CSV, "label", "juggling"), "annotations", "labels are in classes.txt"),
     "time_end <= time_start": (edit(TRAIN_CSV, "time_end", "0"), "annotations", "time_end > time_start"),
-    "duplicate clip id": (lambda b: append_row(b / TRAIN_CSV, read_csv(b / TRAIN_CSV)[1]),
-                          "annotations", "clip ids are unique per split"),
+    "duplicate clip id": (
+        lambda b: append_row(b / TRAIN_CSV, read_csv(b / TRAIN_CSV)[1]),
+        "annotations",
+        "clip ids are unique per split",
+    ),
     "unknown split": (edit(VAL_CSV, "split", "val"), "annotations", "split values are known"),
-    "missing column": (lambda b: drop_column(b / VAL_CSV, "time_end"),
-                       "annotations", "column time_end present in every annotation file"),
+    "missing column": (
+        lambda b: drop_column(b / VAL_CSV, "time_end"),
+        "annotations",
+        "column time_end present in every annotation file",
+    ),
     "row with an extra field": (
         lambda b: append_row(b / VAL_CSV, [CLASSES[0], "zz", "1", "4", "validate", "0", "x"]),
-        "annotations", "every row has as many fields as its header"),
-    "too many missing": (edit(MANIFEST, "status", "missing", is_validate),
-                         "manifest", "fraction of missing clips"),
-    "too many failed": (edit(MANIFEST, "status", "failed", is_validate),
-                        "manifest", "fraction of failed clips"),
-    "too few frames": (edit(MANIFEST, "num_frames", "4"),
-                       "manifest", "ok clips have enough frames for one training clip"),
-    "wrong short side": (edit(MANIFEST, "height", "32"),
-                         "manifest", "ok clips have the configured short side"),
+        "annotations",
+        "every row has as many fields as its header",
+    ),
+    "too many missing": (edit(MANIFEST, "status", "missing", is_validate), "manifest", "fraction of missing clips"),
+    "too many failed": (edit(MANIFEST, "status", "failed", is_validate), "manifest", "fraction of failed clips"),
+    "too few frames": (
+        edit(MANIFEST, "num_frames", "4"),
+        "manifest",
+        "ok clips have enough frames for one training clip",
+    ),
+    "wrong short side": (edit(MANIFEST, "height", "32"), "manifest", "ok clips have the configured short side"),
     "wrong fps": (edit(MANIFEST, "fps", "25"), "manifest", "ok clips have the configured fps"),
-    "inconsistent label_index": (edit(MANIFEST, "label_index", "2"),
-                                 "manifest", "label_index matches classes.txt"),
-    "class absent in train": (lambda b: drop_rows(b / MANIFEST, in_class(2)),
-                              "train_classes", ENOUGH_CLIPS),
+    "inconsistent label_index": (edit(MANIFEST, "label_index", "2"), "manifest", "label_index matches classes.txt"),
+    "class absent in train": (lambda b: drop_rows(b / MANIFEST, in_class(2)), "train_classes", ENOUGH_CLIPS),
     "too few clips of a class in train": (
-        lambda b: drop_rows(b / MANIFEST, in_class(1, keep_first=True)), "train_classes", ENOUGH_CLIPS),
-    "all-black frames": (lambda b: rewrite_shard(b, "train", first_jpegs=jpegs(BLACK)),
-                         "pixels", "frames are not constant (all-black or blank)"),
-    "corrupt JPEG": (lambda b: rewrite_shard(b, "train", first_jpegs=[b"not a jpeg"] * FRAMES),
-                     "pixels", "shards read and sampled clips decode"),
-    "shard lost a clip": (lambda b: rewrite_shard(b, "validate", drop_last=True),
-                          "manifest", "ok clips are in their shard"),
+        lambda b: drop_rows(b / MANIFEST, in_class(1, keep_first=True)),
+        "train_classes",
+        ENOUGH_CLIPS,
+    ),
+    "all-black frames": (
+        lambda b: rewrite_shard(b, "train", first_jpegs=jpegs(BLACK)),
+        "pixels",
+        "frames are not constant (all-black or blank)",
+    ),
+    "corrupt JPEG": (
+        lambda b: rewrite_shard(b, "train", first_jpegs=[b"not a jpeg"] * FRAMES),
+        "pixels",
+        "shards read and sampled clips decode",
+    ),
+    "shard lost a clip": (
+        lambda b: rewrite_shard(b, "validate", drop_last=True),
+        "manifest",
+        "ok clips are in their shard",
+    ),
 }
 
 
@@ -288,10 +360,13 @@ def test_truncated_shard_fails_reading_and_loses_its_clips(good, tmp_path):
         member = next(m for m in tar if m.name.endswith(".000002.jpg"))
     shard.write_bytes(shard.read_bytes()[: member.offset_data + member.size // 2])
     failures = failed(run_checks(*collect(s)))
-    assert set(failures) == {("pixels", "shards read and sampled clips decode"),
-                             ("manifest", "ok clips are in their shard")}
+    assert set(failures) == {
+        ("pixels", "shards read and sampled clips decode"),
+        ("manifest", "ok clips are in their shard"),
+    }
     assert failures[("pixels", "shards read and sampled clips decode")]["observed"].startswith(
-        "1 of 10 rows: validate/validate-000000.tar: unexpected end of data")
+        "1 of 10 rows: validate/validate-000000.tar: unexpected end of data"
+    )
 
 
 def test_missing_inputs_are_one_clear_error(good, tmp_path):
@@ -304,15 +379,27 @@ def test_missing_inputs_are_one_clear_error(good, tmp_path):
 def test_cli_exits_1_with_one_line_per_failure_and_writes_the_report(good, tmp_path):
     s = faulty_copy(good, tmp_path, "all-black frames")
     overrides = [
-        f"data.root={s.root}", f"data.shards_dir={s.shards_dir}", f"data.short_side={HEIGHT}",
-        f"data.fps={FPS}", "data.train_split=train", f"model.clip.num_frames={CLIP_NUM_FRAMES}",
-        f"model.clip.stride={CLIP_STRIDE}", f"validate.report_dir={s.report_dir}",
-        f"validate.min_clips_per_class={MIN_CLIPS}", "validate.pixel_clips_per_shard=100",
+        f"data.root={s.root}",
+        f"data.shards_dir={s.shards_dir}",
+        f"data.short_side={HEIGHT}",
+        f"data.fps={FPS}",
+        "data.train_split=train",
+        f"model.clip.num_frames={CLIP_NUM_FRAMES}",
+        f"model.clip.stride={CLIP_STRIDE}",
+        f"validate.report_dir={s.report_dir}",
+        f"validate.min_clips_per_class={MIN_CLIPS}",
+        "validate.pixel_clips_per_shard=100",
         "validate.max_missing_fraction=0.1",
     ]
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "False"}
-    done = subprocess.run([sys.executable, "-m", "pipeline.validate", *overrides], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.validate", *overrides],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert lines == [

@@ -2,8 +2,9 @@
 
 ``params.yaml`` (committed, composed from ``pipeline/conf`` by ``make params`` or
 ``dvc exp run``) is what every stage reads, so ``dvc repro`` and a hand-run stage agree.
-Plain overrides (``train.epochs=3``) are merged onto it; an override that picks a config
-group (``model=tiny_plain``, ``experiment=...``) recomposes from ``pipeline/conf`` instead.
+Overrides use Hydra's grammar (``train.epochs=3``, ``+model.net.dropout=0.1``, ``~key``) and
+are applied onto it; one that picks a config group (``model=tiny_plain``, ``experiment=...``)
+recomposes from ``pipeline/conf`` instead.
 """
 
 from __future__ import annotations
@@ -11,12 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.core.errors import ConfigError, StageError
+from pipeline.core.files import write_atomic
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 PARAMS_FILE = Path("params.yaml")
@@ -42,32 +48,62 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         raise ConfigError(f"bad config override: {first_line}") from None
 
 
-def _group_of(override: str) -> str | None:
-    key = override.split("=", 1)[0].lstrip("+~")
-    return key if key in config_groups() else None
+def parse_overrides(overrides: Sequence[str]) -> list[Override]:
+    """Hydra's own parsing of ``key=value``, ``+key=value``, ``++key=value`` and ``~key[=value]``."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    parsed = []
+    for text in overrides:
+        try:
+            override = parser.parse_overrides([text])[0]
+        except HydraException:
+            raise ConfigError(f"override {text!r} is not key=value, +key=value or ~key (e.g. train.epochs=3)") from None
+        if override.is_sweep_override():
+            raise ConfigError(
+                f"override {text!r} is a sweep; a stage runs one config (use `dvc exp run` or the ablation for several)"
+            )
+        parsed.append(override)
+    return parsed
+
+
+def apply_override(cfg: DictConfig, override: Override) -> None:
+    """Apply one parsed override to ``cfg`` in place, with Hydra's rules for ``+``, ``++`` and ``~``."""
+    key, text = override.key_or_group, override.input_line
+    present = OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT
+    if override.is_delete():
+        if not present:
+            raise ConfigError(f"override {text!r}: no config key {key!r} to delete")
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+        if override.value() is not None and parent[leaf] != override.value():
+            raise ConfigError(f"override {text!r}: {key} is {parent[leaf]!r}, not {override.value()!r}")
+        del parent[leaf]
+        return
+    if override.is_add() and present:
+        raise ConfigError(f"override {text!r}: {key} exists already; drop the + to change it (or use ++)")
+    if not (present or override.is_add() or override.is_force_add()):
+        raise ConfigError(f"unknown config key {key!r} (prefix it with + to add a new key)")
+    OmegaConf.update(cfg, key, override.value(), merge=True, force_add=True)
 
 
 def load_config(overrides: Sequence[str] = (), params_file: Path | None = None) -> DictConfig:
     """Return the resolved config of a stage run.
 
     Reads ``params_file`` (default ``./params.yaml``; composed defaults when absent) and
-    applies ``overrides``. Raises ``ConfigError`` with a one-line reason on a bad override.
+    applies ``overrides`` with Hydra's override grammar; one that picks a config group
+    (``model=...``) recomposes from ``pipeline/conf``. Raises ``ConfigError`` with a one-line
+    reason on a bad override or config.
     """
     params_file = PARAMS_FILE if params_file is None else params_file
-    for override in overrides:
-        if "=" not in override:
-            raise ConfigError(f"override {override!r} is not key=value (e.g. train.epochs=3)")
-    if any(_group_of(o) for o in overrides) or not params_file.exists():
+    parsed = parse_overrides(overrides)
+    if any(o.key_or_group in config_groups() for o in parsed) or not params_file.exists():
         cfg = compose(overrides)
     else:
         cfg = OmegaConf.load(params_file)
-        for override in overrides:
-            key, value = override.split("=", 1)
-            key = key.lstrip("+")
-            if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT and not override.startswith("+"):
-                raise ConfigError(f"unknown config key {key!r} (prefix it with + to add a new key)")
-            parsed = OmegaConf.from_dotlist([f"value={value}"])["value"]
-            OmegaConf.update(cfg, key, parsed, merge=True, force_add=True)
+        for override in parsed:
+            apply_override(cfg, override)
     try:
         OmegaConf.resolve(cfg)
     except Exception as err:  # omegaconf raises several interpolation error types
@@ -95,10 +131,7 @@ def write_params(path: Path = PARAMS_FILE, overrides: Sequence[str] = ()) -> Non
     """Write the composed, resolved config to ``params.yaml`` atomically, exactly as DVC does."""
     cfg = compose(overrides)
     OmegaConf.resolve(cfg)
-    text = OmegaConf.to_yaml(cfg)
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, OmegaConf.to_yaml(cfg))
 
 
 def stage_main(core, argv: Sequence[str] | None = None) -> int:
@@ -112,8 +145,10 @@ def stage_main(core, argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as err:  # a read-only or full output directory, a path that is not a folder...
         where = f"{err.filename}: " if err.filename else ""
-        print(f"error: {where}{err.strerror or err}; check that the path exists, is writable and its "
-              "disk has room", file=sys.stderr)
+        print(
+            f"error: {where}{err.strerror or err}; check that the path exists, is writable and its disk has room",
+            file=sys.stderr,
+        )
         return 2
     return int(result) if isinstance(result, int) else 0
 

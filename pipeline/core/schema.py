@@ -10,8 +10,9 @@ checked (a stage's own tests may run on part of one).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -35,15 +36,22 @@ def _is_number(value: Any) -> bool:
 def integer(low: int | None = None, high: int | None = None) -> Rule:
     """A whole number in ``low..high`` (either bound may be open)."""
     bounds = " ".join(filter(None, [f">= {low}" if low is not None else "", f"<= {high}" if high is not None else ""]))
-    return Rule(lambda v: _is_int(v) and (low is None or v >= low) and (high is None or v <= high),
-                f"a whole number {bounds}".strip())
+    return Rule(
+        lambda v: _is_int(v) and (low is None or v >= low) and (high is None or v <= high),
+        f"a whole number {bounds}".strip(),
+    )
 
 
-def number(above: float | None = None, at_least: float | None = None, below: float | None = None,
-           at_most: float | None = None) -> Rule:
+def number(
+    above: float | None = None, at_least: float | None = None, below: float | None = None, at_most: float | None = None
+) -> Rule:
     """A finite number within the given bounds."""
-    bounds = [(above, ">", lambda v, b: v > b), (at_least, ">=", lambda v, b: v >= b),
-              (below, "<", lambda v, b: v < b), (at_most, "<=", lambda v, b: v <= b)]
+    bounds = [
+        (above, ">", lambda v, b: v > b),
+        (at_least, ">=", lambda v, b: v >= b),
+        (below, "<", lambda v, b: v < b),
+        (at_most, "<=", lambda v, b: v <= b),
+    ]
     given = [(b, sign, test) for b, sign, test in bounds if b is not None]
     text = " and ".join(f"{sign} {b:g}" for b, sign, _ in given)
     return Rule(lambda v: _is_number(v) and all(test(v, b) for b, _, test in given), f"a number {text}".strip())
@@ -55,14 +63,17 @@ OPTIONAL_TEXT = Rule(lambda v: v is None or TEXT.accepts(v), "null or a non-empt
 
 
 def choice(*options: Any) -> Rule:
-    return Rule(lambda v: v in options and type(v) in {type(o) for o in options},
-                "one of " + ", ".join(map(str, options)))
+    return Rule(
+        lambda v: v in options and type(v) in {type(o) for o in options}, "one of " + ", ".join(map(str, options))
+    )
 
 
 def numbers(count: int, element: Rule) -> Rule:
     """A list of ``count`` values, each accepted by ``element``."""
-    return Rule(lambda v: isinstance(v, (list, tuple)) and len(v) == count and all(map(element.accepts, v)),
-                f"a list of {count} values, each {element.expect.removeprefix('a ')}")
+    return Rule(
+        lambda v: isinstance(v, (list, tuple)) and len(v) == count and all(map(element.accepts, v)),
+        f"a list of {count} values, each {element.expect.removeprefix('a ')}",
+    )
 
 
 def optional(rule: Rule) -> Rule:

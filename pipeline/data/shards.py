@@ -1,4 +1,4 @@
-"""Read the preprocess stage's JPEG-frame shards: whole clips, or sampled clips by index.
+"""Read the preprocess stage's JPEG-frame shards: sampled clips by index (a map-style dataset).
 
 A shard ``<split>-000000.tar`` holds, per clip, ``<clip_id>.<frame:06d>.jpg`` members and a
 ``<clip_id>.json`` record. ``ClipDataset`` scans the tar headers once into an index of member
@@ -7,17 +7,22 @@ offsets, so reading a training clip touches only the JPEGs of the frames it samp
 ``torchvision.io.decode_jpeg``. Every item draws its randomness from a generator seeded by
 (seed, epoch, index), so a sample is the same whatever the number of DataLoader workers or
 training processes.
+
+Why not ``webdataset.WebDataset`` for reading: it streams whole tars in order (an
+``IterableDataset``), so it reads and decodes every frame of every clip, and what a worker gets
+depends on how the shards are split among workers; a ``DistributedSampler`` over a map-style
+dataset gives every process exactly its share of the global batch, reading only sampled frames.
+The shards stay plain WebDataset tars (written by ``webdataset.TarWriter``) for other readers.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import tarfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -29,15 +34,6 @@ from pipeline.data.layout import FINGERPRINT, PROVENANCE_FILE, read_fingerprint,
 
 Sampler = Callable[[int, torch.Generator], list[list[int]]]
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ClipRecord:
-    """One clip of a shard: its key (clip_id), its JSON record and its JPEG frames in order."""
-
-    key: str
-    meta: dict
-    jpegs: list[bytes]
 
 
 @dataclass(frozen=True)
@@ -90,17 +86,6 @@ def scan_shard(path: Path, shard: int = 0) -> list[ClipEntry]:
 
 def _read_spans(fd: int, offsets: Sequence[int], sizes: Sequence[int]) -> list[bytes]:
     return [os.pread(fd, int(size), int(offset)) for offset, size in zip(offsets, sizes)]
-
-
-def iter_shard(path: Path) -> Iterator[ClipRecord]:
-    """Every clip of a shard, in shard order, with all its JPEG frames."""
-    entries = scan_shard(path)
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        for entry in entries:
-            yield ClipRecord(entry.key, entry.meta, _read_spans(fd, entry.offsets, entry.sizes))
-    finally:
-        os.close(fd)
 
 
 def decode_frames(jpegs: Sequence[bytes], indices: Sequence[int]) -> torch.Tensor:

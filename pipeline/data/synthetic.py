@@ -185,10 +185,14 @@ def render_clip(
         tracks.append(
             ObjectTrack(shape, radius * short, hue, rgb, (direction[0], direction[1]), centres)
         )
+    return _with_noise(rng, frames), fps, (tracks[0], tracks[1])
+
+
+def _with_noise(rng: np.random.Generator, frames: np.ndarray) -> np.ndarray:
+    """Float RGB frames in 0..1 as uint8 with grey noise: a sum of uniform integers (no libm)."""
     noise = rng.integers(-NOISE_HALF_WIDTH, NOISE_HALF_WIDTH + 1,
                          size=(NOISE_TERMS, *frames.shape[:3], 1), dtype=np.int8).sum(0, dtype=np.int8)
-    frames = np.clip(frames * 255 + 0.5 + noise, 0, 255).astype(np.uint8)
-    return frames, fps, (tracks[0], tracks[1])
+    return np.clip(frames * 255 + 0.5 + noise, 0, 255).astype(np.uint8)
 
 
 @dataclass(frozen=True)

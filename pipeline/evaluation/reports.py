@@ -8,9 +8,9 @@ import json
 import textwrap
 from pathlib import Path
 
-import mlflow
 import torch
 
+import mlflow
 from pipeline.core.files import atomic_path, write_atomic
 from pipeline.evaluation.meters import Evaluation
 from pipeline.registry.tracking import setup_mlflow
@@ -25,8 +25,9 @@ def write_reports(result: Evaluation, metrics_file: Path, per_class_file: Path, 
     text = io.StringIO()
     rows = csv.writer(text, lineterminator="\n")
     rows.writerow(["actual", "predicted"])
-    rows.writerows((result.classes[a], result.classes[p])
-                   for a, p in zip(result.labels.tolist(), result.predictions().tolist()))
+    rows.writerows(
+        (result.classes[a], result.classes[p]) for a, p in zip(result.labels.tolist(), result.predictions().tolist())
+    )
     write_atomic(predictions, text.getvalue())
     confusion_png = plots_dir / "confusion.png"
     plot_confusion(result.confusion(), result.classes, confusion_png)
@@ -57,15 +58,22 @@ def plot_confusion(matrix: torch.Tensor, classes: list[str], path: Path) -> None
         for i in range(k):
             for j in range(k):
                 if matrix[i, j]:
-                    ax.text(j, i, int(matrix[i, j]), ha="center", va="center",
-                            color="black" if rates[i, j] < 0.5 else "white")
+                    ax.text(
+                        j,
+                        i,
+                        int(matrix[i, j]),
+                        ha="center",
+                        va="center",
+                        color="black" if rates[i, j] < 0.5 else "white",
+                    )
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
 
 
-def log_to_run(out_dir: Path, experiment: str, metrics: dict[str, float], files: list[Path],
-               unfinished: bool = False) -> str | None:
+def log_to_run(
+    out_dir: Path, experiment: str, metrics: dict[str, float], files: list[Path], unfinished: bool = False
+) -> str | None:
     """Log test metrics and report files to the training's MLflow run (``run_id.txt``).
 
     ``unfinished`` (an ``eval.allow_unfinished`` override) is recorded as the run tag

@@ -55,6 +55,7 @@ class Check:
 
 def annotation_checks(classes: list[str], known_splits: list[str]) -> list[Check]:
     """The annotations suite: columns, row shape, labels, times, splits, unique clips."""
+    # fmt: off
     suite = "annotations"
     checks = [Check(suite, "annotation files have rows", "ExpectTableRowCountToBeBetween",
                     {"min_value": 1}, ">= 1 row")]
@@ -84,10 +85,12 @@ def annotation_checks(classes: list[str], known_splits: list[str]) -> list[Check
               "no (split, clip_id) twice"),
     ]
     return checks
+    # fmt: on
 
 
 def manifest_checks(s: Settings) -> list[Check]:
     """The manifest suite: statuses and their fractions, ok clips' shape, labels, shards."""
+    # fmt: off
     suite = "manifest"
     return [
         Check(suite, "manifest has the contract's columns", "ExpectTableColumnsToMatchSet",
@@ -118,18 +121,22 @@ def manifest_checks(s: Settings) -> list[Check]:
         Check(suite, "ok clips are in their shard", "ExpectColumnValuesToBeInSet",
               {"column": "ok_in_shard", "value_set": [True]}, "clip indexed in the shard it names"),
     ]
+    # fmt: on
 
 
 def train_class_checks(s: Settings) -> list[Check]:
     """Every class of classes.txt has enough ok clips in the training split."""
+    # fmt: off
     return [Check("train_classes", f"every class has >= {s.min_clips_per_class} ok clips in "
                   f"{s.train_split}", "ExpectColumnValuesToBeBetween",
                   {"column": "train_ok_clips", "min_value": s.min_clips_per_class},
                   f">= {s.min_clips_per_class} (validate.min_clips_per_class)")]
+    # fmt: on
 
 
 def pixel_checks(s: Settings) -> list[Check]:
     """Decoded frames of sampled clips: they decode, are not flat, have the right size."""
+    # fmt: off
     suite = "pixels"
     low, high = PIXEL_MEAN_RANGE
     return [
@@ -147,6 +154,7 @@ def pixel_checks(s: Settings) -> list[Check]:
               {"column": "mean", "min_value": low, "max_value": high},
               f"{low:g} <= mean <= {high:g}", critical=False),
     ]
+    # fmt: on
 
 
 def all_checks(classes: list[str], s: Settings) -> list[Check]:
@@ -156,5 +164,4 @@ def all_checks(classes: list[str], s: Settings) -> list[Check]:
     reported as unknown.
     """
     known_splits = list(dict.fromkeys([*KNOWN_SPLITS, s.train_split]))
-    return [*annotation_checks(classes, known_splits), *manifest_checks(s),
-            *train_class_checks(s), *pixel_checks(s)]
+    return [*annotation_checks(classes, known_splits), *manifest_checks(s), *train_class_checks(s), *pixel_checks(s)]

@@ -39,8 +39,11 @@ def _error(result: Any) -> str | None:
     """The exception messages of an expectation GX could not evaluate, else None."""
     info = result.exception_info or {}
     infos = [info] if "raised_exception" in info else list(info.values())
-    messages = [i.get("exception_message") or "unknown error" for i in infos
-                if isinstance(i, dict) and i.get("raised_exception")]
+    messages = [
+        i.get("exception_message") or "unknown error"
+        for i in infos
+        if isinstance(i, dict) and i.get("raised_exception")
+    ]
     return "; ".join(messages) or None
 
 
@@ -64,17 +67,20 @@ def _observed(result: Any) -> Any:
 
 def _build_docs(context: Any, docs_dir: Path) -> None:
     """Build the Data Docs site of ``context``'s suites and validation results into ``docs_dir``."""
-    context.add_data_docs_site(site_name="local", site_config={
-        "class_name": "SiteBuilder",
-        "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                          "base_directory": str(docs_dir.resolve())},
-        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-    })
+    context.add_data_docs_site(
+        site_name="local",
+        site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir.resolve())},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
     context.build_data_docs()
 
 
-def run_checks(tables: dict[str, pd.DataFrame], checks: list[Check],
-               docs_dir: Path | None = None) -> list[dict[str, Any]]:
+def run_checks(
+    tables: dict[str, pd.DataFrame], checks: list[Check], docs_dir: Path | None = None
+) -> list[dict[str, Any]]:
     """Validate each suite's table with its checks (one ValidationDefinition per table, each
     table passed as its batch's dataframe); build the Data Docs site into ``docs_dir`` if given.
 
@@ -88,27 +94,38 @@ def run_checks(tables: dict[str, pd.DataFrame], checks: list[Check],
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas("tables")
-    result_format = {"result_format": "SUMMARY", "partial_unexpected_count": EXAMPLES,
-                     "unexpected_index_column_names": [ROW]}
+    result_format = {
+        "result_format": "SUMMARY",
+        "partial_unexpected_count": EXAMPLES,
+        "unexpected_index_column_names": [ROW],
+    }
     found = {}
     for suite_name, table in tables.items():
         suite = context.suites.add(gx.ExpectationSuite(name=suite_name))
         for check in checks:
             if check.suite == suite_name:
-                suite.add_expectation(getattr(gxe, check.expectation)(
-                    **check.kwargs, description=check.name,
-                    meta={"name": check.name, "critical": check.critical}))
+                suite.add_expectation(
+                    getattr(gxe, check.expectation)(
+                        **check.kwargs, description=check.name, meta={"name": check.name, "critical": check.critical}
+                    )
+                )
         batch = source.add_dataframe_asset(suite_name).add_batch_definition_whole_dataframe("all")
         definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=suite_name, data=batch, suite=suite))
+            gx.ValidationDefinition(name=suite_name, data=batch, suite=suite)
+        )
         outcome = definition.run(batch_parameters={"dataframe": table}, result_format=result_format)
         for result in outcome.results:
             found[(suite_name, result.expectation_config.meta["name"])] = result
     if docs_dir is not None:
         _build_docs(context, docs_dir)
     return [
-        {"suite": c.suite, "name": c.name, "critical": c.critical,
-         "passed": bool(found[(c.suite, c.name)].success),
-         "observed": _observed(found[(c.suite, c.name)]), "threshold": c.threshold}
+        {
+            "suite": c.suite,
+            "name": c.name,
+            "critical": c.critical,
+            "passed": bool(found[(c.suite, c.name)].success),
+            "observed": _observed(found[(c.suite, c.name)]),
+            "threshold": c.threshold,
+        }
         for c in checks
     ]

@@ -51,8 +51,9 @@ def _annotation_records(path: Path) -> list[dict[str, Any]]:
                 continue
             record = dict.fromkeys(header, "")  # a short row's absent fields are empty
             record.update((h, v.strip()) for h, v in zip(header, row))
-            record.update({ROW: f"annotations/{path.name}:{reader.line_num}",
-                           "fields": len(row), "header_fields": len(header)})
+            record.update(
+                {ROW: f"annotations/{path.name}:{reader.line_num}", "fields": len(row), "header_fields": len(header)}
+            )
             records.append(record)
     return records
 
@@ -131,11 +132,13 @@ def train_classes_table(manifest: pd.DataFrame, classes: list[str], train_split:
     raw = manifest.reindex(columns=["split", "status"])
     train_ok = manifest[(raw["split"] == train_split) & (raw["status"] == "ok")]
     counts = train_ok["label_index_value"].value_counts()
-    return pd.DataFrame({
-        ROW: classes,
-        "class_index": range(len(classes)),
-        "train_ok_clips": [int(counts.get(float(i), 0)) for i in range(len(classes))],
-    })
+    return pd.DataFrame(
+        {
+            ROW: classes,
+            "class_index": range(len(classes)),
+            "train_ok_clips": [int(counts.get(float(i), 0)) for i in range(len(classes))],
+        }
+    )
 
 
 # --- shards and pixels --------------------------------------------------------------------
@@ -159,8 +162,7 @@ def index_shards(shards_dir: Path, splits: list[str]) -> tuple[list[Any], list[s
         if not shard_paths(shards_dir, split):
             continue
         try:
-            datasets.append(ClipDataset(
-                shards_dir, split, lambda n, _: [spread_indices(n, PIXEL_FRAMES_PER_CLIP)]))
+            datasets.append(ClipDataset(shards_dir, split, lambda n, _: [spread_indices(n, PIXEL_FRAMES_PER_CLIP)]))
         except UNREADABLE_SHARD as err:
             errors += _shard_errors(shard_paths(shards_dir, split)) or [f"{split}: {err}"]  # e.g. mixed runs
     return datasets, errors
@@ -189,8 +191,7 @@ def shard_members(datasets: list[Any]) -> set[str]:
     return {f"{_shard_name(d.paths[e.shard])}:{e.key}" for d in datasets for e in d.entries}
 
 
-def pixels_table(datasets: list[Any], errors: list[str], clips_per_shard: int,
-                 seed: int) -> pd.DataFrame:
+def pixels_table(datasets: list[Any], errors: list[str], clips_per_shard: int, seed: int) -> pd.DataFrame:
     """Pixel statistics of ``clips_per_shard`` clips drawn per shard (seeded by seed and shard name).
 
     Columns: ``row`` ("train/train-000000.tar:<clip_id>", or one of ``errors``),
@@ -221,5 +222,10 @@ def _pixel_stats(dataset: Any, index: int, shard: str) -> dict[str, Any]:
     except RuntimeError:  # torchvision raises RuntimeError on undecodable JPEG data
         return _undecodable(row)
     values = frames.float()
-    return {ROW: row, "decodes": True, "mean": values.mean().item(), "std": values.std().item(),
-            "short_side": min(frames.shape[-2:])}
+    return {
+        ROW: row,
+        "decodes": True,
+        "mean": values.mean().item(),
+        "std": values.std().item(),
+        "short_side": min(frames.shape[-2:]),
+    }

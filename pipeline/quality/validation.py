@@ -23,7 +23,11 @@ from pipeline.data.layout import MANIFEST_FILE
 from pipeline.quality.checks import Check, Settings, all_checks
 from pipeline.quality.gx import run_checks
 from pipeline.quality.tables import (
-    annotations_table, index_shards, manifest_table, pixels_table, shard_members,
+    annotations_table,
+    index_shards,
+    manifest_table,
+    pixels_table,
+    shard_members,
     train_classes_table,
 )
 
@@ -52,8 +56,7 @@ def collect(s: Settings) -> tuple[dict[str, pd.DataFrame], list[Check]]:
     classes = load_classes(s.classes_path)
     annotations = annotations_table(s.root)
     if not (s.shards_dir / MANIFEST_FILE).is_file():
-        raise StageError(f"{s.shards_dir / MANIFEST_FILE}: manifest not found; "
-                         "run python -m pipeline.preprocess first")
+        raise StageError(f"{s.shards_dir / MANIFEST_FILE}: manifest not found; run python -m pipeline.preprocess first")
     splits = sorted(p.name for p in s.shards_dir.iterdir() if p.is_dir())
     datasets, errors = index_shards(s.shards_dir, splits)
     try:
@@ -80,8 +83,7 @@ def validate_dataset(s: Settings) -> Summary:
     records = run_checks(tables, checks, docs_tmp)
     shutil.rmtree(s.report_dir / DATA_DOCS_DIR, ignore_errors=True)
     os.replace(docs_tmp, s.report_dir / DATA_DOCS_DIR)
-    summary = Summary(success=all(r["passed"] or not r["critical"] for r in records),
-                      expectations=records)
+    summary = Summary(success=all(r["passed"] or not r["critical"] for r in records), expectations=records)
     text = json.dumps({"success": summary.success, "expectations": summary.expectations}, indent=2)
     write_atomic(s.report_dir / SUMMARY_FILE, text + "\n")
     return summary
@@ -89,5 +91,4 @@ def validate_dataset(s: Settings) -> Summary:
 
 def failure_line(record: dict[str, Any]) -> str:
     """``<suite>: <name>: observed <value>, expected <threshold>`` of a failed expectation."""
-    return (f"{record['suite']}: {record['name']}: observed {record['observed']}, "
-            f"expected {record['threshold']}")
+    return f"{record['suite']}: {record['name']}: observed {record['observed']}, expected {record['threshold']}"

@@ -19,20 +19,22 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import yaml
 
-from pipeline.data.clips import uniform_clip_indices
 from pipeline.core.errors import StageError
+from pipeline.data.clips import uniform_clip_indices
 from pipeline.data.frames import clip_jpegs
-from pipeline.registry.publish import Preprocessing
 from pipeline.data.shards import decode_frames
 from pipeline.data.transforms import TestTransform, normalize
 from pipeline.data.video import DecodeError
+from pipeline.registry.publish import Preprocessing
+
 
 class VideoError(StageError):
     """A file that cannot be used as a video (missing, not a video, no frames)."""
@@ -84,8 +86,9 @@ def model_folder(model_uri: str) -> Iterator[Path]:
     ``MLmodel``; any other scheme is refused before anything is fetched.
     """
     if model_uri.startswith(MLFLOW_URI_SCHEMES):
-        import mlflow
         from mlflow.exceptions import MlflowException
+
+        import mlflow
 
         with tempfile.TemporaryDirectory(prefix="a2net-model-") as tmp:
             try:
@@ -95,15 +98,19 @@ def model_folder(model_uri: str) -> Iterator[Path]:
             yield _checked_folder(local, model_uri)
         return
     if "://" in model_uri and not model_uri.startswith("file://"):
-        raise StageError(f"model {model_uri}: not a model URI; give models:/<name>@<alias>, "
-                         "models:/<name>/<version>, runs:/<run>/<path> or a local model folder")
+        raise StageError(
+            f"model {model_uri}: not a model URI; give models:/<name>@<alias>, "
+            "models:/<name>/<version>, runs:/<run>/<path> or a local model folder"
+        )
     yield _checked_folder(Path(model_uri.removeprefix("file://")), model_uri)
 
 
 def _checked_folder(folder: Path, model_uri: str) -> Path:
     if not (folder / "MLmodel").is_file():
-        raise StageError(f"model {model_uri}: {folder} holds no MLmodel file; give a registered "
-                         "model (models:/...) or a folder written by the register stage")
+        raise StageError(
+            f"model {model_uri}: {folder} holds no MLmodel file; give a registered "
+            "model (models:/...) or a folder written by the register stage"
+        )
     return folder
 
 
@@ -122,13 +129,17 @@ def load_program(folder: Path, mlmodel: Mapping[str, Any], model_uri: str) -> to
 
     code = carried_code(mlmodel, folder)
     if code is not None:
-        raise StageError(f"model {model_uri} carries code ({code}); a2net never runs code from a "
-                         "model: register it with `python -m pipeline.register`")
+        raise StageError(
+            f"model {model_uri} carries code ({code}); a2net never runs code from a "
+            "model: register it with `python -m pipeline.register`"
+        )
     data = str(((mlmodel.get("flavors") or {}).get("pytorch") or {}).get("model_data", ""))
     archive = (folder / data / PT2_FILE).resolve()
     if not data or folder.resolve() not in archive.parents or not archive.is_file():
-        raise StageError(f"cannot load model {model_uri}: no pt2 program in its pytorch flavor "
-                         "(a pickled model or not a PyTorch model); register it with the register stage")
+        raise StageError(
+            f"cannot load model {model_uri}: no pt2 program in its pytorch flavor "
+            "(a pickled model or not a PyTorch model); register it with the register stage"
+        )
     try:
         with _pickle_disallowed():
             _validate_pt2_archive_is_pickle_free(str(archive))
@@ -151,8 +162,9 @@ def load_model(model_uri: str) -> LoadedModel:
         net = load_program(folder, mlmodel, model_uri)
     meta = mlmodel.get("metadata") or {}
     if "classes" not in meta or "preprocessing" not in meta:
-        raise StageError(f"model {model_uri} has no classes/preprocessing metadata; "
-                         "register it with `python -m pipeline.register`")
+        raise StageError(
+            f"model {model_uri} has no classes/preprocessing metadata; register it with `python -m pipeline.register`"
+        )
     try:
         preprocessing = Preprocessing.from_dict(meta["preprocessing"])
     except (TypeError, ValueError):
@@ -186,8 +198,11 @@ def predict(model: LoadedModel, videos: Sequence[Path], top_k: int = 5) -> list[
     for video in videos:
         scores = video_scores(model.net, video_views(Path(video), model.preprocessing))
         top = scores.topk(min(top_k, scores.numel()))
-        predictions.append(Prediction(str(video), [model.classes[i] for i in top.indices.tolist()],
-                                      [round(p, 6) for p in top.values.tolist()]))
+        predictions.append(
+            Prediction(
+                str(video), [model.classes[i] for i in top.indices.tolist()], [round(p, 6) for p in top.values.tolist()]
+            )
+        )
     return predictions
 
 

@@ -23,17 +23,19 @@ import getpass
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from pipeline.core.errors import StageError
 from pipeline.registry.publish import HEADLINE_METRICS
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
+
+    from mlflow import MlflowClient
 
 STAGES = ("staging", "production")
 HISTORY_TAG = "promotion"  # registered-model tags promotion.<alias>.<time>-<nonce> = JSON entry
@@ -68,7 +70,7 @@ def current_user() -> str:
 
 
 def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @contextlib.contextmanager
@@ -95,7 +97,7 @@ def promotion_history(client: MlflowClient, name: str, alias: str | None = None)
 
 def _record(client: MlflowClient, name: str, entry: dict) -> str:
     """Append ``entry`` to the history under a key no other promotion can take; return the key."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     key = f"{HISTORY_TAG}.{entry['alias']}.{stamp}-{secrets.token_hex(4)}"
     client.set_registered_model_tag(name, key, json.dumps(entry, sort_keys=True))
     return key
@@ -109,9 +111,11 @@ def _check_no_race(client: MlflowClient, name: str, alias: str, version: str, pr
     before = history[mine - 1]["version"] if mine else None
     if str(now) != version or mine != len(history) - 1 or (before is not None and before != previous):
         other = next((e for e in reversed(history) if e["key"] != key), {})
-        raise PromotionRaced(f"another promotion of @{alias} (version {other.get('version')} by "
-                             f"{other.get('by')}) ran at the same time; @{alias} is now version {now}: "
-                             "check `a2net promote --list` and promote again if needed")
+        raise PromotionRaced(
+            f"another promotion of @{alias} (version {other.get('version')} by "
+            f"{other.get('by')}) ran at the same time; @{alias} is now version {now}: "
+            "check `a2net promote --list` and promote again if needed"
+        )
 
 
 def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
@@ -121,8 +125,7 @@ def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
     try:
         return client.get_model_version(name, str(version))
     except MlflowException:
-        raise StageError(f"model {name!r} has no version {version}; "
-                         "see `a2net promote --list`") from None
+        raise StageError(f"model {name!r} has no version {version}; see `a2net promote --list`") from None
 
 
 def alias_holder(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
@@ -135,8 +138,7 @@ def run_metric(client: MlflowClient, version: ModelVersion, metric: str) -> floa
     """``metric`` as logged on the version's training run."""
     value = client.get_run(version.run_id).data.metrics.get(metric) if version.run_id else None
     if value is None:
-        raise PromotionRefused(f"version {version.version} has no metric {metric!r} "
-                               f"on its run {version.run_id}")
+        raise PromotionRefused(f"version {version.version} has no metric {metric!r} on its run {version.run_id}")
     return float(value)
 
 
@@ -144,13 +146,28 @@ def check_validated(candidate: ModelVersion) -> None:
     """Raise PromotionRefused unless the version's data passed validation."""
     validation = candidate.tags.get("validation", "missing")
     if validation != "passed":
-        raise PromotionRefused(f"version {candidate.version} has validation={validation}, "
-                               "not passed; fix the data or use --force --reason")
+        raise PromotionRefused(
+            f"version {candidate.version} has validation={validation}, not passed; fix the data or use --force --reason"
+        )
+
+
+def check_staged(client: MlflowClient, name: str, candidate: ModelVersion) -> None:
+    """PromotionRefused unless ``candidate`` holds staging (production only takes the staged version)."""
+    staging = alias_holder(client, name, "staging")
+    if staging is None or staging.version != candidate.version:
+        held = "no version" if staging is None else f"version {staging.version}"
+        raise PromotionRefused(
+            f"production only takes the staging version; {held} holds staging, not {candidate.version}"
+        )
 
 
 def check_gate(
-    client: MlflowClient, candidate: ModelVersion, holder: ModelVersion | None, alias: str,
-    metric: str, margin: float,
+    client: MlflowClient,
+    candidate: ModelVersion,
+    holder: ModelVersion | None,
+    alias: str,
+    metric: str,
+    margin: float,
 ) -> None:
     """Raise PromotionRefused unless ``candidate`` is validated and not worse than ``holder``."""
     check_validated(candidate)
@@ -162,7 +179,8 @@ def check_gate(
         raise PromotionRefused(
             f"version {candidate.version} has {metric}={value:.4f}, worse than {alias} "
             f"version {holder.version} ({best:.4f}) by more than the margin {margin}; "
-            "use --force --reason to override")
+            "use --force --reason to override"
+        )
 
 
 def rollback_target(client: MlflowClient, name: str, alias: str) -> str:
@@ -175,8 +193,9 @@ def rollback_target(client: MlflowClient, name: str, alias: str) -> str:
     return str(version)
 
 
-def _write_promotion(client: MlflowClient, name: str, version: str, alias: str, previous: str | None,
-                     tags: dict[str, str], entry: dict) -> None:
+def _write_promotion(
+    client: MlflowClient, name: str, version: str, alias: str, previous: str | None, tags: dict[str, str], entry: dict
+) -> None:
     """Tag the version, keep the old holder as ``previous_<alias>``, move the alias, record, verify."""
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
@@ -188,8 +207,17 @@ def _write_promotion(client: MlflowClient, name: str, version: str, alias: str, 
 
 
 def promote(
-    client: MlflowClient, name: str, version: str, alias: str, *, metric: str, margin: float,
-    force: bool = False, reason: str | None = None, user: str | None = None, rollback: bool = False,
+    client: MlflowClient,
+    name: str,
+    version: str,
+    alias: str,
+    *,
+    metric: str,
+    margin: float,
+    force: bool = False,
+    reason: str | None = None,
+    user: str | None = None,
+    rollback: bool = False,
 ) -> Promotion:
     """Move ``alias`` of model ``name`` to ``version`` if the gate lets it (see module doc).
 
@@ -200,14 +228,10 @@ def promote(
     if alias not in STAGES:
         raise StageError(f"cannot promote to {alias!r}; choose one of {', '.join(STAGES)}")
     if force and not (reason and reason.strip()):
-        raise StageError("--force needs --reason \"why\" (it is recorded on the version)")
+        raise StageError('--force needs --reason "why" (it is recorded on the version)')
     candidate = get_version(client, name, version)
     if alias == "production" and not rollback:
-        staging = alias_holder(client, name, "staging")
-        if staging is None or staging.version != candidate.version:
-            held = "no version" if staging is None else f"version {staging.version}"
-            raise PromotionRefused(f"production only takes the staging version; {held} holds "
-                                   f"staging, not {candidate.version}")
+        check_staged(client, name, candidate)
     holder = alias_holder(client, name, alias)
     if rollback and not force:
         check_validated(candidate)
@@ -221,14 +245,23 @@ def promote(
     tags = {"promoted_to": alias, "promoted_at": _utc_now(), "promoted_by": user}
     if force:
         tags |= {"forced_by": user, "force_reason": reason.strip()}
-    entry = {"alias": alias, "version": str(candidate.version), "previous": previous, "kind": kind,
-             "by": user, "at": tags["promoted_at"], "reason": (reason or "").strip()}
+    entry = {
+        "alias": alias,
+        "version": str(candidate.version),
+        "previous": previous,
+        "kind": kind,
+        "by": user,
+        "at": tags["promoted_at"],
+        "reason": (reason or "").strip(),
+    }
     try:
         _write_promotion(client, name, str(candidate.version), alias, previous, tags, entry)
     except MlflowException as err:  # a concurrent writer of the same tag (a server's unique key)
-        raise PromotionRaced(f"another promotion of @{alias} wrote at the same time "
-                             f"({str(err.message).splitlines()[0][:120]}); check `a2net promote --list` "
-                             "and promote again if needed") from None
+        raise PromotionRaced(
+            f"another promotion of @{alias} wrote at the same time "
+            f"({str(err.message).splitlines()[0][:120]}); check `a2net promote --list` "
+            "and promote again if needed"
+        ) from None
     moved = previous if previous != str(candidate.version) else None
     return Promotion(name, str(candidate.version), alias, moved, force, kind)
 
@@ -261,25 +294,38 @@ def list_versions(client: MlflowClient, name: str) -> list[VersionRow]:
     rows = []
     for mv in client.search_model_versions(f"name = '{name}'"):
         run_metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
-        created = datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc)
-        rows.append(VersionRow(
-            version=str(mv.version), aliases=by_version.get(str(mv.version), []),
-            validation=mv.tags.get("validation", "missing"),
-            metrics={m: run_metrics[m] for m in HEADLINE_METRICS if m in run_metrics},
-            run_id=mv.run_id or "", git_commit=mv.tags.get("git_commit", "unknown"),
-            shards_md5=mv.tags.get("shards_md5", "unknown"),
-            created=created.strftime("%Y-%m-%d %H:%M"),
-        ))
+        created = datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC)
+        rows.append(
+            VersionRow(
+                version=str(mv.version),
+                aliases=by_version.get(str(mv.version), []),
+                validation=mv.tags.get("validation", "missing"),
+                metrics={m: run_metrics[m] for m in HEADLINE_METRICS if m in run_metrics},
+                run_id=mv.run_id or "",
+                git_commit=mv.tags.get("git_commit", "unknown"),
+                shards_md5=mv.tags.get("shards_md5", "unknown"),
+                created=created.strftime("%Y-%m-%d %H:%M"),
+            )
+        )
     return sorted(rows, key=lambda row: int(row.version), reverse=True)
 
 
 def format_table(rows: list[VersionRow]) -> str:
     """``rows`` as a Markdown table (readable in a terminal, pasteable into a PR)."""
-    header = ["version", "aliases", "validation", *HEADLINE_METRICS, "run id", "git commit",
-              "shards md5", "created"]
+    header = ["version", "aliases", "validation", *HEADLINE_METRICS, "run id", "git commit", "shards md5", "created"]
     lines = [header, ["---"] * len(header)]
     for row in rows:
         metrics = [f"{row.metrics[m]:.4f}" if m in row.metrics else "-" for m in HEADLINE_METRICS]
-        lines.append([row.version, ",".join(row.aliases) or "-", row.validation, *metrics,
-                      row.run_id, row.git_commit[:12], row.shards_md5[:12], row.created])
+        lines.append(
+            [
+                row.version,
+                ",".join(row.aliases) or "-",
+                row.validation,
+                *metrics,
+                row.run_id,
+                row.git_commit[:12],
+                row.shards_md5[:12],
+                row.created,
+            ]
+        )
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)

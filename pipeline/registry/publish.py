@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,7 +52,7 @@ class Preprocessing:
         return (3, self.num_frames, self.crop_size, self.crop_size)
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "Preprocessing":
+    def from_dict(cls, values: Mapping[str, Any]) -> Preprocessing:
         """Inverse of ``dataclasses.asdict`` (as stored in the model's metadata)."""
         fields = dict(values)
         fields["mean"], fields["std"] = tuple(fields["mean"]), tuple(fields["std"])
@@ -107,8 +108,9 @@ def headline_metrics(run_metrics: Mapping[str, float], run_id: str) -> dict[str,
     """The evaluate stage's headline metrics from a run; an error names the ones missing."""
     missing = [m for m in HEADLINE_METRICS if m not in run_metrics]
     if missing:
-        raise StageError(f"run {run_id} has no metric {', '.join(missing)}; "
-                         "run the evaluate stage on this training run first")
+        raise StageError(
+            f"run {run_id} has no metric {', '.join(missing)}; run the evaluate stage on this training run first"
+        )
     return {m: float(run_metrics[m]) for m in HEADLINE_METRICS}
 
 
@@ -132,38 +134,54 @@ def log_and_register(
     client = MlflowClient()
     metrics = headline_metrics(client.get_run(run_id).data.metrics, run_id)
     example = np.zeros((EXAMPLE_BATCH, *preprocessing.input_shape), dtype=np.float32)
-    metadata = {"architecture": architecture, "classes": classes,
-                "preprocessing": asdict(preprocessing)}
+    metadata = {"architecture": architecture, "classes": classes, "preprocessing": asdict(preprocessing)}
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         classes_path = Path(tmp) / "classes.txt"
         classes_path.write_text("".join(f"{c}\n" for c in classes))
         info = mlflow.pytorch.log_model(
-            model.eval(), name="model", input_example=example, metadata=metadata,
-            extra_files=[str(classes_path)], pip_requirements=[f"torch=={TORCH_RELEASE}"],
+            model.eval(),
+            name="model",
+            input_example=example,
+            metadata=metadata,
+            extra_files=[str(classes_path)],
+            pip_requirements=[f"torch=={TORCH_RELEASE}"],
         )
-    tags = {**lineage.tags(), "architecture": architecture,
-            **{name: f"{value:.4f}" for name, value in metrics.items()}}
+    tags = {**lineage.tags(), "architecture": architecture, **{name: f"{value:.4f}" for name, value in metrics.items()}}
     version = mlflow.register_model(info.model_uri, model_name, tags=tags)
-    description = (f"**{architecture}** trained in run `{run_id}`, validation "
-                   f"**{lineage.validation}**.\n\n{metrics_table(metrics)}\n")
+    description = (
+        f"**{architecture}** trained in run `{run_id}`, validation "
+        f"**{lineage.validation}**.\n\n{metrics_table(metrics)}\n"
+    )
     client.update_model_version(model_name, version.version, description=description)
-    return RegisteredModel(name=model_name, version=str(version.version), run_id=run_id,
-                           model_uri=f"models:/{model_name}/{version.version}",
-                           logged_model_uri=info.model_uri)
+    return RegisteredModel(
+        name=model_name,
+        version=str(version.version),
+        run_id=run_id,
+        model_uri=f"models:/{model_name}/{version.version}",
+        logged_model_uri=info.model_uri,
+    )
 
 
 def preprocessing_of(checkpoint: Checkpoint, num_clips: int, num_crops: int) -> Preprocessing:
     """How ``a2net predict`` must turn a video into the inputs ``checkpoint``'s model was tested on."""
     data, clip = checkpoint.config["data"], checkpoint.clip
     return Preprocessing(
-        fps=float(data["fps"]), short_side=int(data["short_side"]), jpeg_quality=int(data["jpeg_quality"]),
-        num_frames=clip["num_frames"], stride=clip["stride"], crop_size=clip["crop_size"],
-        num_clips=int(num_clips), num_crops=int(num_crops), mean=tuple(data["mean"]), std=tuple(data["std"]),
+        fps=float(data["fps"]),
+        short_side=int(data["short_side"]),
+        jpeg_quality=int(data["jpeg_quality"]),
+        num_frames=clip["num_frames"],
+        stride=clip["stride"],
+        crop_size=clip["crop_size"],
+        num_clips=int(num_clips),
+        num_crops=int(num_crops),
+        mean=tuple(data["mean"]),
+        std=tuple(data["std"]),
     )
 
 
-def lineage_of(checkpoint: Checkpoint, run_tags: Mapping[str, str], shards_dir: Path, validation: str,
-               unfinished: bool) -> Lineage:
+def lineage_of(
+    checkpoint: Checkpoint, run_tags: Mapping[str, str], shards_dir: Path, validation: str, unfinished: bool
+) -> Lineage:
     """Lineage from the checkpoint (the run's resolved config) and the training run's own tags (the
     commit it ran at, the shards' dvc.lock md5 and toolchain it saw), else the current checkout's."""
     toolchain = {k.removeprefix(TOOLCHAIN_TAG): v for k, v in run_tags.items() if k.startswith(TOOLCHAIN_TAG)}
@@ -177,8 +195,16 @@ def lineage_of(checkpoint: Checkpoint, run_tags: Mapping[str, str], shards_dir: 
     )
 
 
-def register_training(out_dir: Path, model_name: str, experiment: str, shards_dir: Path, validation_summary: Path,
-                      num_clips: int, num_crops: int, allow_unfinished: bool) -> tuple[RegisteredModel, Lineage]:
+def register_training(
+    out_dir: Path,
+    model_name: str,
+    experiment: str,
+    shards_dir: Path,
+    validation_summary: Path,
+    num_clips: int,
+    num_crops: int,
+    allow_unfinished: bool,
+) -> tuple[RegisteredModel, Lineage]:
     """Register ``<out_dir>/last.pt`` under ``model_name`` with its lineage; its coordinates and lineage."""
     from mlflow import MlflowClient
 
@@ -193,8 +219,12 @@ def register_training(out_dir: Path, model_name: str, experiment: str, shards_di
     run_tags = MlflowClient().get_run(run_id).data.tags
     lineage = lineage_of(checkpoint, run_tags, shards_dir, validation_outcome(validation_summary), unfinished)
     registered = log_and_register(
-        model, run_id=run_id, model_name=model_name, architecture=checkpoint.model_name,
-        classes=list(checkpoint.classes), preprocessing=preprocessing_of(checkpoint, num_clips, num_crops),
+        model,
+        run_id=run_id,
+        model_name=model_name,
+        architecture=checkpoint.model_name,
+        classes=list(checkpoint.classes),
+        preprocessing=preprocessing_of(checkpoint, num_clips, num_crops),
         lineage=lineage,
     )
     return registered, lineage

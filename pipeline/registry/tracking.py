@@ -54,8 +54,10 @@ def existing_tracking_uri() -> str:
         return uri
     store = project_store(Path.cwd().resolve())
     if store is None:
-        raise StageError(f"no MLflow store: no mlflow/mlflow.db (or mlflow/ beside dvc.yaml) in {Path.cwd()} "
-                         "or its parents; run a2net inside the project or set MLFLOW_TRACKING_URI")
+        raise StageError(
+            f"no MLflow store: no mlflow/mlflow.db (or mlflow/ beside dvc.yaml) in {Path.cwd()} "
+            "or its parents; run a2net inside the project or set MLFLOW_TRACKING_URI"
+        )
     return f"sqlite:///{(store / 'mlflow.db').resolve()}"
 
 

@@ -9,9 +9,10 @@ resolved config (``pipeline.training.net.net_from_values``), never from a callab
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -67,7 +68,7 @@ class Checkpoint:
         write_atomic(path, buffer.getvalue())
 
     @classmethod
-    def load(cls, path: Path) -> "Checkpoint":
+    def load(cls, path: Path) -> Checkpoint:
         """Read a checkpoint with ``weights_only=True``; a missing, old or foreign file is a StageError."""
         path = Path(path)
         if not path.is_file():
@@ -79,13 +80,15 @@ class Checkpoint:
         return cls.from_record(record, path)
 
     @classmethod
-    def from_record(cls, record: Any, source: Path) -> "Checkpoint":
+    def from_record(cls, record: Any, source: Path) -> Checkpoint:
         """The checkpoint of a loaded record, checked: the format, its version and the fields' types."""
         if not isinstance(record, Mapping) or record.get("format") != FORMAT:
             raise StageError(f"{source} is not a checkpoint of the train stage; {RETRAIN}")
         if record.get("format_version") != FORMAT_VERSION:
-            raise StageError(f"{source} is checkpoint format {record.get('format_version')!r}, this code reads "
-                             f"{FORMAT_VERSION}; {RETRAIN}")
+            raise StageError(
+                f"{source} is checkpoint format {record.get('format_version')!r}, this code reads "
+                f"{FORMAT_VERSION}; {RETRAIN}"
+            )
         fields = {key: record[key] for key in cls.__dataclass_fields__ if key in record}
         try:
             checkpoint = cls(**fields)
@@ -101,8 +104,9 @@ class Checkpoint:
         try:
             net.load_state_dict(self.weights)
         except (RuntimeError, TypeError) as err:
-            raise StageError(f"{source}: weights do not fit {net_values.get('name')!r} "
-                             f"({str(err).splitlines()[0]})") from None
+            raise StageError(
+                f"{source}: weights do not fit {net_values.get('name')!r} ({str(err).splitlines()[0]})"
+            ) from None
         return net
 
     def refuse_unfinished(self, source: Path, allow_key: str, allowed: bool) -> bool:
@@ -110,8 +114,10 @@ class Checkpoint:
         if self.finished:
             return False
         if not allowed:
-            raise StageError(f"{source} is epoch {self.epoch} of {self.epochs}: its training did not finish; "
-                             f"resume it (train.resume=true) or set {allow_key}=true to use it anyway")
+            raise StageError(
+                f"{source} is epoch {self.epoch} of {self.epochs}: its training did not finish; "
+                f"resume it (train.resume=true) or set {allow_key}=true to use it anyway"
+            )
         return True
 
 

@@ -77,6 +77,9 @@ def all_reduce_sum(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
 class SyncBatchNorm(_BatchNorm):
     """BatchNorm whose training statistics cover the batch of every process (any backend).
 
+    Written here because ``torch.nn.SyncBatchNorm`` refuses CPU tensors, so gloo (CPU) DDP
+    would otherwise normalise with each process's half batch.
+
     Input ``(N, C, ...)``. In training, per-channel ``sum(x)``, ``sum(x²)`` and the count are
     all-reduced in one call; gradients flow back through the all-reduce. In eval mode, or outside
     a process group, it is plain BatchNorm.

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlflow
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+import mlflow
 from pipeline.core.config import classes_file
 from pipeline.core.errors import ConfigError
 from pipeline.core.files import write_atomic
@@ -28,8 +28,14 @@ from pipeline.training.loaders import TrainingData, training_data
 from pipeline.training.loop import clip_top1, train_epoch
 from pipeline.training.net import build_net, resolve_device
 from pipeline.training.optim import sgd, warmup_cosine
-from pipeline.training.run_record import (backfill_epoch_metrics, log_epoch_metrics, log_run_start, mark_abandoned_run,
-                                          mlflow_run, write_metrics_csv)
+from pipeline.training.run_record import (
+    backfill_epoch_metrics,
+    log_epoch_metrics,
+    log_run_start,
+    mark_abandoned_run,
+    mlflow_run,
+    write_metrics_csv,
+)
 from pipeline.training.seeding import epoch_seed, restore_rng_state, rng_state, seed_everything
 
 
@@ -46,9 +52,15 @@ class TrainState:
 
     def checkpoint(self, cfg: DictConfig, classes: list[str]) -> Checkpoint:
         return Checkpoint(
-            weights=self.net.state_dict(), config=OmegaConf.to_container(cfg, resolve=True), classes=list(classes),
-            epoch=self.epoch, history=self.history, mlflow_run_id=self.run_id,
-            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(), rng=rng_state(),
+            weights=self.net.state_dict(),
+            config=OmegaConf.to_container(cfg, resolve=True),
+            classes=list(classes),
+            epoch=self.epoch,
+            history=self.history,
+            mlflow_run_id=self.run_id,
+            optimizer=self.optimizer.state_dict(),
+            scheduler=self.scheduler.state_dict(),
+            rng=rng_state(),
         )
 
     def resume_from(self, checkpoint: Checkpoint) -> None:
@@ -83,8 +95,9 @@ def train(cfg: DictConfig) -> Path:
         shutdown_distributed()
 
 
-def initial_state(cfg: DictConfig, num_classes: int, steps_per_epoch: int, device: torch.device,
-                  info: DistInfo) -> TrainState:
+def initial_state(
+    cfg: DictConfig, num_classes: int, steps_per_epoch: int, device: torch.device, info: DistInfo
+) -> TrainState:
     """A fresh network on ``device`` (synchronised BatchNorm under DDP), SGD and its schedule."""
     tc = cfg.train
     net = build_net(cfg.model.net, num_classes)
@@ -102,8 +115,10 @@ def resumable(path: Path, cfg: DictConfig) -> Checkpoint:
     """The checkpoint to resume from; a ConfigError when it holds another model."""
     checkpoint = Checkpoint.load(path)
     if checkpoint.model_name != cfg.model.net.name:
-        raise ConfigError(f"{path} holds {checkpoint.model_name!r}, not {cfg.model.net.name!r}; "
-                          "set train.resume=false or another train.out_dir")
+        raise ConfigError(
+            f"{path} holds {checkpoint.model_name!r}, not {cfg.model.net.name!r}; "
+            "set train.resume=false or another train.out_dir"
+        )
     return checkpoint
 
 
@@ -115,8 +130,15 @@ def wrap(net: nn.Module, device: torch.device, info: DistInfo, compile_model: bo
     return torch.compile(model) if compile_model else model
 
 
-def fit(cfg: DictConfig, state: TrainState, data: TrainingData, model: nn.Module, classes: list[str],
-        device: torch.device, info: DistInfo) -> None:
+def fit(
+    cfg: DictConfig,
+    state: TrainState,
+    data: TrainingData,
+    model: nn.Module,
+    classes: list[str],
+    device: torch.device,
+    info: DistInfo,
+) -> None:
     """Train from ``state.epoch`` to ``train.epochs``; the main process checkpoints and logs."""
     tc = cfg.train
     out_dir = Path(tc.out_dir)
@@ -143,15 +165,17 @@ def fit(cfg: DictConfig, state: TrainState, data: TrainingData, model: nn.Module
             mlflow.log_artifact(str(tc.metrics_csv))
 
 
-def run_epoch(cfg: DictConfig, state: TrainState, data: TrainingData, model: nn.Module, device: torch.device,
-              info: DistInfo) -> dict[str, float | None]:
+def run_epoch(
+    cfg: DictConfig, state: TrainState, data: TrainingData, model: nn.Module, device: torch.device, info: DistInfo
+) -> dict[str, float | None]:
     """Epoch ``state.epoch + 1``: its seeds, one pass over the data, validation when due; its metrics row."""
     tc, epoch = cfg.train, state.epoch
     data.set_epoch(epoch)
     torch.manual_seed(epoch_seed(tc.seed, epoch, info.rank))
     row: dict[str, float | None] = {"epoch": epoch + 1}
-    row |= train_epoch(model, data.loader, state.optimizer, state.scheduler, device, cfg, info,
-                       f"epoch {epoch + 1}/{tc.epochs}")
+    row |= train_epoch(
+        model, data.loader, state.optimizer, state.scheduler, device, cfg, info, f"epoch {epoch + 1}/{tc.epochs}"
+    )
     row["lr"] = state.optimizer.param_groups[0]["lr"]
     validate_now = data.val_loader is not None and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs)
     row["val_clip_top1"] = clip_top1(state.net, data.val_loader, device, cfg, info) if validate_now else None

@@ -21,7 +21,9 @@ from pipeline.training.seeding import seed_worker
 def open_split(shards_dir: Path, split: str, sampler: Any, transform: Any, seed: int = 0) -> ClipDataset:
     """The ``ClipDataset`` of ``split``, or a one-line error when its shards are missing."""
     if not Path(shards_dir).is_dir():
-        raise StageError(f"shards dir {shards_dir} not found (data.shards_dir); run `python -m pipeline.preprocess` first")
+        raise StageError(
+            f"shards dir {shards_dir} not found (data.shards_dir); run `python -m pipeline.preprocess` first"
+        )
     return ClipDataset(shards_dir, split, sampler, transform, seed)
 
 
@@ -55,10 +57,12 @@ def training_data(cfg: DictConfig, info: DistInfo, pin_memory: bool) -> Training
         tc.seed,
     )
     if len(dataset) < tc.batch_size:
-        raise ConfigError(f"split {cfg.data.train_split!r} has {len(dataset)} clips, fewer than "
-                          f"train.batch_size={tc.batch_size}")
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=tc.seed, drop_last=True)
+        raise ConfigError(
+            f"split {cfg.data.train_split!r} has {len(dataset)} clips, fewer than train.batch_size={tc.batch_size}"
+        )
+    sampler = DistributedSampler(
+        dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=tc.seed, drop_last=True
+    )
     loader = DataLoader(
         dataset,
         batch_size=tc.batch_size // info.world_size,

@@ -77,11 +77,17 @@ def train_epoch(
         optimizer.step()
         scheduler.step()
         totals += torch.stack(
-            [loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double(), totals.new_tensor(len(labels))]
+            [
+                loss.detach().double() * len(labels),
+                (logits.argmax(1) == labels).sum().double(),
+                totals.new_tensor(len(labels)),
+            ]
         )
         if info.is_main and (step % PROGRESS_EVERY == 0 or step == len(loader) - 1):
             rate = len(labels) * (step + 1) * info.world_size / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4f}", clips_s=f"{rate:.1f}")
+            bar.set_postfix(
+                loss=f"{loss.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.4f}", clips_s=f"{rate:.1f}"
+            )
     elapsed = time.perf_counter() - start
     totals = all_reduce_sum(totals, info).cpu()
     return {

@@ -3,7 +3,8 @@ from a checkpoint's values (data never names a callable)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,11 +55,15 @@ def net_from_values(net_values: Mapping[str, Any], num_classes: int, source: str
     values = dict(net_values)
     target = values.pop("_target_", NET_FACTORY)
     if target != NET_FACTORY:
-        raise StageError(f"{source}: model.net._target_ is {target!r}; a checkpoint is data and only builds "
-                         f"{NET_FACTORY} by name: retrain with `python -m pipeline.train`")
+        raise StageError(
+            f"{source}: model.net._target_ is {target!r}; a checkpoint is data and only builds "
+            f"{NET_FACTORY} by name: retrain with `python -m pipeline.train`"
+        )
     name = _video_model_name(values.pop("name", None))
     for key, value in values.items():
         if key.startswith("_") or not isinstance(value, (bool, int, float, str)):
-            raise StageError(f"{source}: model.net.{key} is not a plain value ({type(value).__name__}); "
-                             "a checkpoint's model config holds a model name and plain keyword values only")
+            raise StageError(
+                f"{source}: model.net.{key} is not a plain value ({type(value).__name__}); "
+                "a checkpoint's model config holds a model name and plain keyword values only"
+            )
     return a2model.build_model(name, num_classes, **values)

@@ -8,15 +8,16 @@ training in the same ``train.out_dir``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
-import mlflow
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+import mlflow
 from pipeline.core.config import config_md5
 from pipeline.core.files import write_atomic
 from pipeline.data.provenance import data_fingerprint
@@ -64,8 +65,14 @@ def log_run_start(cfg: DictConfig, net: nn.Module, clip_shape: tuple[int, ...]) 
     with torch.no_grad():
         size = {"model_params": a2model.count_params(probe), "model_macs": a2model.count_macs(probe, (1, *clip_shape))}
     mlflow.log_metrics({k: float(v) for k, v in size.items()})
-    mlflow.set_tags({"git_commit": git_commit(), "model_name": cfg.model.net.name, "config_md5": config_md5(container),
-                     **data_fingerprint(cfg.data.shards_dir)})
+    mlflow.set_tags(
+        {
+            "git_commit": git_commit(),
+            "model_name": cfg.model.net.name,
+            "config_md5": config_md5(container),
+            **data_fingerprint(cfg.data.shards_dir),
+        }
+    )
 
 
 def log_epoch_metrics(row: Mapping[str, float | None]) -> None:
