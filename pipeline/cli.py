@@ -1,7 +1,9 @@
 """``a2net``: the model registry from the command line — promote, predict, ui.
 
-Exit codes: 0 done, 1 promotion refused by the gate, 2 bad input (unknown version, file that is
-not a video, unloadable model). Errors are one line on stderr, never a traceback.
+Exit codes: 0 done, 1 promotion refused by the gate (or lost a race), 2 bad input (unknown
+version, file that is not a video, unloadable model). Errors are one line on stderr, never a
+traceback. The help texts (``a2net [COMMAND] --help``) are the constants below: plain text,
+laid out by hand (``RawDescriptionHelpFormatter``) so that examples keep their lines.
 """
 
 from __future__ import annotations
@@ -9,14 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import StageError
-from pipeline.registry.tracking import existing_tracking_uri
+from pipeline.registry.tracking import artifact_root, existing_tracking_uri, sqlite_file
 
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
@@ -91,10 +95,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``a2net predict``: top-k labels for each video; a bad video is reported, the rest run."""
-    from pipeline.registry.predict import VideoError, format_prediction, load_model, predict
+    from pipeline.registry.predict import VideoError, format_prediction, format_source, load_model, predict
 
     _client()
     model = load_model(args.model or f"models:/{load_config().register.model_name}@staging")
+    source = format_source(model)
+    if source and not args.json:
+        print(source, flush=True)
     results, failed = [], False
     for video in args.videos:
         try:
@@ -106,12 +113,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.json:
             print(format_prediction(results[-1]))
     if args.json:
-        print(json.dumps({"model": model.uri, "predictions": [asdict(r) for r in results]}, indent=2))
+        predictions = [asdict(r) for r in results]
+        print(json.dumps({"model": model.uri, "version": model.version, "predictions": predictions}, indent=2))
     return EXIT_BAD_INPUT if failed else 0
 
 
+# What a local UI does not need: MLflow's job runner (huey consumers for GenAI evaluation jobs,
+# started with the server by default) and usage telemetry. The caller's environment wins, so
+# MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true a2net ui brings the job runner back.
+UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
 def ui_command(port: int, store: str, host: str = "127.0.0.1") -> list[str]:
-    """The ``mlflow ui`` command line over the store ``store`` (a SQLite URI)."""
+    """The ``mlflow ui`` command line over the store ``store`` (a SQLite URI), with one worker;
+    experiments made in the UI keep their artifacts beside the database too.
+
+    Run it with ``ui_env``: MLflow's default is 4 workers plus a job runner, ~10 processes.
+    """
     return [
         sys.executable,
         "-m",
@@ -125,7 +143,13 @@ def ui_command(port: int, store: str, host: str = "127.0.0.1") -> list[str]:
         str(port),
         "--workers",
         "1",
+        *(["--default-artifact-root", artifact_root(db)] if (db := sqlite_file(store)) else []),
     ]
+
+
+def ui_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The UI server's environment: ``environ`` plus ``UI_ENV`` where ``environ`` does not set it."""
+    return {**UI_ENV, **environ}
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -135,8 +159,31 @@ def cmd_ui(args: argparse.Namespace) -> int:
         print(f"MLFLOW_TRACKING_URI is a server; its UI is at {uri}")
         return 0
     command = ui_command(args.port, uri)
-    print(f"MLflow UI on http://127.0.0.1:{args.port} ({' '.join(command[1:])})", flush=True)
-    os.execv(command[0], command)
+    env = ui_env(os.environ)
+    jobs = "job runner on" if env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"].lower() in ("true", "1") else "no job runner"
+    print(f"MLflow UI on http://127.0.0.1:{args.port} ({' '.join(command[1:])}; {jobs})")
+    for name, link in experiment_links(uri, args.port):
+        print(f"  {name}: {link}")
+    sys.stdout.flush()
+    os.execve(command[0], command, env)
+
+
+def experiment_links(uri: str, port: int) -> list[tuple[str, str]]:
+    """(name, UI link) of the store's active experiments, opening in the "Model training" view.
+
+    MLflow 3's UI opens in its GenAI view unless the link says ``workflowType=machine_learning``
+    (or the browser remembers the toggle); the experiments' ``mlflow.experimentKind`` tag is not
+    enough on its own.
+    """
+    db = sqlite_file(uri)
+    if db is None or not db.is_file():
+        return []
+    with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+        rows = con.execute(
+            "select experiment_id, name from experiments where lifecycle_stage = 'active' and name != 'Default' "
+            "order by experiment_id"
+        ).fetchall()
+    return [(name, f"http://127.0.0.1:{port}/#/experiments/{eid}?workflowType=machine_learning") for eid, name in rows]
 
 
 def _positive_int(text: str) -> int:
@@ -146,6 +193,106 @@ def _positive_int(text: str) -> int:
     return int(text)
 
 
+EXIT_CODES = """\
+exit codes:
+  0  done
+  1  promotion refused by the quality gate (or it lost a race with a
+     concurrent promotion)
+  2  bad input: bad arguments, unknown model or version, a file that is not
+     a video, a model that cannot be loaded, no MLflow store; one line on
+     stderr, never a traceback"""
+
+DESCRIPTION = """\
+The a2net model registry from the command line: move the staging and
+production aliases of the registered model through a quality gate (promote),
+predict the action in videos with a registered model (predict), open the
+MLflow UI (ui).
+
+Run it anywhere inside the project (it finds mlflow/mlflow.db), or point it at
+a tracking server with MLFLOW_TRACKING_URI. Settings come from params.yaml."""
+
+EPILOG = f"""\
+examples:
+  a2net promote --list
+  a2net predict clip.mp4
+  a2net ui
+
+{EXIT_CODES}
+
+a2net COMMAND --help says more; docs/registry.md is the guide."""
+
+PROMOTE_DESCRIPTION = """\
+Move the alias staging or production of a registered model to a version,
+through the quality gate; or list the versions (--list) or the promotions
+(--history).
+
+The gate (params.yaml, section promote) takes a version when
+  - its validation tag is "passed" (its data passed the validate stage);
+  - its promote.metric (default video_top1, read from the version's training
+    run; higher is better) is not below the current alias holder's by more
+    than promote.margin (default 0.01): within the margin it is taken,
+    further below it is refused;
+  - for production: it holds staging. Staging first: production only takes
+    the staging version, even with --force.
+--force --reason "why" skips the validation and metric checks (not staging
+first) and records forced_by and force_reason on the version. The version an
+alias leaves keeps the alias previous_<alias>; --rollback moves the alias back
+to it, past the metric check but not past validation. Every promotion is
+recorded in the model's history (--history). An alias set anywhere else (the
+MLflow UI, the API) bypasses the gate; --list marks it."""
+
+PROMOTE_EPILOG = """\
+examples:
+  a2net promote --list                       # versions, aliases, metrics
+  a2net promote --version 7 --to staging
+  a2net promote --version 7 --to production  # the staging version only
+  a2net promote --version 8 --to staging --force --reason "new label set"
+  a2net promote --rollback --to staging      # back to @previous_staging
+  a2net promote --history --to staging
+
+exit codes:
+  0  the alias moved (or the list / history was printed)
+  1  refused by the gate (one line on stderr: "refused: ..."), or lost a
+     race with a concurrent promotion of the same alias ("lost the race: ...")
+  2  bad input: unknown model or version, --force without --reason, nothing
+     to roll back to, --version or --to missing"""
+
+PREDICT_DESCRIPTION = """\
+Print the top-k labels of each video with a registered model. Each video is
+preprocessed as the evaluate stage does, with the parameters stored on the
+model (fps, short side, JPEG round trip, clips x crops). The first line names
+the version an alias URI resolved to ("models:/a2net@staging is version 3");
+with --json it is the "version" field. A model is data: no pickle, no code."""
+
+PREDICT_EPILOG = """\
+examples:
+  a2net predict video1.mp4 video2.webm         # models:/a2net@staging
+  a2net predict clip.mp4 --model models:/a2net@production --json
+  a2net predict clip.mp4 --model models:/a2net/3 --top-k 3
+
+exit codes:
+  0  every video predicted
+  2  a video is missing or not a video (one line each on stderr; the others
+     are still predicted), or the model cannot be loaded"""
+
+UI_DESCRIPTION = """\
+Start the MLflow UI over the project's store, mlflow/mlflow.db, on 127.0.0.1,
+with one worker and without MLflow's job runner (export
+MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true to get the runner back). With
+MLFLOW_TRACKING_URI pointing at a server, it only prints that server's URL (the
+server has its own UI). Stop it with Ctrl-C."""
+
+UI_EPILOG = """\
+examples:
+  a2net ui                    # then open http://127.0.0.1:5000
+  a2net ui --port 5001
+
+exit codes:
+  0  the store is a server (its URL is printed); else mlflow's own status
+  2  no MLflow store here (run it inside the project or set
+     MLFLOW_TRACKING_URI)"""
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Bad command-line arguments are one line and exit 2, like every other bad input."""
 
@@ -153,13 +300,19 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="a2net", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("promote", help="move models:/<name>@staging|production to a version")
-    p.add_argument("--version", help="model version number to promote")
-    p.add_argument("--to", choices=("staging", "production"), help="alias to move")
+def _add_promote(sub: argparse._SubParsersAction) -> None:
+    """The ``promote`` sub-command and its options."""
+    p = sub.add_parser(
+        "promote",
+        help="move models:/<name>@staging|production to a version, through the quality gate",
+        description=PROMOTE_DESCRIPTION,
+        epilog=PROMOTE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", metavar="N", help="the model version to promote (see --list)")
+    p.add_argument(
+        "--to", choices=("staging", "production"), help="the alias to move: staging, or production (after staging)"
+    )
     p.add_argument("--list", action="store_true", help="print the versions table and exit")
     p.add_argument("--history", action="store_true", help="print every promotion (of --to, if given) and exit")
     p.add_argument(
@@ -167,21 +320,59 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="move --to back to its previous version (skips the metric gate, not validation)",
     )
-    p.add_argument("--force", action="store_true", help="override the quality gate")
-    p.add_argument("--reason", help="why --force is needed (recorded as a version tag)")
-    p.add_argument("--model-name", help="registered model (default: register.model_name)")
+    p.add_argument("--force", action="store_true", help="skip the validation and metric gate (needs --reason)")
+    p.add_argument("--reason", help="why --force is needed (recorded as the version tag force_reason)")
+    p.add_argument("--model-name", metavar="NAME", help="registered model (default: register.model_name, a2net)")
     p.set_defaults(func=cmd_promote)
 
-    p = sub.add_parser("predict", help="top-5 labels of videos with a registered model")
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
-    p.add_argument("--model", help="model URI (default: models:/<register.model_name>@staging)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    p.add_argument("--top-k", type=_positive_int, default=5, help="labels per video (>= 1)")
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    """The ``predict`` sub-command and its options."""
+    p = sub.add_parser(
+        "predict",
+        help="top-5 labels of videos with a registered model",
+        description=PREDICT_DESCRIPTION,
+        epilog=PREDICT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any format ffmpeg reads)")
+    p.add_argument(
+        "--model",
+        metavar="URI",
+        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run>/<path> or a local model "
+        "folder (default: models:/<register.model_name>@staging)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document instead of text")
+    p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="labels per video (default: 5)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("ui", help="MLflow UI over the project's store")
-    p.add_argument("--port", type=int, default=5000)
+
+def _add_ui(sub: argparse._SubParsersAction) -> None:
+    """The ``ui`` sub-command and its options."""
+    p = sub.add_parser(
+        "ui",
+        help="the MLflow UI over the project's store",
+        description=UI_DESCRIPTION,
+        epilog=UI_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 to serve on (default: 5000)")
     p.set_defaults(func=cmd_ui)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``a2net`` parser: plain-text description and examples, exit codes in every help."""
+    parser = _OneLineParser(
+        prog="a2net",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", title="commands", help="a2net COMMAND --help for its options"
+    )
+    for add in (_add_promote, _add_predict, _add_ui):
+        add(sub)
     return parser
 
 

@@ -3,8 +3,8 @@
 Every video of ``data.val_split`` is seen as ``eval.num_clips`` clips × ``eval.num_crops`` crops
 (``pipeline.evaluation.multiview``). Writes ``eval.metrics_file`` (clip/video top-1/top-5 as
 fractions), ``eval.per_class_file`` (video top-1 per class), and under ``eval.plots_dir`` the
-confusion matrix (``confusion.png``) and ``predictions.csv`` (actual, predicted class name per
-video, for ``dvc plots``); logs them to the training's MLflow run.
+confusion matrix (``confusion.png``), ``predictions.csv`` (actual, predicted class name per
+video) and ``per_class.csv`` (both for ``dvc plots``); logs them to the training's MLflow run.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 Between preprocess and train. Checks the dataset the trainer is about to read with Great
 Expectations: four pandas tables (the annotation CSVs, ``manifest.csv``, the ok clips per class
 of the train split, pixel statistics of a seeded sample of every shard's clips), one suite each.
-Writes ``<report_dir>/summary.json`` and ``<report_dir>/data_docs/index.html`` whatever the
-outcome; a failed critical expectation makes the stage exit 1, a failed non-critical one warns
-(one stderr line each); nothing to check (no annotations, no manifest) is exit 2.
+Writes ``<report_dir>/summary.json``, ``summary.html`` (readable offline) and
+``data_docs/index.html`` whatever the outcome; a failed critical expectation makes the stage
+exit 1, a failed non-critical one warns (one stderr line each); nothing to check (no
+annotations, no manifest) is exit 2.
 
 This module only turns the config into ``Settings`` and the ``Summary`` into output and an exit
 code; the tables, the checks and the GX runner are the library ``pipeline.quality``.
@@ -21,7 +22,7 @@ from omegaconf import DictConfig
 from pipeline.core.config import classes_file, stage_main
 from pipeline.data.clips import clip_span
 from pipeline.quality.checks import Settings
-from pipeline.quality.validation import DATA_DOCS_DIR, SUMMARY_FILE, failure_line, validate_dataset
+from pipeline.quality.validation import DATA_DOCS_DIR, SUMMARY_FILE, SUMMARY_HTML_FILE, failure_line, validate_dataset
 
 
 def settings_from(cfg: DictConfig) -> Settings:
@@ -55,7 +56,8 @@ def run(cfg: DictConfig) -> int:
     passed = sum(r["passed"] for r in summary.expectations)
     print(
         f"validate: {passed}/{len(summary.expectations)} expectations passed; report in "
-        f"{s.report_dir}/{SUMMARY_FILE} and {s.report_dir}/{DATA_DOCS_DIR}/index.html"
+        f"{s.report_dir}/{SUMMARY_FILE}, {s.report_dir}/{SUMMARY_HTML_FILE} (offline) and "
+        f"{s.report_dir}/{DATA_DOCS_DIR}/index.html"
     )
     return 0 if summary.success else 1
 

@@ -75,7 +75,9 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "1",
     ]
     log = (root / "server.log").open("wb")
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    from pipeline.cli import ui_env
+
+    env = ui_env(os.environ)  # as `a2net ui` runs it: no job runner, so 2 processes instead of ~15
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         wait_healthy(url, process)
@@ -100,9 +102,9 @@ def register_version(mlflow_server: str):
     ``register_version(model_name, metrics=GOOD_METRICS, validation="passed", net=None)``
     returns the ``RegisteredModel``.
     """
+    import mlflow
     from torch import nn
 
-    import mlflow
     from pipeline.registry.publish import Lineage, RegisteredModel, log_and_register
 
     from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet

@@ -5,14 +5,15 @@ from __future__ import annotations
 import csv
 import json
 
+import mlflow
 import pytest
 import torch
 
-import mlflow
 from pipeline import evaluate as evaluate_stage
 from pipeline import train as train_stage
 from pipeline.data.transforms import TestTransform
 from pipeline.evaluation.meters import Evaluation, topk_accuracy
+from pipeline.evaluation.reports import per_class_csv
 
 from helpers import tiny_overrides
 
@@ -33,6 +34,20 @@ def test_video_scores_sum_the_softmax_of_views_and_clip_accuracy_counts_each_vie
     assert metrics["video_top5"] == 1.0 and metrics["clip_top5"] == 1.0  # k clamped to 3 classes
     assert result.confusion().tolist() == [[1, 0, 0], [0, 0, 0], [0, 0, 1]]
     assert result.per_class_top1() == {"a": 1.0, "c": 1.0}  # b has no videos
+
+
+def test_per_class_csv_lists_classes_with_videos_by_index_for_the_bar_plot():
+    # 4 videos of classes 0 and 2 (class 1 has none); the first video of class 2 is wrong
+    scores = torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8]])
+    classes = ["abseiling", "air drumming", "same colour, moving up"]  # a comma: the field is quoted
+    result = Evaluation(classes, scores[:, None], torch.tensor([0, 2, 2, 2]))
+    text = per_class_csv(result)
+    assert text.splitlines()[2] == '2,"same colour, moving up",0.666667'
+    rows = list(csv.DictReader(text.splitlines()))
+    assert rows == [
+        {"class_index": "0", "class": "abseiling", "video_top1": "1"},
+        {"class_index": "2", "class": "same colour, moving up", "video_top1": "0.666667"},
+    ]
 
 
 def test_topk_accuracy_counts_the_label_among_the_k_best():
@@ -68,6 +83,9 @@ def test_train_then_evaluate_writes_metrics_plots_and_logs_to_the_training_run(t
     assert metrics["num_videos"] == 2 and metrics["views_per_video"] == 6
     per_class = json.loads((workdir / "per_class.json").read_text())
     assert set(per_class) == {"abseiling", "air drumming"}  # the classes with validation videos
+    with open(workdir / "plots/per_class.csv", newline="") as f:
+        per_class_rows = {r["class"]: float(r["video_top1"]) for r in csv.DictReader(f)}
+    assert per_class_rows == pytest.approx(per_class, abs=1e-6)  # the JSON's numbers, as the DVC plot
     with open(workdir / "plots/predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted(r["actual"] for r in rows) == ["abseiling", "air drumming"]
@@ -78,7 +96,7 @@ def test_train_then_evaluate_writes_metrics_plots_and_logs_to_the_training_run(t
     assert run.data.metrics["video_top1"] == metrics["video_top1"]
     assert "train_loss" in run.data.metrics  # the same run as training
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
-    assert "evaluation/metrics.json" in artifacts
+    assert {"evaluation/metrics.json", "evaluation/per_class.json", "evaluation/per_class.csv"} <= artifacts
 
 
 def test_missing_checkpoint_is_one_clear_line(training_data, workdir, capsys):

@@ -1,5 +1,6 @@
 """The whole pipeline through real DVC in a temp git repo: runs, reruns only the toolchain check the
-second time, two runs from scratch give the same data hashes and the same metrics, ``dvc exp run -S
+second time, two runs from scratch give the same data (and validation report) hashes and the same
+metrics, ``dvc metrics show`` stays narrow and the plots are declared, ``dvc exp run -S
 model=...`` recomposes params.yaml and reruns only the stages it changes, and another ffmpeg build in
 ``video.ffmpeg`` reruns the data stages with its version recorded."""
 
@@ -87,7 +88,21 @@ os.execv({ffmpeg_exe()!r}, [{ffmpeg_exe()!r}, *sys.argv[1:]])
 
 def _stage_out_hashes(lock_file: Path) -> dict[str, list[str]]:
     lock = yaml.safe_load(lock_file.read_text())
-    return {stage: [out["md5"] for out in lock["stages"][stage]["outs"]] for stage in ("generate", "preprocess")}
+    stages = ("generate", "preprocess", "validate")  # validate: summary.json and summary.html
+    return {stage: [out["md5"] for out in lock["stages"][stage]["outs"]] for stage in stages}
+
+
+def _assert_readable_metrics_and_plots(project: Path) -> None:
+    """``dvc metrics show`` fits 120 columns; the per-class bar and val_clip_top1 line are plots."""
+    table = _run(["dvc", "metrics", "show"], project).stdout
+    assert "video_top1" in table and "per_class" not in table, table
+    assert max(len(line) for line in table.splitlines()) <= 120, table
+    plots = json.loads(_run(["dvc", "plots", "show", "--json"], project).stdout)["data"]
+    assert {"reports/plots/per_class.csv", "val_clip_top1", "reports/train_metrics.csv"} <= set(plots), plots.keys()
+    bars = plots["reports/plots/per_class.csv"][0]["content"]
+    assert bars["mark"]["type"] == "bar" and {r["class"] for r in bars["data"]["values"]}
+    line = plots["val_clip_top1"][0]["content"]  # .dvc/plots/line_skip_empty.json: empty cells filtered out
+    assert "datum['val_clip_top1'] !== ''" in json.dumps(line["transform"])
 
 
 @pytest.mark.slow
@@ -112,6 +127,7 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path: Path) -> None:
 
     shown = _run(["dvc", "metrics", "show", "--json"], project).stdout
     assert "video_top1" in shown
+    _assert_readable_metrics_and_plots(project)
 
     # dvc exp run recomposes params.yaml from pipeline/conf (Hydra) and reruns only what changed
     overrides = [arg for key, value in TINY.items() for arg in ("-S", f"{key}={value}")]

@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
 
-import mlflow
 from pipeline.cli import main
 from pipeline.data.video import encode_video
 from pipeline.registry.predict import load_model, video_scores, video_views
@@ -44,7 +44,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict:
             lineage=Lineage("c0ffee", "p", "s", validation="passed"),
         )
         assert main(["promote", "--version", registered.version, "--to", "staging"]) == 0
-        yield {"root": root, "net": net, "uri": registered.model_uri}
+        yield {"root": root, "net": net, "uri": registered.model_uri, "version": registered.version}
         mlflow.set_tracking_uri(None)
 
 
@@ -104,8 +104,18 @@ def test_cli_reports_bad_files_in_one_line_and_predicts_the_rest(store, video, t
     assert errors[0].startswith(f"error: {not_video}: not a readable video (")
     assert errors[1] == f"error: {missing}: no such file"
     lines = done.stdout.splitlines()
-    assert lines[0] == f"{video}:" and len(lines) == 6  # the good video still gets its top 5
-    assert all(line.split()[-1] in CLASSES for line in lines[1:])
+    assert lines[0] == f"models:/a2net@staging is version {store['version']}"  # the default model
+    assert lines[1] == f"{video}:" and len(lines) == 7  # the good video still gets its top 5
+    assert all(line.split()[-1] in CLASSES for line in lines[2:])
+
+
+def test_predict_names_the_version_an_alias_resolved_to(store, video, capsys) -> None:
+    assert main(["predict", str(video), "--model", "models:/a2net@staging", "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == [f"models:/a2net@staging is version {store['version']}", f"{video}:"]
+    assert main(["predict", str(video), "--model", store["uri"], "--json"]) == 0  # models:/a2net/<N>
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == store["uri"] and result["version"] == store["version"]
 
 
 def test_a_pickled_model_is_refused(store, capsys) -> None:

@@ -6,14 +6,14 @@ import json
 import os
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
 import yaml
+from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-import mlflow
-from mlflow import MlflowClient
 from pipeline.cli import main
 from pipeline.core.config import config_md5, load_config, write_params
 from pipeline.data.video import encode_video
@@ -155,6 +155,53 @@ def test_list_shows_versions_aliases_validation_and_metrics(register_version, ca
     assert lines[2].startswith(f"| {v2} | - | failed | 0.6000 |")
     assert lines[3].startswith(f"| {v1} | staging | passed | 0.8000 |")
     assert "c0ffee" in lines[3] and "s" * 12 in lines[3]
+
+
+@server
+def test_list_marks_aliases_set_outside_the_gate(register_version, capsys) -> None:
+    name = "reg-outside"
+    v1 = register_version(name).version
+    v2 = register_version(name).version
+    assert promote(capsys, name, "--version", v1, "--to", "staging")[0] == 0
+    assert promote(capsys, name, "--version", v2, "--to", "staging")[0] == 0  # v1 keeps @previous_staging
+    assert "outside" not in promote(capsys, name, "--list")[1]
+    MlflowClient().set_registered_model_alias(name, "production", v2)  # as the UI's alias editor does
+    MlflowClient().set_registered_model_alias(name, "champion", v1)
+    code, out, _ = promote(capsys, name, "--list")
+    cells = {line.split(" | ")[0].removeprefix("| "): line.split(" | ")[1] for line in out.splitlines()[2:4]}
+    assert code == 0 and cells == {
+        v2: "production (set outside a2net promote), staging",
+        v1: "champion (set outside a2net promote), previous_staging",
+    }
+    assert out.splitlines()[5].startswith("(set outside a2net promote): the alias was moved past the quality gate")
+    assert promote(capsys, name, "--version", v2, "--to", "production")[0] == 0  # the gate now records it
+    assert "production (set" not in promote(capsys, name, "--list")[1]
+
+
+@pytest.mark.parametrize(
+    "aliases, history, outside",
+    [
+        ({"staging": "2"}, [], {"staging"}),  # never promoted
+        ({"staging": "2"}, [("staging", "1", None)], {"staging"}),  # moved after its promotion
+        ({"staging": "2", "previous_staging": "1"}, [("staging", "1", None), ("staging", "2", "1")], set()),
+        (
+            {"staging": "2", "previous_staging": "1"},
+            [("staging", "1", None), ("staging", "2", "2")],
+            {"previous_staging"},
+        ),
+        ({"staging": "2", "production": "2"}, [("staging", "2", None), ("production", "2", None)], set()),
+    ],
+)
+def test_set_outside_gate_compares_each_alias_with_its_last_promotion(aliases, history, outside) -> None:
+    from pipeline.registry.promotion import set_outside_gate
+
+    tags = {
+        f"promotion.{alias}.2024010{i}T000000000000Z-0000": json.dumps(
+            {"alias": alias, "version": version, "previous": previous}
+        )
+        for i, (alias, version, previous) in enumerate(history)
+    }
+    assert set_outside_gate(aliases, {**tags, "other": "tag", "promotion.note": "typed in the UI"}) == outside
 
 
 @server

@@ -6,12 +6,12 @@ import math
 import os
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 import torch.multiprocessing as mp
 from omegaconf import DictConfig
 
-import mlflow
 import pipeline.train as train_stage
 from pipeline.core.config import load_config
 from pipeline.data.transforms import TrainTransform

@@ -9,6 +9,7 @@ one test runs the CLI for the exit code and the stderr lines.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
 import os
@@ -27,6 +28,7 @@ from pipeline.core.errors import StageError
 from pipeline.data.layout import MANIFEST_COLUMNS
 from pipeline.quality.checks import Settings
 from pipeline.quality.gx import run_checks
+from pipeline.quality.report_html import summary_html
 from pipeline.quality.validation import collect, failure_line, validate_dataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -329,6 +331,35 @@ def test_good_dataset_passes_and_writes_the_report(good):
     index = (good / "reports/data_docs/index.html").read_text()
     assert "annotations" in index and "pixels" in index
     assert not (good / "reports/.data_docs.tmp").exists()
+    page = (good / "reports/summary.html").read_text()
+    assert page == summary_html(report["success"], report["expectations"])  # from summary.json's records alone
+    assert '<span class="outcome passed">PASSED</span>' in page
+    assert page.count("<tr class=") == len(report["expectations"])
+    assert all(html.escape(r["name"], quote=False) in page for r in report["expectations"])
+
+
+def test_summary_page_is_offline_and_escapes_what_it_shows():
+    flagged = {"suite": "pixels", "name": "mean < 250", "critical": False, "passed": False}
+    records = [
+        {**flagged, "observed": "1 of 2 rows: <b> (0.0)", "threshold": "5 <= mean <= 250"},
+        {
+            "suite": "manifest",
+            "name": "columns",
+            "critical": True,
+            "passed": True,
+            "observed": ["a", "b"],
+            "threshold": None,
+        },
+    ]
+    page = summary_html(True, records)
+    assert "1 of 2 rows: &lt;b&gt; (0.0)" in page and "<b>" not in page
+    assert "mean &lt; 250" in page and "5 &lt;= mean &lt;= 250" in page
+    assert '<td class="observed">["a", "b"]</td>' in page  # non-strings as JSON
+    assert '<tr class="failed-warning">' in page and '<tr class="passed">' in page
+    assert "1 of 2 expectations passed; 0 critical failed, 1 non-critical failed" in page
+    lowered = page.lower()
+    assert "<script" not in lowered and "http://" not in lowered and "https://" not in lowered
+    assert "<link" not in lowered and " src=" not in lowered  # nothing loaded from anywhere
 
 
 def test_records_are_deterministic(good):
@@ -411,3 +442,6 @@ def test_cli_exits_1_with_one_line_per_failure_and_writes_the_report(good, tmp_p
     report = json.loads((s.report_dir / "summary.json").read_text())
     assert report["success"] is False
     assert (s.report_dir / "data_docs/index.html").is_file()
+    page = (s.report_dir / "summary.html").read_text()
+    assert '<span class="outcome failed">FAILED</span>' in page
+    assert '<tr class="failed-critical"><td class="suite">pixels</td>' in page

@@ -8,11 +8,12 @@ import torch
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Fraction of rows of ``scores (N, K)`` whose top-``min(k, K)`` classes contain the label."""
+    """Fraction of rows of ``scores (N, K)`` whose top-``min(k, K)`` classes contain the label (a Python float
+    of correct / N, so 41 of 48 is 0.8541666666666666, not float32's 0.8541666865)."""
     if len(labels) == 0:
         return float("nan")
     top = scores.topk(min(k, scores.shape[1]), dim=1).indices
-    return float((top == labels[:, None]).any(1).float().mean())
+    return int((top == labels[:, None]).any(1).sum()) / len(labels)  # an exact fraction, not float32
 
 
 @dataclass
@@ -57,4 +58,4 @@ class Evaluation:
         """Video top-1 of each class that has validation videos."""
         matrix = self.confusion()
         totals = matrix.sum(1)
-        return {name: float(matrix[i, i] / totals[i]) for i, name in enumerate(self.classes) if totals[i] > 0}
+        return {name: int(matrix[i, i]) / int(totals[i]) for i, name in enumerate(self.classes) if totals[i] > 0}

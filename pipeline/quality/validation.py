@@ -2,7 +2,8 @@
 
 ``validate_dataset(settings)`` is what the validate stage calls. It writes
 ``<report_dir>/summary.json`` (the verdict and one record per expectation, in a fixed order, the
-same bytes for the same data) and ``<report_dir>/data_docs/`` (the GX Data Docs site, built
+same bytes for the same data), ``<report_dir>/summary.html`` (the same records as a page that
+reads offline, also byte-stable) and ``<report_dir>/data_docs/`` (the GX Data Docs site, built
 beside it and moved into place so a crash never leaves half a site) whatever the outcome.
 """
 
@@ -22,6 +23,7 @@ from pipeline.data.kinetics import load_classes
 from pipeline.data.layout import MANIFEST_FILE
 from pipeline.quality.checks import Check, Settings, all_checks
 from pipeline.quality.gx import run_checks
+from pipeline.quality.report_html import summary_html
 from pipeline.quality.tables import (
     annotations_table,
     index_shards,
@@ -32,6 +34,7 @@ from pipeline.quality.tables import (
 )
 
 SUMMARY_FILE = "summary.json"
+SUMMARY_HTML_FILE = "summary.html"
 DATA_DOCS_DIR = "data_docs"
 
 
@@ -75,7 +78,7 @@ def collect(s: Settings) -> tuple[dict[str, pd.DataFrame], list[Check]]:
 
 
 def validate_dataset(s: Settings) -> Summary:
-    """Check the dataset of ``s``; write ``summary.json`` and ``data_docs/`` under ``s.report_dir``."""
+    """Check the dataset of ``s``; write summary.json, summary.html and data_docs/ under ``s.report_dir``."""
     tables, checks = collect(s)
     s.report_dir.mkdir(parents=True, exist_ok=True)
     docs_tmp = s.report_dir / f".{DATA_DOCS_DIR}.tmp"
@@ -86,6 +89,7 @@ def validate_dataset(s: Settings) -> Summary:
     summary = Summary(success=all(r["passed"] or not r["critical"] for r in records), expectations=records)
     text = json.dumps({"success": summary.success, "expectations": summary.expectations}, indent=2)
     write_atomic(s.report_dir / SUMMARY_FILE, text + "\n")
+    write_atomic(s.report_dir / SUMMARY_HTML_FILE, summary_html(summary.success, summary.expectations))
     return summary
 
 

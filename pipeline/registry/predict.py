@@ -11,7 +11,8 @@ folders holding an ``MLmodel`` are accepted; a model whose ``MLmodel`` declares 
 ``code`` paths, which ``mlflow.pytorch.load_model`` would put on ``sys.path``) or carries a
 ``code/`` folder is refused; only its pt2 program (``torch.export``) is loaded, after MLflow's
 check that every record of the archive is JSON, text or tensors (no pickle). Downloads go to a
-temporary folder that is always removed.
+temporary folder that is always removed. An alias URI (``models:/a2net@staging``) is resolved to
+its version before the download, so the version reported is the one that predicts.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class LoadedModel:
     net: torch.nn.Module
     classes: list[str]
     preprocessing: Preprocessing
+    version: str | None = None  # the registered version loaded, when the URI is models:/<name>...
 
 
 @dataclass(frozen=True)
@@ -79,23 +81,25 @@ def _pickle_disallowed() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def model_folder(model_uri: str) -> Iterator[Path]:
+def model_folder(model_uri: str, shown: str | None = None) -> Iterator[Path]:
     """The local folder of ``model_uri``: downloaded to a temp dir (removed after) or used in place.
 
     Accepts ``models:/...``, ``runs:/...`` and local folders (a path or ``file://``) holding an
-    ``MLmodel``; any other scheme is refused before anything is fetched.
+    ``MLmodel``; any other scheme is refused before anything is fetched. Errors name the model
+    ``shown`` (the URI the user gave, before its alias was pinned), else ``model_uri``.
     """
     if model_uri.startswith(MLFLOW_URI_SCHEMES):
-        from mlflow.exceptions import MlflowException
-
         import mlflow
+        from mlflow.exceptions import MlflowException
 
         with tempfile.TemporaryDirectory(prefix="a2net-model-") as tmp:
             try:
                 local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
             except MlflowException as err:
-                raise StageError(f"cannot load model {model_uri}: {str(err.message).splitlines()[0]}") from None
-            yield _checked_folder(local, model_uri)
+                raise StageError(
+                    f"cannot load model {shown or model_uri}: {str(err.message).splitlines()[0]}"
+                ) from None
+            yield _checked_folder(local, shown or model_uri)
         return
     if "://" in model_uri and not model_uri.startswith("file://"):
         raise StageError(
@@ -150,9 +154,39 @@ def load_program(folder: Path, mlmodel: Mapping[str, Any], model_uri: str) -> to
         raise StageError(f"cannot load model {model_uri}: damaged pt2 archive ({type(err).__name__})") from None
 
 
+def resolve_version(model_uri: str) -> tuple[str, str | None]:
+    """(the URI to load, its registered version): ``models:/<name>@<alias>`` becomes ``models:/<name>/<N>``.
+
+    Pinning the version before the download makes the version reported the one loaded, even if
+    the alias moves meanwhile. Other URIs are returned as they are (version None unless they
+    name one, ``models:/<name>/<N>``).
+    """
+    if not model_uri.startswith("models:/"):
+        return model_uri, None
+    path = model_uri.removeprefix("models:/")
+    name, _, suffix = path.partition("/")
+    if suffix.isdigit():
+        return model_uri, suffix
+    if suffix or "@" not in name:
+        return model_uri, None  # a stage, "latest" or a logged model id: MLflow resolves it
+    name, alias = name.rsplit("@", 1)
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException as err:
+        raise StageError(f"cannot load model {model_uri}: {str(err.message).splitlines()[0]}") from None
+    return f"models:/{name}/{version}", version
+
+
 def load_model(model_uri: str) -> LoadedModel:
-    """Load ``model_uri``'s pt2 program, class list and preprocessing: no pickle, no code."""
-    with model_folder(model_uri) as folder:
+    """Load ``model_uri``'s pt2 program, class list and preprocessing: no pickle, no code.
+
+    An alias URI is resolved to its version first; ``LoadedModel.version`` says which.
+    """
+    pinned, version = resolve_version(model_uri)
+    with model_folder(pinned, shown=model_uri) as folder:
         try:
             mlmodel = yaml.safe_load((folder / "MLmodel").read_text()) or {}
         except (yaml.YAMLError, UnicodeDecodeError):
@@ -169,7 +203,14 @@ def load_model(model_uri: str) -> LoadedModel:
         preprocessing = Preprocessing.from_dict(meta["preprocessing"])
     except (TypeError, ValueError):
         raise StageError(f"model {model_uri}: its preprocessing metadata is malformed") from None
-    return LoadedModel(model_uri, net, [str(c) for c in meta["classes"]], preprocessing)
+    return LoadedModel(model_uri, net, [str(c) for c in meta["classes"]], preprocessing, version)
+
+
+def format_source(model: LoadedModel) -> str | None:
+    """``models:/a2net@staging is version 3`` for a URI that does not name its version; else None."""
+    if model.version is None or model.uri.endswith(f"/{model.version}"):
+        return None
+    return f"{model.uri} is version {model.version}"
 
 
 def video_views(path: Path, prep: Preprocessing) -> torch.Tensor:

@@ -13,6 +13,10 @@ Every promotion appends an entry to the registered model's history (tags
 serialised by a file lock beside the database, so a second concurrent one names the first as its
 predecessor; against a server, a re-read after the write detects a concurrent promotion of the
 same alias and reports the race (``PromotionRaced``) instead of claiming success.
+
+An alias moved past the gate (the MLflow UI's alias editor or "Promote model" button, or the
+API) leaves no history entry; ``list_versions`` marks it (``set_outside_gate``) so that
+``a2net promote --list`` shows which aliases no promotion vouches for.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import getpass
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,9 +37,8 @@ from pipeline.core.errors import StageError
 from pipeline.registry.publish import HEADLINE_METRICS
 
 if TYPE_CHECKING:
-    from mlflow.entities.model_registry import ModelVersion
-
     from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 STAGES = ("staging", "production")
 HISTORY_TAG = "promotion"  # registered-model tags promotion.<alias>.<time>-<nonce> = JSON entry
@@ -90,9 +93,49 @@ def promotion_lock(tracking_uri: str) -> Iterator[None]:
 
 def promotion_history(client: MlflowClient, name: str, alias: str | None = None) -> list[dict]:
     """The promotions of ``name`` (of ``alias`` only, if given), oldest first."""
-    tags = client.get_registered_model(name).tags
+    return history_from_tags(client.get_registered_model(name).tags, alias)
+
+
+def history_from_tags(tags: Mapping[str, str], alias: str | None = None) -> list[dict]:
+    """The history entries among a registered model's ``tags`` (of ``alias`` only), oldest first.
+
+    A tag under the prefix that is no entry (e.g. one typed in the UI) is skipped, not fatal.
+    """
     prefix = f"{HISTORY_TAG}.{alias}." if alias else f"{HISTORY_TAG}."
-    return [json.loads(tags[key]) | {"key": key} for key in sorted(tags) if key.startswith(prefix)]
+    entries = []
+    for key in sorted(tags):
+        if not key.startswith(prefix):
+            continue
+        try:
+            entry = json.loads(tags[key])
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and {"alias", "version"} <= entry.keys():
+            entries.append(entry | {"key": key})
+    return entries
+
+
+def gated_aliases(tags: Mapping[str, str]) -> dict[str, str]:
+    """Alias -> the version ``a2net promote`` last moved it to, by the history in ``tags``.
+
+    Includes ``previous_<alias>``: the holder a promotion replaced (when it was another version).
+    """
+    expected: dict[str, str] = {}
+    for entry in history_from_tags(tags):  # one alias's entries sort by time
+        expected[entry["alias"]] = str(entry["version"])
+        if entry.get("previous") is not None and str(entry["previous"]) != str(entry["version"]):
+            expected[f"previous_{entry['alias']}"] = str(entry["previous"])
+    return expected
+
+
+def set_outside_gate(aliases: Mapping[str, str], tags: Mapping[str, str]) -> set[str]:
+    """The aliases whose version is not the one their last recorded promotion gave them.
+
+    Such an alias was set past the gate: in the MLflow UI (its alias editor or "Promote model"
+    button) or with ``MlflowClient.set_registered_model_alias``, which record nothing.
+    """
+    expected = gated_aliases(tags)
+    return {alias for alias, version in aliases.items() if expected.get(alias) != str(version)}
 
 
 def _record(client: MlflowClient, name: str, entry: dict) -> str:
@@ -278,6 +321,10 @@ class VersionRow:
     git_commit: str
     shards_md5: str
     created: str
+    outside_gate: tuple[str, ...] = ()  # aliases of this version set past ``a2net promote``
+
+
+OUTSIDE_MARK = "(set outside a2net promote)"
 
 
 def list_versions(client: MlflowClient, name: str) -> list[VersionRow]:
@@ -285,9 +332,11 @@ def list_versions(client: MlflowClient, name: str) -> list[VersionRow]:
     from mlflow.exceptions import MlflowException
 
     try:
-        aliases = client.get_registered_model(name).aliases
+        model = client.get_registered_model(name)
     except MlflowException:
         raise StageError(f"no registered model {name!r}; run the register stage first") from None
+    aliases = model.aliases
+    outside = set_outside_gate(aliases, model.tags)
     by_version: dict[str, list[str]] = {}
     for alias, version in sorted(aliases.items()):
         by_version.setdefault(str(version), []).append(alias)
@@ -305,21 +354,26 @@ def list_versions(client: MlflowClient, name: str) -> list[VersionRow]:
                 git_commit=mv.tags.get("git_commit", "unknown"),
                 shards_md5=mv.tags.get("shards_md5", "unknown"),
                 created=created.strftime("%Y-%m-%d %H:%M"),
+                outside_gate=tuple(a for a in by_version.get(str(mv.version), []) if a in outside),
             )
         )
     return sorted(rows, key=lambda row: int(row.version), reverse=True)
 
 
 def format_table(rows: list[VersionRow]) -> str:
-    """``rows`` as a Markdown table (readable in a terminal, pasteable into a PR)."""
+    """``rows`` as a Markdown table (readable in a terminal, pasteable into a PR).
+
+    An alias set past the gate is marked ``OUTSIDE_MARK``, with a note under the table.
+    """
     header = ["version", "aliases", "validation", *HEADLINE_METRICS, "run id", "git commit", "shards md5", "created"]
     lines = [header, ["---"] * len(header)]
     for row in rows:
         metrics = [f"{row.metrics[m]:.4f}" if m in row.metrics else "-" for m in HEADLINE_METRICS]
+        aliases = [f"{a} {OUTSIDE_MARK}" if a in row.outside_gate else a for a in row.aliases]
         lines.append(
             [
                 row.version,
-                ",".join(row.aliases) or "-",
+                ", ".join(aliases) or "-",
                 row.validation,
                 *metrics,
                 row.run_id,
@@ -328,4 +382,11 @@ def format_table(rows: list[VersionRow]) -> str:
                 row.created,
             ]
         )
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+    table = "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+    if any(row.outside_gate for row in rows):
+        table += (
+            f"\n\n{OUTSIDE_MARK}: the alias was moved past the quality gate (the MLflow UI's alias editor "
+            'or "Promote model" button, or the API) and no promotion records it; '
+            "`a2net promote --version N --to ALIAS` checks and records it"
+        )
+    return table

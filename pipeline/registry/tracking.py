@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
+import sys
+from contextlib import closing
 from pathlib import Path
 
 from pipeline.core.errors import StageError
 
 DEFAULT_STORE_DIR = Path("mlflow")
+ARTIFACTS_DIR = "artifacts"  # a local store's artifacts, beside its mlflow.db
+ROOT_TAG = "a2nets.artifact_root"  # experiment tag: the artifact root the experiment was made with
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"  # the UI opens an experiment in the view this names
+MODEL_TRAINING = "custom_model_development"  # MLflow's "Model training" view (not the GenAI one)
+RECORDED_PATHS = (  # (table, column) where a SQLite store records absolute artifact paths
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+)
 
 
 def git_commit() -> str:
@@ -47,35 +60,97 @@ def existing_tracking_uri() -> str:
     """For the command line: ``$MLFLOW_TRACKING_URI`` or the project's store; never creates one.
 
     Run from anywhere inside the project (``docs/`` too); outside it, one line says where it
-    looked and how to point at a store.
+    looked and how to point at a store. A local store that was moved is relocated first.
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    store = project_store(Path.cwd().resolve())
-    if store is None:
-        raise StageError(
-            f"no MLflow store: no mlflow/mlflow.db (or mlflow/ beside dvc.yaml) in {Path.cwd()} "
-            "or its parents; run a2net inside the project or set MLFLOW_TRACKING_URI"
+    if not uri:
+        store = project_store(Path.cwd().resolve())
+        if store is None:
+            raise StageError(
+                f"no MLflow store: no mlflow/mlflow.db (or mlflow/ beside dvc.yaml) in {Path.cwd()} "
+                "or its parents; run a2net inside the project or set MLFLOW_TRACKING_URI"
+            )
+        uri = f"sqlite:///{(store / 'mlflow.db').resolve()}"
+    db = sqlite_file(uri)
+    if db is not None and db.is_file():
+        relocate_moved_store(db)
+    return uri
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI; None for any other store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def artifact_root(db: Path) -> str:
+    """Where a local store keeps its artifacts: ``artifacts/`` beside its database, as a file URI."""
+    return (db.resolve().parent / ARTIFACTS_DIR).as_uri()
+
+
+def relocate_moved_store(db: Path) -> str | None:
+    """Point a copied or moved local store at the artifacts beside it; return the root it had.
+
+    MLflow records absolute artifact paths (experiments, runs, logged models, model versions),
+    so a store copied with its checkout would keep writing into the original tree. The project's
+    experiments carry the root they were made with (tag ``a2nets.artifact_root``); when it is not
+    this database's, every recorded path under it is rewritten to this store's own root.
+    """
+    new_root = artifact_root(db)
+    with closing(sqlite3.connect(db)) as con, con:
+        if not con.execute("select 1 from sqlite_master where name = 'experiment_tags'").fetchone():
+            return None  # a new, empty store
+        adopt_legacy_experiments(con)
+        tagged = dict(con.execute("select experiment_id, value from experiment_tags where key = ?", (ROOT_TAG,)))
+        old_roots = {root for root in tagged.values() if root != new_root}
+        for old in old_roots:
+            for table, column in RECORDED_PATHS:
+                con.execute(
+                    f"update {table} set {column} = ? || substr({column}, ?) where substr({column}, 1, ?) = ?",
+                    (new_root, len(old) + 1, len(old), old),
+                )
+            con.execute("update experiment_tags set value = ? where key = ? and value = ?", (new_root, ROOT_TAG, old))
+    for old in sorted(old_roots):
+        print(
+            f"note: MLflow store {db} was moved: its artifact paths now lead to {new_root}, not {old}", file=sys.stderr
         )
-    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
+    return next(iter(sorted(old_roots)), None)
+
+
+def adopt_legacy_experiments(con: sqlite3.Connection) -> None:
+    """Tag the root of experiments made before the root was recorded (always ``.../mlflow/artifacts``)."""
+    legacy = con.execute(
+        "select experiment_id, artifact_location from experiments where artifact_location like ? "
+        "and experiment_id not in (select experiment_id from experiment_tags where key = ?)",
+        (f"file://%/{DEFAULT_STORE_DIR.name}/{ARTIFACTS_DIR}", ROOT_TAG),
+    ).fetchall()
+    con.executemany(
+        "insert into experiment_tags (key, value, experiment_id) values (?, ?, ?)",
+        [(ROOT_TAG, location, experiment_id) for experiment_id, location in legacy],
+    )
 
 
 def setup_mlflow(experiment: str) -> str:
     """Point MLflow at the store and return the id of ``experiment`` (created when new).
 
-    On the local SQLite store, artifacts go to ``mlflow/artifacts``; a remote server keeps
-    its own artifact root.
+    On a local SQLite store, artifacts go to ``artifacts/`` beside the database whatever the
+    working directory (and follow the store when it is moved); a remote server keeps its own
+    artifact root. The experiment opens in the UI's model-training view.
     """
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     uri = tracking_uri()
+    db = sqlite_file(uri)
+    if db is not None and db.is_file():
+        relocate_moved_store(db)
     mlflow.set_tracking_uri(uri)
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is not None:
+        if existing.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
+            mlflow.MlflowClient().set_experiment_tag(existing.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         return existing.experiment_id
-    artifact_location = None
-    if uri.startswith("sqlite:"):
-        artifact_location = (DEFAULT_STORE_DIR / "artifacts").resolve().as_uri()
-    return mlflow.create_experiment(experiment, artifact_location=artifact_location)
+    tags = {EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+    if db is None:
+        return mlflow.create_experiment(experiment, tags=tags)
+    root = artifact_root(db)
+    return mlflow.create_experiment(experiment, artifact_location=root, tags={**tags, ROOT_TAG: root})

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-import mlflow
 from pipeline.core.config import classes_file
 from pipeline.core.errors import ConfigError
 from pipeline.core.files import write_atomic

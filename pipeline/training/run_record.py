@@ -13,16 +13,30 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-import mlflow
 from pipeline.core.config import config_md5
 from pipeline.core.files import write_atomic
+from pipeline.data.layout import MANIFEST_FILE
 from pipeline.data.provenance import data_fingerprint
 from pipeline.registry.tracking import git_commit, setup_mlflow
 
+WHERE_NOT_WHAT = {
+    "train.out_dir",
+    "train.metrics_csv",
+    "train.resume",
+    "train.num_workers",
+    "train.device",
+    "data.root",
+    "data.shards_dir",
+    "data.classes",
+    "data.workers",
+}
+MAX_NAME_CHANGES = 60  # characters of changed settings in a run name; the md5 tells the rest apart
+ABSENT = object()
 METRIC_COLUMNS = ("epoch", "train_loss", "train_top1", "val_clip_top1", "lr", "epoch_time", "clips_per_s")
 
 
@@ -49,9 +63,66 @@ def mlflow_run(cfg: DictConfig, run_id: str | None, enabled: bool) -> Iterator[s
     if run_id:
         context = mlflow.start_run(run_id=run_id)
     else:
-        context = mlflow.start_run(experiment_id=experiment_id, run_name=f"train-{cfg.model.net.name}")
+        context = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg))
     with context as run:
         yield run.info.run_id
+
+
+def changed_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The model, data and train values of ``cfg`` that differ from pipeline/conf's defaults.
+
+    Where things go (output paths, the dataset root, workers, resume) is left out: it does not
+    change what a run learns.
+    """
+    from pipeline.core.config import compose
+
+    defaults = compose()
+    OmegaConf.resolve(defaults)
+    ours = flatten(OmegaConf.to_container(cfg, resolve=True))
+    theirs = flatten(OmegaConf.to_container(defaults))
+    return {
+        key: value
+        for key, value in ours.items()
+        if key.split(".")[0] in ("model", "data", "train")
+        and key not in WHERE_NOT_WHAT
+        and key != "model.net.name"
+        and theirs.get(key, ABSENT) != value
+    }
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``<model> <changed settings> <config md5[:6]>``: runs of other configs get other names."""
+    changed = " ".join(f"{key.split('.')[-1]}={value}" for key, value in changed_settings(cfg).items())
+    md5 = config_md5(OmegaConf.to_container(cfg, resolve=True))[:6]
+    return " ".join(part for part in (str(cfg.model.net.name), changed[:MAX_NAME_CHANGES], md5) if part)
+
+
+def run_description(cfg: DictConfig, data_tags: Mapping[str, str]) -> str:
+    """The run's Markdown description (``mlflow.note.content``): what was trained, on what, how."""
+    tc, changed = cfg.train, changed_settings(cfg)
+    overrides = ", ".join(f"`{key}={value}`" for key, value in changed.items()) or "none"
+    return (
+        f"**{cfg.model.net.name}** trained on `{cfg.data.shards_dir}` ({cfg.data.name}, manifest md5 "
+        f"`{data_tags.get('data.manifest_md5', '?')}`) for {tc.epochs} epochs: batch {tc.batch_size}, SGD lr "
+        f"{tc.lr} with {tc.warmup_epochs} warm-up epoch(s) then a cosine, seed {tc.seed}, clips of "
+        f"{cfg.model.clip.num_frames}×{cfg.model.clip.crop_size}² every {cfg.model.clip.stride} frames.\n\n"
+        f"Settings that differ from `pipeline/conf`: {overrides}.\n\nCommit `{git_commit()}`."
+    )
+
+
+def log_dataset(shards_dir: Path, data_tags: Mapping[str, str]) -> None:
+    """The shards as the run's training dataset input: the manifest, its digest and source."""
+    import pandas as pd
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    manifest = Path(shards_dir) / MANIFEST_FILE
+    if not manifest.is_file():
+        return
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    digest = data_tags.get("data.dvc_md5") or data_tags["data.manifest_md5"]  # DVC's hash of the shards, if locked
+    source = LocalArtifactDatasetSource(str(Path(shards_dir).resolve()))
+    dataset = mlflow.data.from_pandas(table, source=source, name=str(shards_dir), digest=digest.removesuffix(".dir"))
+    mlflow.log_input(dataset, context="training")
 
 
 def log_run_start(cfg: DictConfig, net: nn.Module, clip_shape: tuple[int, ...]) -> None:
@@ -65,14 +136,17 @@ def log_run_start(cfg: DictConfig, net: nn.Module, clip_shape: tuple[int, ...]) 
     with torch.no_grad():
         size = {"model_params": a2model.count_params(probe), "model_macs": a2model.count_macs(probe, (1, *clip_shape))}
     mlflow.log_metrics({k: float(v) for k, v in size.items()})
+    data_tags = data_fingerprint(cfg.data.shards_dir)
     mlflow.set_tags(
         {
             "git_commit": git_commit(),
             "model_name": cfg.model.net.name,
             "config_md5": config_md5(container),
-            **data_fingerprint(cfg.data.shards_dir),
+            "mlflow.note.content": run_description(cfg, data_tags),
+            **data_tags,
         }
     )
+    log_dataset(Path(cfg.data.shards_dir), data_tags)
 
 
 def log_epoch_metrics(row: Mapping[str, float | None]) -> None:
