@@ -32,7 +32,7 @@ lint: $(STAMP) ## Lint and format check (ruff, configured in pyproject.toml)
 	$(VENV)/bin/ruff format --check .
 
 test: lint ## Lint, then run every test, the slow end-to-end ones included
-	$(PY) -m pytest -q --timeout=900
+	$(PY) -m pytest -q --timeout=900 --durations=15
 
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest -q -m "not slow"
