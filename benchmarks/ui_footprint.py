@@ -25,11 +25,11 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.cli import UI_ENV, ui_command, ui_env
+from pipeline.registry.server import wait_healthy
 
 HUEY_DIR_VAR = "_MLFLOW_HUEY_STORAGE_PATH"  # mlflow.server.constants: the job runner's storage folder
 
@@ -80,21 +80,6 @@ def footprint(pid: int) -> Footprint:
     rss = sum(_kb(Path(f"/proc/{p}/status"), "VmRSS") for p in pids)
     pss = sum(_kb(Path(f"/proc/{p}/smaps_rollup"), "Pss") for p in pids)
     return Footprint(len(pids), rss / 1024, pss / 1024)
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
-    """Return once ``url/health`` answers 200; raise if the server exits or takes too long."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.25)
-    raise RuntimeError(f"no answer from {url}/health after {timeout} s")
 
 
 def settled(pid: int, settle: float, timeout: float) -> Footprint:

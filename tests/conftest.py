@@ -55,8 +55,10 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """
     import mlflow
 
+    from pipeline.registry.server import wait_healthy
+
     from helpers import free_port
-    from mlflow_server import MLFLOW, wait_healthy
+    from mlflow_server import MLFLOW
 
     root = tmp_path_factory.mktemp("mlflow_server")
     url = f"http://127.0.0.1:{free_port()}"

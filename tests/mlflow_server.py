@@ -1,16 +1,13 @@
-"""The stand-in model of the registry and predict tests, and what runs an ``mlflow server``.
+"""The stand-in model of the registry and predict tests, and the ``mlflow`` executable they run.
 
 The fixtures that start the server (``mlflow_server``) and register stand-in versions on it
-(``register_version``) are in conftest.py.
+(``register_version``) are in conftest.py; ``pipeline.registry.server.wait_healthy`` waits for it.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import torch
@@ -51,17 +48,3 @@ class StandInNet(nn.Module):
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.relu(self.norm(self.conv(clips))).mean(dim=(2, 3, 4)))
-
-
-def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.25)
-    raise RuntimeError(f"mlflow server at {url} not healthy after {timeout} s")
