@@ -95,7 +95,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``a2net predict``: top-k labels for each video; a bad video is reported, the rest run."""
-    from pipeline.registry.predict import VideoError, format_prediction, format_source, load_model, predict
+    from pipeline.registry.predict import format_prediction, format_source, load_model, predict
+    from pipeline.serving.views import VideoError
 
     _client()
     model = load_model(args.model or f"models:/{load_config().register.model_name}@staging")

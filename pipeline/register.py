@@ -30,6 +30,7 @@ def run(cfg: DictConfig) -> None:
         cfg.eval.num_clips,
         cfg.eval.num_crops,
         bool(cfg.register.get("allow_unfinished", False)),
+        dict(cfg.register.get("serving") or {}),
     )
     write_atomic(REGISTERED_MODEL_FILE, json.dumps(asdict(registered), indent=2) + "\n")
     print(f"registered {registered.model_uri} (run {registered.run_id}, validation {lineage.validation})")

@@ -4,6 +4,8 @@
 - ``mlflow_uri`` (session) and ``workdir``: an SQLite MLflow store and a fresh cwd using it.
 - ``mlflow_server`` and ``register_version`` (module): a real ``mlflow server`` subprocess and
   stand-in models registered on it.
+- ``stand_in_store`` and ``noise_video`` (module): an SQLite store with a stand-in model
+  @staging in a project cwd, and a small H.264 video (predict and serving tests).
 
 Imports happen inside the fixtures that need them: modules that use none of these fixtures
 collect as fast as they would without this file.
@@ -132,3 +134,49 @@ def register_version(mlflow_server: str):
         )
 
     return register
+
+
+@pytest.fixture(scope="module")
+def stand_in_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """A project directory with an SQLite store holding a registered stand-in model @staging.
+
+    Yields ``{"root", "net", "uri", "version"}``; the cwd and ``MLFLOW_TRACKING_URI`` point at it.
+    """
+    import mlflow
+
+    from pipeline.cli import main
+    from pipeline.registry.publish import Lineage, log_and_register
+    from pipeline.registry.tracking import setup_mlflow
+
+    from helpers import enter_project_store
+    from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
+
+    root = tmp_path_factory.mktemp("project")
+    with pytest.MonkeyPatch.context() as mp:
+        enter_project_store(root, mp)
+        with mlflow.start_run(experiment_id=setup_mlflow("a2nets")) as run:
+            mlflow.log_metrics(GOOD_METRICS)
+        net = StandInNet(seed=1)
+        registered = log_and_register(
+            net,
+            run_id=run.info.run_id,
+            model_name="a2net",
+            architecture="stand_in",
+            classes=CLASSES,
+            preprocessing=PREPROCESSING,
+            lineage=Lineage("c0ffee", "p", "s", validation="passed"),
+        )
+        assert main(["promote", "--version", registered.version, "--to", "staging"]) == 0
+        yield {"root": root, "net": net, "uri": registered.model_uri, "version": registered.version}
+        mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def noise_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2.5 s, 25 fps, 64×48 H.264 video of moving noise."""
+    import numpy as np
+
+    from pipeline.data.video import encode_video
+
+    frames = np.random.default_rng(0).integers(0, 256, size=(62, 48, 64, 3), dtype=np.uint8)
+    return encode_video(frames, tmp_path_factory.mktemp("videos") / "clip.mp4", fps=25)

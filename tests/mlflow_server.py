@@ -15,7 +15,7 @@ from torch import nn
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-from pipeline.registry.publish import Preprocessing  # noqa: E402
+from pipeline.serving.views import Preprocessing  # noqa: E402
 
 MLFLOW = Path(sys.executable).with_name("mlflow")
 CLASSES = ["abseiling", "bowling", "cartwheeling", "dancing", "eating", "fencing"]

@@ -7,56 +7,16 @@ new import without a new dep fails here instead of leaving the stage stale under
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from pipeline.core.imports import import_closure, imported_modules
+
 REPO = Path(__file__).resolve().parents[1]
-PROJECT_PACKAGES = ("pipeline", "a2model")
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-
-
-def module_file(module: str) -> Path | None:
-    """The project file of a dotted module name (``pipeline.data.video`` → pipeline/data/video.py)."""
-    base = REPO.joinpath(*module.split("."))
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Dotted names of the project modules that ``path`` imports, anywhere in the file."""
-    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:  # relative import
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(filter(None, [*parent, base]))
-            found.add(base)
-            found |= {f"{base}.{alias.name}" for alias in node.names}  # submodules imported by name
-    return {name for name in found if name.split(".")[0] in PROJECT_PACKAGES and module_file(name)}
-
-
-def import_closure(module: str) -> set[Path]:
-    """Every project file loaded by ``python -m <module>``: its imports, their imports, packages."""
-    pending, files = [module], set()
-    while pending:
-        name = pending.pop()
-        parts = name.split(".")
-        for depth in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py
-            path = module_file(".".join(parts[:depth]))
-            if path is not None and path not in files:
-                files.add(path)
-                pending += sorted(imported_modules(path))
-    return files
 
 
 def covered(path: Path, deps: list[str]) -> bool:

@@ -18,9 +18,9 @@ from pipeline.cli import main
 from pipeline.core.config import config_md5, load_config, write_params
 from pipeline.data.video import encode_video
 from pipeline.register import main as register_main
-from pipeline.registry.predict import video_scores, video_views
 from pipeline.registry.publish import validation_outcome
 from pipeline.registry.tracking import setup_mlflow
+from pipeline.serving.views import video_scores, video_views
 from pipeline.training.checkpoint import Checkpoint
 
 from helpers import enter_project_store

@@ -7,6 +7,7 @@ trip and bytes that depend neither on the number of workers nor on the CPU.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import sys
 from dataclasses import dataclass, field
@@ -46,18 +47,24 @@ class ClipResult:
 
 def clip_jpegs(video: Path, *, fps: float, short_side: int, jpeg_quality: int,
                start: float | None = None, end: float | None = None,
-               ffmpeg_setting: str = WHEEL_FFMPEG) -> tuple[list[bytes], int, int]:
+               ffmpeg_setting: str = WHEEL_FFMPEG, max_frames: int | None = None) -> tuple[list[bytes], int, int]:
     """(JPEG frames, height, width) of ``video``, as the shards store them; raises DecodeError.
 
     The planes are compressed at libjpeg quality ``jpeg_quality``: no colour conversion or
-    chroma downsampling in the encoder, half the bytes of RGB through the pipe.
+    chroma downsampling in the encoder, half the bytes of RGB through the pipe. A video of more
+    than ``max_frames`` frames at ``fps`` is refused as soon as the next frame arrives (ffmpeg is
+    stopped), so a short file that decodes to hours of frames costs no more than the bound.
     """
     jpegs, height, width = [], 0, 0
-    for luma, cb, cr in stream_jpeg_planes(video, fps=fps, short_side=short_side,
-                                           start=start, end=end, ffmpeg_setting=ffmpeg_setting):
-        jpegs.append(simplejpeg.encode_jpeg_yuv_planes(luma, cb, cr, quality=jpeg_quality,
-                                                         fastdct=False))  # islow, as libjpeg
-        height, width = luma.shape
+    planes = stream_jpeg_planes(video, fps=fps, short_side=short_side, start=start, end=end,
+                                ffmpeg_setting=ffmpeg_setting)
+    with contextlib.closing(planes):
+        for luma, cb, cr in planes:
+            if max_frames is not None and len(jpegs) == max_frames:
+                raise DecodeError(f"longer than {max_frames} frames ({max_frames / fps:g} s at {fps:g} fps)")
+            jpegs.append(simplejpeg.encode_jpeg_yuv_planes(luma, cb, cr, quality=jpeg_quality,
+                                                             fastdct=False))  # islow, as libjpeg
+            height, width = luma.shape
     return jpegs, height, width
 
 

@@ -88,9 +88,14 @@ _CONTEXT = re.compile(r"^\[[^\]]* @ 0x[0-9a-f]+\]\s*")
 _OUTPUT_SIZE = re.compile(r"Output #0.*?Stream #0:\d+.*?: Video: rawvideo.*?, (\d+)x(\d+)", re.S)
 
 
+_NO_VIDEO_STREAM = re.compile(r"Stream specifier ':v' in filtergraph description .* matches no streams")
+
+
 def ffmpeg_reason(stderr: bytes | str | None) -> str:
     """ffmpeg's reason for a failure: its last meaningful stderr line, without the ``[x @ 0x..]``."""
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr or ""
+    if _NO_VIDEO_STREAM.search(text):  # ffmpeg's last line would be "Error binding filtergraph ..."
+        return "no video stream"
     for line in reversed(text.replace("\r", "\n").splitlines()):
         line = _CONTEXT.sub("", line.strip())
         if line and not _PROGRESS.match(line):

@@ -1,27 +1,26 @@
 """Predict the action in videos with a registered model, preprocessing them as the pipeline does.
 
-A video goes through the same steps as a validation clip on its way to ``evaluate``: ffmpeg
-decode at ``data.fps`` with the short side at ``data.short_side``, the shards' JPEG round trip,
-``num_clips`` uniform clips × ``num_crops`` crops (``TestTransform``), normalisation; softmax
-scores are summed over the views. The parameters come from the model's own metadata (written by
-the register stage), so a model predicts with the preprocessing it was trained with.
+The views and scores are the served model's (``pipeline.serving.views``): the same decode,
+JPEG round trip, multi-view crops and mean softmax, with the preprocessing the model carries
+(written by the register stage), so a model predicts with the preprocessing it was trained with
+and ``a2net predict`` answers what ``mlflow models serve`` answers.
 
 A model is data, never code. Only MLflow model URIs (``models:/``, ``runs:/``) and local model
-folders holding an ``MLmodel`` are accepted; a model whose ``MLmodel`` declares code (a flavor's
-``code`` paths, which ``mlflow.pytorch.load_model`` would put on ``sys.path``) or carries a
-``code/`` folder is refused; only its pt2 program (``torch.export``) is loaded, after MLflow's
-check that every record of the archive is JSON, text or tensors (no pickle). Downloads go to a
-temporary folder that is always removed. An alias URI (``models:/a2net@staging``) is resolved to
-its version before the download, so the version reported is the one that predicts.
+folders holding an ``MLmodel`` are accepted; a model whose code (entry file, ``code/`` modules,
+a flavor's code paths, a pickled python model) is not byte for byte this checkout's own
+register-stage code is refused (``pipeline.serving.package.foreign_code``), and none of its code
+runs here: only its pt2 program (``torch.export``) is loaded, after MLflow's check that every
+record of the archive is JSON, text or tensors (no pickle). Downloads go to a temporary folder
+that is always removed. An alias URI (``models:/a2net@staging``) is resolved to its version
+before the download, so the version reported is the one that predicts.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +28,9 @@ import torch
 import yaml
 
 from pipeline.core.errors import StageError
-from pipeline.data.clips import uniform_clip_indices
-from pipeline.data.frames import clip_jpegs
-from pipeline.data.shards import decode_frames
-from pipeline.data.transforms import TestTransform, normalize
-from pipeline.data.video import DecodeError
-from pipeline.registry.publish import Preprocessing
-
-
-class VideoError(StageError):
-    """A file that cannot be used as a video (missing, not a video, no frames)."""
+from pipeline.serving.package import foreign_code
+from pipeline.serving.pyfunc import load_parts
+from pipeline.serving.views import Preprocessing, top_labels, video_scores, video_views
 
 
 @dataclass(frozen=True)
@@ -50,6 +42,8 @@ class LoadedModel:
     classes: list[str]
     preprocessing: Preprocessing
     version: str | None = None  # the registered version loaded, when the URI is models:/<name>...
+    architecture: str = ""  # a2model factory name (metadata), to rebuild the eager net
+    state_dict: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -62,22 +56,6 @@ class Prediction:
 
 
 MLFLOW_URI_SCHEMES = ("models:/", "runs:/")
-PT2_FILE = "model.pt2"
-
-
-@contextlib.contextmanager
-def _pickle_disallowed() -> Iterator[None]:
-    """Make MLflow's pt2 check refuse any record that is not pickle-free (its default allows)."""
-    key = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
-    before = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if before is None:
-            del os.environ[key]
-        else:
-            os.environ[key] = before
 
 
 @contextlib.contextmanager
@@ -118,40 +96,27 @@ def _checked_folder(folder: Path, model_uri: str) -> Path:
     return folder
 
 
-def carried_code(mlmodel: Mapping[str, Any], folder: Path) -> str | None:
-    """What code a model folder would bring to run (a flavor's code paths, a code/ dir), or None."""
-    for flavor, conf in (mlmodel.get("flavors") or {}).items():
-        if isinstance(conf, Mapping) and conf.get("code"):
-            return f"flavors.{flavor}.code = {conf['code']!r}"
-    return "a code/ folder" if (folder / "code").exists() else None
-
-
-def load_program(folder: Path, mlmodel: Mapping[str, Any], model_uri: str) -> torch.nn.Module:
-    """The model's pt2 program, checked pickle-free, loaded with ``torch.export.load``."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.pytorch import _validate_pt2_archive_is_pickle_free  # MLflow's own record check
-
-    code = carried_code(mlmodel, folder)
-    if code is not None:
-        raise StageError(
-            f"model {model_uri} carries code ({code}); a2net never runs code from a "
-            "model: register it with `python -m pipeline.register`"
-        )
-    data = str(((mlmodel.get("flavors") or {}).get("pytorch") or {}).get("model_data", ""))
-    archive = (folder / data / PT2_FILE).resolve()
-    if not data or folder.resolve() not in archive.parents or not archive.is_file():
-        raise StageError(
-            f"cannot load model {model_uri}: no pt2 program in its pytorch flavor "
-            "(a pickled model or not a PyTorch model); register it with the register stage"
-        )
+def read_mlmodel(folder: Path, model_uri: str) -> dict[str, Any]:
+    """The model folder's ``MLmodel`` as a mapping; StageError when it is not one."""
     try:
-        with _pickle_disallowed():
-            _validate_pt2_archive_is_pickle_free(str(archive))
-        return torch.export.load(str(archive)).module()
-    except MlflowException as err:
-        raise StageError(f"cannot load model {model_uri}: {str(err.message).splitlines()[0]}") from None
-    except Exception as err:  # torch.export.load raises many types on a damaged archive
-        raise StageError(f"cannot load model {model_uri}: damaged pt2 archive ({type(err).__name__})") from None
+        mlmodel = yaml.safe_load((folder / "MLmodel").read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise StageError(f"model {model_uri}: its MLmodel is not YAML") from None
+    if not isinstance(mlmodel, dict):
+        raise StageError(f"model {model_uri}: its MLmodel is not a mapping")
+    return mlmodel
+
+
+def artifact_files(folder: Path, mlmodel: Mapping[str, Any], model_uri: str) -> dict[str, Path]:
+    """The pyfunc's artifact files by name, each inside ``folder``; StageError for any outside."""
+    pyfunc = (mlmodel.get("flavors") or {}).get("python_function") or {}
+    files = {}
+    for name, info in (pyfunc.get("artifacts") or {}).items():
+        path = (folder / str((info or {}).get("path", ""))).resolve()
+        if folder.resolve() not in path.parents:
+            raise StageError(f"model {model_uri}: artifact {name!r} lies outside the model folder")
+        files[str(name)] = path
+    return files
 
 
 def resolve_version(model_uri: str) -> tuple[str, str | None]:
@@ -181,29 +146,24 @@ def resolve_version(model_uri: str) -> tuple[str, str | None]:
 
 
 def load_model(model_uri: str) -> LoadedModel:
-    """Load ``model_uri``'s pt2 program, class list and preprocessing: no pickle, no code.
+    """Load ``model_uri``'s pt2 program, class list and preprocessing: no pickle, no foreign code.
 
     An alias URI is resolved to its version first; ``LoadedModel.version`` says which.
     """
     pinned, version = resolve_version(model_uri)
     with model_folder(pinned, shown=model_uri) as folder:
-        try:
-            mlmodel = yaml.safe_load((folder / "MLmodel").read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError):
-            raise StageError(f"model {model_uri}: its MLmodel is not YAML") from None
-        if not isinstance(mlmodel, dict):
-            raise StageError(f"model {model_uri}: its MLmodel is not a mapping")
-        net = load_program(folder, mlmodel, model_uri)
-    meta = mlmodel.get("metadata") or {}
-    if "classes" not in meta or "preprocessing" not in meta:
-        raise StageError(
-            f"model {model_uri} has no classes/preprocessing metadata; register it with `python -m pipeline.register`"
-        )
-    try:
-        preprocessing = Preprocessing.from_dict(meta["preprocessing"])
-    except (TypeError, ValueError):
-        raise StageError(f"model {model_uri}: its preprocessing metadata is malformed") from None
-    return LoadedModel(model_uri, net, [str(c) for c in meta["classes"]], preprocessing, version)
+        mlmodel = read_mlmodel(folder, model_uri)
+        code = foreign_code(mlmodel, folder)
+        if code is not None:
+            raise StageError(
+                f"model {model_uri} carries code that is not this checkout's ({code}); a2net runs no "
+                "code from a model: register it with `python -m pipeline.register`"
+            )
+        parts = load_parts(artifact_files(folder, mlmodel, model_uri), model_uri)
+    architecture = str((mlmodel.get("metadata") or {}).get("architecture", ""))
+    return LoadedModel(
+        model_uri, parts.net, parts.classes, parts.preprocessing, version, architecture, parts.state_dict
+    )
 
 
 def format_source(model: LoadedModel) -> str | None:
@@ -213,37 +173,12 @@ def format_source(model: LoadedModel) -> str | None:
     return f"{model.uri} is version {model.version}"
 
 
-def video_views(path: Path, prep: Preprocessing) -> torch.Tensor:
-    """Decode ``path`` into the normalised eval views, float32 (V, C, T, S, S)."""
-    if not path.is_file():
-        raise VideoError(f"{path}: no such file")
-    try:
-        jpegs, _, _ = clip_jpegs(path, fps=prep.fps, short_side=prep.short_side, jpeg_quality=prep.jpeg_quality)
-    except DecodeError as err:
-        raise VideoError(f"{path}: not a readable video ({err})") from None
-    clips = uniform_clip_indices(len(jpegs), prep.num_frames, prep.stride, prep.num_clips)
-    views = torch.stack([decode_frames(jpegs, indices) for indices in clips])  # (V, T, C, H, W)
-    crops = TestTransform(prep.crop_size, prep.num_crops)(views)
-    return normalize(crops, prep.mean, prep.std)
-
-
-@torch.inference_mode()
-def video_scores(net: torch.nn.Module, views: torch.Tensor) -> torch.Tensor:
-    """Mean softmax over the views of one video: (V, C, T, H, W) → (K,), sums to 1."""
-    return net(views).softmax(dim=1).sum(dim=0) / views.shape[0]
-
-
 def predict(model: LoadedModel, videos: Sequence[Path], top_k: int = 5) -> list[Prediction]:
     """Top-``top_k`` predictions for each video, in order; a bad video raises VideoError."""
     predictions = []
     for video in videos:
         scores = video_scores(model.net, video_views(Path(video), model.preprocessing))
-        top = scores.topk(min(top_k, scores.numel()))
-        predictions.append(
-            Prediction(
-                str(video), [model.classes[i] for i in top.indices.tolist()], [round(p, 6) for p in top.values.tolist()]
-            )
-        )
+        predictions.append(Prediction(str(video), *top_labels(scores, model.classes, top_k)))
     return predictions
 
 

@@ -1,11 +1,13 @@
 """Publishing a trained model: log it (pt2, no pickle) to its training run and register a version.
 
-The model is logged with ``mlflow.pytorch.log_model`` in the pt2 format (``torch.export``) with a
-dynamic batch dimension, together with what ``a2net predict`` needs to use it alone: the class
-list (``classes.txt`` and the ``classes`` metadata) and the clip and preprocessing parameters
-(``preprocessing`` metadata). The new version carries its lineage as tags (git commit, md5 of the
-run's own resolved config, shards md5, the toolchain that made the shards, validation outcome,
-headline metrics) and a Markdown description with the metrics table.
+The model is logged as an MLflow pyfunc from code (``pipeline.serving``): ``mlflow models serve``
+takes base64 video files and answers top-k labels with nothing but the model folder. It holds
+the pt2 program (``torch.export``, dynamic batch), ``classes.txt``, ``preprocessing.json`` (the
+decode and eval-view parameters), the project's own serving code and pinned pip requirements;
+the ``architecture``, ``classes`` and ``preprocessing`` metadata repeat them for the UI. The new
+version carries its lineage as tags (git commit, md5 of the run's own resolved config, shards
+md5, the toolchain that made the shards, validation outcome, headline metrics) and a Markdown
+description with the metrics table.
 """
 
 from __future__ import annotations
@@ -15,48 +17,20 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from pipeline.core.config import config_md5
 from pipeline.core.errors import StageError
 from pipeline.data.provenance import TOOLCHAIN_TAG, data_fingerprint, shards_toolchain
 from pipeline.registry.tracking import git_commit, setup_mlflow
+from pipeline.serving.package import CODE_DIR, entry_file, pip_requirements, signature, stage_code
+from pipeline.serving.program import PT2_FILE, export_program
+from pipeline.serving.pyfunc import CLASSES, DEFAULT_BOUNDS, PREPROCESSING, PROGRAM
+from pipeline.serving.views import Preprocessing
 from pipeline.training.checkpoint import CHECKPOINT_FILE, RUN_ID_FILE, Checkpoint
 
 HEADLINE_METRICS = ("video_top1", "video_top5", "clip_top1", "clip_top5")
-TORCH_RELEASE = torch.__version__.split("+")[0]  # "2.14.1+cu130" → "2.14.1", as pip sees it
-EXAMPLE_BATCH = 2  # > 1, or torch.export specialises the batch dimension to a constant
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """How a raw video becomes the model's input views: the pipeline's decode and eval transform."""
-
-    fps: float
-    short_side: int
-    jpeg_quality: int  # frames go through the shards' JPEG round trip, as in evaluate
-    num_frames: int
-    stride: int
-    crop_size: int
-    num_clips: int
-    num_crops: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    @property
-    def input_shape(self) -> tuple[int, int, int, int]:
-        """Shape of one view, (C, T, H, W)."""
-        return (3, self.num_frames, self.crop_size, self.crop_size)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Preprocessing:
-        """Inverse of ``dataclasses.asdict`` (as stored in the model's metadata)."""
-        fields = dict(values)
-        fields["mean"], fields["std"] = tuple(fields["mean"]), tuple(fields["std"])
-        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -123,28 +97,37 @@ def log_and_register(
     classes: list[str],
     preprocessing: Preprocessing,
     lineage: Lineage,
+    bounds: Mapping[str, float] | None = None,
 ) -> RegisteredModel:
     """Log ``model`` (pt2) to the run ``run_id`` and register it as a new version of ``model_name``.
 
-    The MLflow tracking URI must already be set. Returns the new version's coordinates.
+    ``bounds`` override the served model's request bounds (``DEFAULT_BOUNDS``). The MLflow
+    tracking URI must already be set. Returns the new version's coordinates.
     """
     import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient()
     metrics = headline_metrics(client.get_run(run_id).data.metrics, run_id)
-    example = np.zeros((EXAMPLE_BATCH, *preprocessing.input_shape), dtype=np.float32)
     metadata = {"architecture": architecture, "classes": classes, "preprocessing": asdict(preprocessing)}
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
-        classes_path = Path(tmp) / "classes.txt"
-        classes_path.write_text("".join(f"{c}\n" for c in classes))
-        info = mlflow.pytorch.log_model(
-            model.eval(),
+        files = Path(tmp)
+        (files / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
+        (files / "preprocessing.json").write_text(json.dumps(asdict(preprocessing), indent=2) + "\n")
+        artifacts = {
+            PROGRAM: str(export_program(model, preprocessing.input_shape, files / PT2_FILE)),
+            CLASSES: str(files / "classes.txt"),
+            PREPROCESSING: str(files / "preprocessing.json"),
+        }
+        info = mlflow.pyfunc.log_model(
             name="model",
-            input_example=example,
+            python_model=str(entry_file()),
+            artifacts=artifacts,
+            code_paths=[str(stage_code(files / CODE_DIR))],
+            model_config={**DEFAULT_BOUNDS, **(bounds or {})},
+            signature=signature(),
             metadata=metadata,
-            extra_files=[str(classes_path)],
-            pip_requirements=[f"torch=={TORCH_RELEASE}"],
+            pip_requirements=pip_requirements(),
         )
     tags = {**lineage.tags(), "architecture": architecture, **{name: f"{value:.4f}" for name, value in metrics.items()}}
     version = mlflow.register_model(info.model_uri, model_name, tags=tags)
@@ -179,6 +162,14 @@ def preprocessing_of(checkpoint: Checkpoint, num_clips: int, num_crops: int) -> 
     )
 
 
+def serving_bounds(serving: Mapping[str, float]) -> dict[str, float]:
+    """The served model's ``model_config`` from ``register.serving`` (``max_video_mb`` in bytes)."""
+    bounds = {k: v for k, v in serving.items() if k != "max_video_mb"}
+    if "max_video_mb" in serving:
+        bounds["max_video_bytes"] = int(serving["max_video_mb"] * 2**20)
+    return bounds
+
+
 def lineage_of(
     checkpoint: Checkpoint, run_tags: Mapping[str, str], shards_dir: Path, validation: str, unfinished: bool
 ) -> Lineage:
@@ -204,8 +195,12 @@ def register_training(
     num_clips: int,
     num_crops: int,
     allow_unfinished: bool,
+    serving: Mapping[str, float] | None = None,
 ) -> tuple[RegisteredModel, Lineage]:
-    """Register ``<out_dir>/last.pt`` under ``model_name`` with its lineage; its coordinates and lineage."""
+    """Register ``<out_dir>/last.pt`` under ``model_name`` with its lineage; its coordinates and lineage.
+
+    ``serving`` is ``register.serving``: the served model's request bounds.
+    """
     from mlflow import MlflowClient
 
     run_id_file, checkpoint_path = out_dir / RUN_ID_FILE, out_dir / CHECKPOINT_FILE
@@ -226,5 +221,6 @@ def register_training(
         classes=list(checkpoint.classes),
         preprocessing=preprocessing_of(checkpoint, num_clips, num_crops),
         lineage=lineage,
+        bounds=serving_bounds(serving or {}),
     )
     return registered, lineage

@@ -1,0 +1,190 @@
+"""The registered model as a service: a real ``mlflow models serve --env-manager local``, started
+outside the project, answers base64 videos as ``a2net predict`` does; bad rows get an error each."""
+
+from __future__ import annotations
+
+import ast
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from pipeline.data.video import ffmpeg_exe
+from pipeline.registry.predict import load_model, predict
+from pipeline.registry.server import wait_healthy
+from pipeline.serving.package import SERVING_DISTRIBUTIONS, carried_files, entry_file, foreign_code
+
+from helpers import free_port
+from mlflow_server import MLFLOW
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def post(url: str, rows: list[str], column: str = "video", **params) -> tuple[int, dict]:
+    """POST ``rows`` as the ``column`` column to ``url/invocations``: (HTTP status, JSON answer)."""
+    payload = {"dataframe_split": {"columns": [column], "data": [[row] for row in rows]}}
+    if params:
+        payload["params"] = params
+    request = urllib.request.Request(
+        f"{url}/invocations", json.dumps(payload).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.fixture(scope="module")
+def served(stand_in_store: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of ``mlflow models serve -m models:/a2net@staging`` run from a folder outside the project."""
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [str(MLFLOW), "models", "serve", "-m", "models:/a2net@staging", "--env-manager", "local"]
+    command += ["-h", "127.0.0.1", "-p", url.rsplit(":", 1)[1]]
+    log = (elsewhere / "serve.log").open("wb")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    process = subprocess.Popen(
+        command, cwd=elsewhere, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    try:
+        wait_healthy(url, process, timeout=120)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def audio_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A valid media file without a video stream (one second of silence)."""
+    path = tmp_path_factory.mktemp("audio") / "silence.m4a"
+    subprocess.run(
+        [ffmpeg_exe("wheel"), "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "1", str(path)],
+        check=True,
+    )
+    return path
+
+
+def test_the_served_model_answers_what_a2net_predict_answers(served, stand_in_store, noise_video) -> None:
+    status, answer = post(served, [b64(noise_video.read_bytes())] * 2)
+    assert status == 200
+    [expected] = predict(load_model("models:/a2net@staging"), [noise_video])
+    for row in answer["predictions"]:
+        assert row["error"] is None and row["labels"] == expected.labels
+        assert row["probabilities"] == pytest.approx(expected.probabilities, abs=1e-6)
+    status, answer = post(served, [b64(noise_video.read_bytes())], top_k=2)
+    assert status == 200 and answer["predictions"][0]["labels"] == expected.labels[:2]
+
+
+def test_bad_rows_get_an_error_each_and_good_rows_their_labels(served, noise_video, audio_only) -> None:
+    rows = ["", "not base64 at all!", b64(b"this is not a video\n"), b64(audio_only.read_bytes())]
+    status, answer = post(served, [*rows, b64(noise_video.read_bytes())])
+    assert status == 200
+    *bad, good = answer["predictions"]
+    says = ["row 0: empty", "row 1: not base64", "row 2: not a readable video", "row 3: not a readable video"]
+    for row, start in zip(bad, says):
+        assert row["error"].startswith(start) and row["labels"] == [] and "/tmp" not in row["error"], row
+    assert bad[3]["error"] == "row 3: not a readable video (no video stream)"
+    assert good["error"] is None and len(good["labels"]) == 5
+
+
+def test_too_many_rows_is_a_400_and_the_server_keeps_serving(served, noise_video) -> None:
+    status, answer = post(served, [""] * 33)
+    assert status == 400 and "33 videos in one request; send at most 32" in answer["message"]
+    status, answer = post(served, [b64(noise_video.read_bytes())], column="clip")
+    assert status == 400 and "video" in answer["message"]
+    status, answer = post(served, [b64(noise_video.read_bytes())])
+    assert status == 200 and answer["predictions"][0]["error"] is None
+
+
+@pytest.mark.parametrize(
+    "bound, says",
+    [
+        ({"max_seconds": 1.0}, "longer than 10 frames (1 s at 10 fps)"),
+        ({"max_video_bytes": 1000}, "over the 1000-byte"),
+    ],
+)
+def test_a_row_over_a_bound_gets_an_error(stand_in_store, noise_video, bound, says) -> None:
+    served = mlflow.pyfunc.load_model("models:/a2net@staging", model_config=bound)  # overrides register.serving
+    [row] = served.predict(pd.DataFrame({"video": [b64(noise_video.read_bytes())]}))
+    assert row["labels"] == [] and row["error"].startswith("row 0: ") and says in row["error"], row
+
+
+def test_the_model_runs_its_own_code_outside_the_project(stand_in_store, noise_video, tmp_path) -> None:
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/a2net@staging", dst_path=str(tmp_path)))
+    script = (
+        "import base64, sys, mlflow.pyfunc, pandas as pd\n"
+        "model = mlflow.pyfunc.load_model(sys.argv[1])\n"
+        "import pipeline.serving.pyfunc as served\n"
+        "video = base64.b64encode(open(sys.argv[2], 'rb').read()).decode()\n"
+        "print(served.__file__, model.predict(pd.DataFrame({'video': [video]}))[0]['labels'][0])\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(folder), str(noise_video)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    module_file, label = done.stdout.split()
+    assert Path(module_file).is_relative_to(folder / "code")  # not this checkout's pipeline/
+    [expected] = predict(load_model(str(folder)), [noise_video])
+    assert label == expected.labels[0]
+
+
+def test_a_freshly_registered_model_carries_exactly_the_register_stages_code(stand_in_store, tmp_path) -> None:
+    import yaml
+
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/a2net@staging", dst_path=str(tmp_path)))
+    assert foreign_code(yaml.safe_load((folder / "MLmodel").read_text()), folder) is None
+    assert (folder / "entry.py").read_bytes() == entry_file().read_bytes()
+    assert not list(folder.rglob("__init__.py"))  # namespace packages: the store never holds one
+    assert "pipeline/serving/pyfunc.py" in carried_files() and "pipeline/data/video.py" in carried_files()
+
+
+def _third_party_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names) - {"pipeline", "__future__"}
+
+
+def test_the_pip_requirements_cover_every_package_the_carried_code_imports() -> None:
+    distributions = packages_distributions()
+    provided = {name.lower() for name in SERVING_DISTRIBUTIONS} | {"mlflow"}  # MLflow adds itself
+    for path in [entry_file(), *carried_files().values()]:
+        for module in _third_party_imports(path):
+            owners = {d.lower() for d in distributions.get(module, [module])}
+            assert owners & provided, f"{path.name} imports {module} ({owners}), not in SERVING_DISTRIBUTIONS"
+
+
+def test_the_package_inits_left_out_of_the_carried_code_hold_only_a_docstring() -> None:
+    from pipeline.core.imports import import_closure
+
+    for init in (p for p in import_closure("pipeline.serving.entry") if p.name == "__init__.py"):
+        body = ast.parse(init.read_text()).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr), f"{init}: a namespace copy would lose its code"
