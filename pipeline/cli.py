@@ -1,4 +1,4 @@
-"""``a2net``: the model registry from the command line — promote, predict, ui.
+"""``a2net``: the model registry from the command line — promote, predict, explain, ui.
 
 Exit codes: 0 done, 1 promotion refused by the gate (or lost a race), 2 bad input (unknown
 version, file that is not a video, unloadable model). Errors are one line on stderr, never a
@@ -119,6 +119,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_BAD_INPUT if failed else 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    """``a2net explain``: the A² blocks' gather maps on a video, as attention.png and attention.npz."""
+    from pipeline.registry.explain import explain_video
+    from pipeline.registry.predict import format_source, load_model
+
+    _client()
+    model = load_model(args.model or f"models:/{load_config().register.model_name}@staging")
+    source = format_source(model)
+    if source:
+        print(source)
+    explained = explain_video(model, Path(args.video), Path(args.out))
+    print(f"{args.video}: {explained.label} ({explained.probability:.1%}) on the central view")
+    print(f"wrote {explained.figure} and {explained.arrays}")
+    return 0
+
+
 # What a local UI does not need: MLflow's job runner (huey consumers for GenAI evaluation jobs,
 # started with the server by default) and usage telemetry. The caller's environment wins, so
 # MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true a2net ui brings the job runner back.
@@ -206,8 +222,8 @@ exit codes:
 DESCRIPTION = """\
 The a2net model registry from the command line: move the staging and
 production aliases of the registered model through a quality gate (promote),
-predict the action in videos with a registered model (predict), open the
-MLflow UI (ui).
+predict the action in videos with a registered model (predict), show what its
+double attention blocks look at (explain), open the MLflow UI (ui).
 
 Run it anywhere inside the project (it finds mlflow/mlflow.db), or point it at
 a tracking server with MLFLOW_TRACKING_URI. Settings come from params.yaml."""
@@ -216,6 +232,7 @@ EPILOG = f"""\
 examples:
   a2net promote --list
   a2net predict clip.mp4
+  a2net explain clip.mp4 --out explain/
   a2net ui
 
 {EXIT_CODES}
@@ -275,6 +292,31 @@ exit codes:
   0  every video predicted
   2  a video is missing or not a video (one line each on stderr; the others
      are still predicted), or the model cannot be loaded"""
+
+EXPLAIN_DESCRIPTION = """\
+Show what the double attention (A²) blocks of a registered model look at in a
+video. The video is preprocessed as predict does; on its central view (middle
+clip, centre crop) every A² block's gather maps (the softmax attention with
+which it pools its global features) are ranked by share, the mean weight the
+positions' distribution gives them (a block's shares sum to 1). Writes
+  OUT/attention.png  the view's frames, then per block its 4 most used gather
+                     maps as heat maps over the frames (block, map, share)
+  OUT/attention.npz  per block gather_maps/<block> and distribution/<block>,
+                     each (n, T', H', W'): every gather map sums to 1 over its
+                     T'*H'*W' positions, the distribution sums to 1 over the n
+                     maps at each position; frames (T, S, S, 3) and blocks
+The net is rebuilt by name from the model's metadata and loaded with its pt2
+weights: no pickle, no code from the model."""
+
+EXPLAIN_EPILOG = """\
+examples:
+  a2net explain clip.mp4 --out explain/                  # models:/a2net@staging
+  a2net explain clip.mp4 --model models:/a2net/3 --out explain/v3
+
+exit codes:
+  0  the figure and arrays were written
+  2  the video is missing or not a video, the model cannot be loaded, or it
+     has no A² block (a plain or non-local net)"""
 
 UI_DESCRIPTION = """\
 Start the MLflow UI over the project's store, mlflow/mlflow.db, on 127.0.0.1,
@@ -348,6 +390,21 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    """The ``explain`` sub-command and its options."""
+    p = sub.add_parser(
+        "explain",
+        help="attention maps of a registered A² model on a video (PNG and NPZ)",
+        description=EXPLAIN_DESCRIPTION,
+        epilog=EXPLAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("video", metavar="VIDEO", help="a video file (any format ffmpeg reads)")
+    p.add_argument("--model", metavar="URI", help="as for predict (default: models:/<register.model_name>@staging)")
+    p.add_argument("--out", metavar="DIR", required=True, help="folder for attention.png and attention.npz")
+    p.set_defaults(func=cmd_explain)
+
+
 def _add_ui(sub: argparse._SubParsersAction) -> None:
     """The ``ui`` sub-command and its options."""
     p = sub.add_parser(
@@ -372,7 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", title="commands", help="a2net COMMAND --help for its options"
     )
-    for add in (_add_promote, _add_predict, _add_ui):
+    for add in (_add_promote, _add_predict, _add_explain, _add_ui):
         add(sub)
     return parser
 

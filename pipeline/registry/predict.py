@@ -42,8 +42,9 @@ class LoadedModel:
     classes: list[str]
     preprocessing: Preprocessing
     version: str | None = None  # the registered version loaded, when the URI is models:/<name>...
-    architecture: str = ""  # a2model factory name (metadata), to rebuild the eager net
-    state_dict: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    architecture: str = ""  # a2model factory name (metadata)
+    net_config: Mapping[str, Any] = field(default_factory=dict)  # the checkpoint's model.net (metadata)
+    state_dict: Mapping[str, torch.Tensor] = field(default_factory=dict)  # the program's weights
 
 
 @dataclass(frozen=True)
@@ -160,9 +161,17 @@ def load_model(model_uri: str) -> LoadedModel:
                 "code from a model: register it with `python -m pipeline.register`"
             )
         parts = load_parts(artifact_files(folder, mlmodel, model_uri), model_uri)
-    architecture = str((mlmodel.get("metadata") or {}).get("architecture", ""))
+    meta = mlmodel.get("metadata") or {}
+    net_config = meta.get("net") if isinstance(meta.get("net"), Mapping) else {}
     return LoadedModel(
-        model_uri, parts.net, parts.classes, parts.preprocessing, version, architecture, parts.state_dict
+        model_uri,
+        parts.net,
+        parts.classes,
+        parts.preprocessing,
+        version,
+        str(meta.get("architecture", "")),
+        net_config,
+        parts.state_dict,
     )
 
 

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -98,10 +99,12 @@ def log_and_register(
     preprocessing: Preprocessing,
     lineage: Lineage,
     bounds: Mapping[str, float] | None = None,
+    net_config: Mapping[str, Any] | None = None,
 ) -> RegisteredModel:
     """Log ``model`` (pt2) to the run ``run_id`` and register it as a new version of ``model_name``.
 
-    ``bounds`` override the served model's request bounds (``DEFAULT_BOUNDS``). The MLflow
+    ``bounds`` override the served model's request bounds (``DEFAULT_BOUNDS``); ``net_config``
+    (the checkpoint's ``model.net``, plain values) lets ``a2net explain`` rebuild the eager net. The MLflow
     tracking URI must already be set. Returns the new version's coordinates.
     """
     import mlflow
@@ -110,6 +113,8 @@ def log_and_register(
     client = MlflowClient()
     metrics = headline_metrics(client.get_run(run_id).data.metrics, run_id)
     metadata = {"architecture": architecture, "classes": classes, "preprocessing": asdict(preprocessing)}
+    if net_config is not None:
+        metadata["net"] = dict(net_config)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
         files = Path(tmp)
         (files / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
@@ -222,5 +227,6 @@ def register_training(
         preprocessing=preprocessing_of(checkpoint, num_clips, num_crops),
         lineage=lineage,
         bounds=serving_bounds(serving or {}),
+        net_config=checkpoint.config["model"]["net"],
     )
     return registered, lineage
