@@ -140,6 +140,7 @@ RULES: dict[str, Rule] = {
     "eval.per_class_file": TEXT,
     "eval.plots_dir": TEXT,
     "eval.allow_unfinished": BOOLEAN,
+    "eval.attention_classes": integer(0),
     "register.model_name": TEXT,
     "register.allow_unfinished": BOOLEAN,
     "register.serving.max_rows": integer(1),

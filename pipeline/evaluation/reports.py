@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import mlflow
@@ -91,9 +92,15 @@ def plot_confusion(matrix: torch.Tensor, classes: list[str], path: Path) -> None
 
 
 def log_to_run(
-    out_dir: Path, experiment: str, metrics: dict[str, float], files: list[Path], unfinished: bool = False
+    out_dir: Path,
+    experiment: str,
+    metrics: dict[str, float],
+    files: list[Path],
+    unfinished: bool = False,
+    attention_figures: Sequence[Path] = (),
 ) -> str | None:
-    """Log test metrics and report files to the training's MLflow run (``run_id.txt``).
+    """Log test metrics and report files (under ``evaluation/``, the attention figures under
+    ``evaluation/attention/``) to the training's MLflow run (``run_id.txt``).
 
     ``unfinished`` (an ``eval.allow_unfinished`` override) is recorded as the run tag
     ``evaluated_unfinished``.
@@ -110,4 +117,6 @@ def log_to_run(
             mlflow.set_tag("evaluated_unfinished", "true (eval.allow_unfinished)")
         for path in files:
             mlflow.log_artifact(str(path), artifact_path="evaluation")
+        for path in attention_figures:
+            mlflow.log_artifact(str(path), artifact_path="evaluation/attention")
     return run_id

@@ -1,0 +1,62 @@
+"""Attention figures of the evaluated model on a fixed choice of validation videos, one per class.
+
+The first validation video of each class (shard order) is drawn, for the first
+``max_classes`` classes that have one, as ``<class index>_<class>.png`` under ``out_dir``
+(``pipeline.evaluation.attention``): the central view of the same multi-view test the metrics
+come from. A model without A² blocks gets none.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from a2model import DoubleAttention
+from pipeline.data.transforms import TestTransform, UniformClips
+from pipeline.evaluation.attention import central_view, plot_attention, view_attention
+from pipeline.training.checkpoint import Checkpoint
+from pipeline.training.loaders import open_split
+
+
+def first_per_class(labels: Sequence[int], max_classes: int) -> dict[int, int]:
+    """``{label: index of its first video}`` for the ``max_classes`` lowest labels present."""
+    first: dict[int, int] = {}
+    for index, label in enumerate(labels):
+        first.setdefault(label, index)
+    return {label: first[label] for label in sorted(first)[:max_classes]}
+
+
+def figure_name(label: int, name: str) -> str:
+    """``003_air_drumming.png``: sorts by class index, safe in any file system and URL."""
+    return f"{label:03d}_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.png"
+
+
+def attention_examples(
+    checkpoint_path: Path, shards_dir: Path, split: str, num_clips: int, num_crops: int, out_dir: Path, max_classes: int
+) -> list[Path]:
+    """Draw the examples into ``out_dir`` (its old figures removed); the paths written, [] without A²."""
+    checkpoint = Checkpoint.load(checkpoint_path)
+    net = checkpoint.build_net(checkpoint_path).eval()
+    for stale in out_dir.glob("*.png"):
+        stale.unlink()
+    if not any(isinstance(m, DoubleAttention) for m in net.modules()):
+        return []
+    clip, data_cfg, classes = checkpoint.clip, checkpoint.config["data"], list(checkpoint.classes)
+    dataset = open_split(
+        shards_dir,
+        split,
+        UniformClips(clip["num_frames"], clip["stride"], num_clips),
+        TestTransform(clip["crop_size"], num_crops),
+    )
+    paths = []
+    for label, index in first_per_class(dataset.labels, max_classes).items():
+        item = dataset[index]
+        attention = view_attention(net, central_view(item["frames"], num_crops), data_cfg["mean"], data_cfg["std"])
+        best = int(attention.probabilities.argmax())
+        title = (
+            f"{classes[label]} (validation {item['key']}), central view: "
+            f"predicted {classes[best]} ({float(attention.probabilities[best]):.0%})"
+        )
+        paths.append(plot_attention(attention, out_dir / figure_name(label, classes[label]), title))
+    return paths
