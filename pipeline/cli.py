@@ -1,4 +1,4 @@
-"""``a2net``: the model registry from the command line — promote, predict, explain, ui.
+"""``a2net``: the model registry from the command line — promote, predict, explain, serve, ui.
 
 Exit codes: 0 done, 1 promotion refused by the gate (or lost a race), 2 bad input (unknown
 version, file that is not a video, unloadable model). Errors are one line on stderr, never a
@@ -135,6 +135,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``a2net serve``: ``mlflow models serve`` of a registered model whose code was checked first."""
+    from pipeline.registry.server import serve_verified
+
+    _client()
+    return serve_verified(args.model or f"models:/{load_config().register.model_name}@staging", "127.0.0.1", args.port)
+
+
 # What a local UI does not need: MLflow's job runner (huey consumers for GenAI evaluation jobs,
 # started with the server by default) and usage telemetry. The caller's environment wins, so
 # MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true a2net ui brings the job runner back.
@@ -223,7 +231,8 @@ DESCRIPTION = """\
 The a2net model registry from the command line: move the staging and
 production aliases of the registered model through a quality gate (promote),
 predict the action in videos with a registered model (predict), show what its
-double attention blocks look at (explain), open the MLflow UI (ui).
+double attention blocks look at (explain), serve it over HTTP (serve), open
+the MLflow UI (ui).
 
 Run it anywhere inside the project (it finds mlflow/mlflow.db), or point it at
 a tracking server with MLFLOW_TRACKING_URI. Settings come from params.yaml."""
@@ -233,6 +242,7 @@ examples:
   a2net promote --list
   a2net predict clip.mp4
   a2net explain clip.mp4 --out explain/
+  a2net serve --port 5001
   a2net ui
 
 {EXIT_CODES}
@@ -317,6 +327,27 @@ exit codes:
   0  the figure and arrays were written
   2  the video is missing or not a video, the model cannot be loaded, or it
      has no A² block (a plain or non-local net)"""
+
+SERVE_DESCRIPTION = """\
+Serve a registered model with MLflow's scoring server (mlflow models serve
+--env-manager local, one worker, 127.0.0.1), after checking that the code it
+carries is byte for byte this checkout's register-stage code: the checked
+local copy is the one served, and it is removed when the server stops. POST
+base64 video files to /invocations, one per row of a "video" column; each row
+gets the top-5 labels and probabilities (docs/registry.md#serving). Stop it
+with Ctrl-C. `mlflow models serve -m URI --env-manager local` serves the same
+model without the check."""
+
+SERVE_EPILOG = """\
+examples:
+  a2net serve                                  # models:/a2net@staging on :5001
+  a2net serve --model models:/a2net@production --port 8080
+  curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' \\
+    -d '{"dataframe_split": {"columns": ["video"], "data": [["'"$(base64 -w0 clip.mp4)"'"]]}}'
+
+exit codes:
+  0  stopped with Ctrl-C; else the server's own status
+  2  the model cannot be loaded or carries code that is not this checkout's"""
 
 UI_DESCRIPTION = """\
 Start the MLflow UI over the project's store, mlflow/mlflow.db, on 127.0.0.1,
@@ -405,6 +436,20 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_explain)
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    """The ``serve`` sub-command and its options."""
+    p = sub.add_parser(
+        "serve",
+        help="serve a registered model over HTTP (base64 videos in, top-5 labels out)",
+        description=SERVE_DESCRIPTION,
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", metavar="URI", help="as for predict (default: models:/<register.model_name>@staging)")
+    p.add_argument("--port", type=_positive_int, default=5001, help="port on 127.0.0.1 (default: 5001)")
+    p.set_defaults(func=cmd_serve)
+
+
 def _add_ui(sub: argparse._SubParsersAction) -> None:
     """The ``ui`` sub-command and its options."""
     p = sub.add_parser(
@@ -429,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", title="commands", help="a2net COMMAND --help for its options"
     )
-    for add in (_add_promote, _add_predict, _add_explain, _add_ui):
+    for add in (_add_promote, _add_predict, _add_explain, _add_serve, _add_ui):
         add(sub)
     return parser
 

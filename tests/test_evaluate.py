@@ -12,6 +12,7 @@ import torch
 from pipeline import evaluate as evaluate_stage
 from pipeline import train as train_stage
 from pipeline.data.transforms import TestTransform
+from pipeline.evaluation.examples import figure_name, first_per_class
 from pipeline.evaluation.meters import Evaluation, topk_accuracy
 from pipeline.evaluation.reports import per_class_csv
 
@@ -95,8 +96,14 @@ def test_train_then_evaluate_writes_metrics_plots_and_logs_to_the_training_run(t
     run = mlflow.get_run((workdir / "model/run_id.txt").read_text().strip())
     assert run.data.metrics["video_top1"] == metrics["video_top1"]
     assert "train_loss" in run.data.metrics  # the same run as training
-    artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    client = mlflow.tracking.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert {"evaluation/metrics.json", "evaluation/per_class.json", "evaluation/per_class.csv"} <= artifacts
+    # tiny_a2: one attention figure per class with validation videos (abseiling = 0, air drumming = 1)
+    figures = sorted(p.name for p in (workdir / "plots/attention").iterdir())
+    assert figures == ["000_abseiling.png", "001_air_drumming.png"]
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation/attention")}
+    assert logged == {f"evaluation/attention/{name}" for name in figures}
 
 
 def test_missing_checkpoint_is_one_clear_line(training_data, workdir, capsys):
@@ -104,3 +111,23 @@ def test_missing_checkpoint_is_one_clear_line(training_data, workdir, capsys):
     assert evaluate_stage.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: checkpoint ") and "never-trained/last.pt not found" in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    "labels, max_classes, expected",
+    [
+        ([2, 0, 0, 1, 2], 8, {0: 1, 1: 3, 2: 0}),  # the first video of each class, by class index
+        ([2, 0, 0, 1, 2], 2, {0: 1, 1: 3}),  # the lowest max_classes labels
+        ([3, 3], 8, {3: 0}),  # classes without validation videos are skipped
+        ([], 8, {}),
+    ],
+)
+def test_attention_examples_are_the_first_validation_video_of_each_class(labels, max_classes, expected):
+    assert first_per_class(labels, max_classes) == expected
+
+
+def test_attention_figure_names_sort_by_class_and_are_safe_file_names():
+    assert figure_name(3, "different colours (hues 90+ degrees apart), moving vertically") == (
+        "003_different_colours_hues_90_degrees_apart_moving_vertically.png"
+    )
+    assert figure_name(12, "Air drumming") == "012_air_drumming.png"

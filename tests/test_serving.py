@@ -188,3 +188,38 @@ def test_the_package_inits_left_out_of_the_carried_code_hold_only_a_docstring() 
     for init in (p for p in import_closure("pipeline.serving.entry") if p.name == "__init__.py"):
         body = ast.parse(init.read_text()).body
         assert len(body) == 1 and isinstance(body[0], ast.Expr), f"{init}: a namespace copy would lose its code"
+
+
+def test_a2net_serve_serves_a_checked_copy_and_removes_it_on_ctrl_c(stand_in_store, noise_video, tmp_path) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    command = [str(Path(sys.executable).with_name("a2net")), "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        command, cwd=stand_in_store["root"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", process, timeout=120)
+        status, answer = post(f"http://127.0.0.1:{port}", [b64(noise_video.read_bytes())])
+        assert status == 200 and answer["predictions"][0]["error"] is None
+        assert [p.name for p in scratch.iterdir() if p.name.startswith("a2net-model-")]  # the checked copy
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+    assert f"serving models:/a2net@staging (version {stand_in_store['version']}) on http://127.0.0.1:{port}" in out
+    assert not [p for p in scratch.iterdir() if p.name.startswith("a2net-model-")]
+
+
+def test_a2net_serve_refuses_a_model_with_foreign_code_before_serving(stand_in_store, tmp_path, capsys) -> None:
+    from pipeline.cli import main
+
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri="models:/a2net@staging", dst_path=str(tmp_path)))
+    (folder / "code" / "sitecustomize.py").write_text("raise SystemExit('ran')\n")
+    assert main(["serve", "--model", str(folder), "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"error: model {folder} carries code that is not this checkout's (code/sitecustomize.py, which the "
+        "register stage did not write); a2net runs no code from a model: register it with "
+        "`python -m pipeline.register`\n"
+    )

@@ -108,6 +108,18 @@ def read_mlmodel(folder: Path, model_uri: str) -> dict[str, Any]:
     return mlmodel
 
 
+def checked_mlmodel(folder: Path, model_uri: str) -> dict[str, Any]:
+    """The folder's ``MLmodel``, after checking that its code is this checkout's register-stage code."""
+    mlmodel = read_mlmodel(folder, model_uri)
+    code = foreign_code(mlmodel, folder)
+    if code is not None:
+        raise StageError(
+            f"model {model_uri} carries code that is not this checkout's ({code}); a2net runs no "
+            "code from a model: register it with `python -m pipeline.register`"
+        )
+    return mlmodel
+
+
 def artifact_files(folder: Path, mlmodel: Mapping[str, Any], model_uri: str) -> dict[str, Path]:
     """The pyfunc's artifact files by name, each inside ``folder``; StageError for any outside."""
     pyfunc = (mlmodel.get("flavors") or {}).get("python_function") or {}
@@ -153,13 +165,7 @@ def load_model(model_uri: str) -> LoadedModel:
     """
     pinned, version = resolve_version(model_uri)
     with model_folder(pinned, shown=model_uri) as folder:
-        mlmodel = read_mlmodel(folder, model_uri)
-        code = foreign_code(mlmodel, folder)
-        if code is not None:
-            raise StageError(
-                f"model {model_uri} carries code that is not this checkout's ({code}); a2net runs no "
-                "code from a model: register it with `python -m pipeline.register`"
-            )
+        mlmodel = checked_mlmodel(folder, model_uri)
         parts = load_parts(artifact_files(folder, mlmodel, model_uri), model_uri)
     meta = mlmodel.get("metadata") or {}
     net_config = meta.get("net") if isinstance(meta.get("net"), Mapping) else {}

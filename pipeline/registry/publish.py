@@ -13,7 +13,9 @@ description with the metrics table.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
+import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,6 +109,7 @@ def log_and_register(
     (the checkpoint's ``model.net``, plain values) lets ``a2net explain`` rebuild the eager net. The MLflow
     tracking URI must already be set. Returns the new version's coordinates.
     """
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log_model copies the artifacts
     import mlflow
     from mlflow import MlflowClient
 
@@ -124,16 +127,18 @@ def log_and_register(
             CLASSES: str(files / "classes.txt"),
             PREPROCESSING: str(files / "preprocessing.json"),
         }
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(entry_file()),
-            artifacts=artifacts,
-            code_paths=[str(stage_code(files / CODE_DIR))],
-            model_config={**DEFAULT_BOUNDS, **(bounds or {})},
-            signature=signature(),
-            metadata=metadata,
-            pip_requirements=pip_requirements(),
-        )
+        with warnings.catch_warnings():  # the signature is explicit; an example would be a video
+            warnings.filterwarnings("ignore", message=".*An input example was not provided")  # colour codes first
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(entry_file()),
+                artifacts=artifacts,
+                code_paths=[str(stage_code(files / CODE_DIR))],
+                model_config={**DEFAULT_BOUNDS, **(bounds or {})},
+                signature=signature(),
+                metadata=metadata,
+                pip_requirements=pip_requirements(),
+            )
     tags = {**lineage.tags(), "architecture": architecture, **{name: f"{value:.4f}" for name, value in metrics.items()}}
     version = mlflow.register_model(info.model_uri, model_name, tags=tags)
     description = (

@@ -1,10 +1,37 @@
-"""Waiting for a local MLflow server (``mlflow ui``/``server``/``models serve``) to answer."""
+"""Local MLflow servers: serving a verified model (``a2net serve``), waiting for one to answer."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 import urllib.request
+from pathlib import Path
+
+from pipeline.registry.predict import checked_mlmodel, model_folder, resolve_version
+
+
+def serve_command(folder: Path, host: str, port: int) -> list[str]:
+    """``mlflow models serve`` of the local model ``folder`` in this environment (one worker)."""
+    mlflow = [sys.executable, "-m", "mlflow"]
+    return [*mlflow, "models", "serve", "-m", str(folder), "--env-manager", "local", "-h", host, "-p", str(port)]
+
+
+def serve_verified(model_uri: str, host: str, port: int) -> int:
+    """Serve ``model_uri`` from a local copy whose code was checked (``checked_mlmodel``) first.
+
+    The copy is the one served, so the code checked is the code that runs; it is removed when
+    the server stops (Ctrl-C). Returns the server's exit status (0 after Ctrl-C).
+    """
+    pinned, version = resolve_version(model_uri)
+    with model_folder(pinned, shown=model_uri) as folder:
+        checked_mlmodel(folder, model_uri)
+        which = f"{model_uri} (version {version})" if version and not model_uri.endswith(f"/{version}") else model_uri
+        print(f"serving {which} on http://{host}:{port}/invocations; its code is this checkout's", flush=True)
+        try:
+            return subprocess.call(serve_command(folder, host, port))
+        except KeyboardInterrupt:
+            return 0
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
