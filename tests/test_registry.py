@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -18,6 +19,7 @@ from pipeline.cli import main
 from pipeline.core.config import config_md5, load_config, write_params
 from pipeline.data.video import encode_video
 from pipeline.register import main as register_main
+from pipeline.registry.predict import load_model
 from pipeline.registry.publish import validation_outcome
 from pipeline.registry.tracking import setup_mlflow
 from pipeline.serving.views import video_scores, video_views
@@ -57,11 +59,16 @@ def test_register_logs_pt2_model_with_classes_preprocessing_and_lineage(register
 
     local = mlflow.artifacts.download_artifacts(registered.model_uri, dst_path=str(tmp_path))
     mlmodel = yaml.safe_load(Path(f"{local}/MLmodel").read_text())
-    assert Path(f"{local}/extra_files/classes.txt").read_text().split("\n")[:-1] == CLASSES
+    assert Path(f"{local}/artifacts/classes.txt").read_text().split("\n")[:-1] == CLASSES
+    assert json.loads(Path(f"{local}/artifacts/preprocessing.json").read_text()) == asdict(PREPROCESSING) | {
+        "mean": list(PREPROCESSING.mean),
+        "std": list(PREPROCESSING.std),
+    }
     assert mlmodel["metadata"]["classes"] == CLASSES
     assert mlmodel["metadata"]["preprocessing"]["crop_size"] == PREPROCESSING.crop_size
-    assert sorted(os.listdir(f"{local}/data")) == ["model.pt2"]  # torch.export, no pickle
-    net = mlflow.pytorch.load_model(registered.model_uri)
+    assert sorted(os.listdir(f"{local}/artifacts")) == ["classes.txt", "model.pt2", "preprocessing.json"]  # no pickle
+    assert mlmodel["flavors"]["python_function"]["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+    net = load_model(registered.model_uri).net
     for batch in (1, 3):  # the batch dimension was exported dynamic
         assert net(torch.zeros(batch, *PREPROCESSING.input_shape)).shape == (batch, len(CLASSES))
 
@@ -273,7 +280,7 @@ def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -
     assert tags["config_md5"] != config_md5(OmegaConf.to_container(load_config()))
     assert tags["toolchain.ffmpeg"] == "ffmpeg version n9.9" and tags["toolchain.numpy"] == "9.9"
     assert tags["validation"] == "failed" and tags["architecture"] == name
-    exported = mlflow.pytorch.load_model(registered["model_uri"])
+    exported = load_model(registered["model_uri"]).net
     clips = torch.randn(3, *a2model.MODEL_INPUTS[name])  # another batch size than the example's
     torch.testing.assert_close(exported(clips), net(clips), rtol=1e-4, atol=1e-4)
 

@@ -3,7 +3,7 @@
 The first validation video of each class (shard order) is drawn, for the first
 ``max_classes`` classes that have one, as ``<class index>_<class>.png`` under ``out_dir``
 (``pipeline.evaluation.attention``): the central view of the same multi-view test the metrics
-come from. A model without A² blocks gets none.
+come from. A model without A² blocks gets none (an empty ``out_dir``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def attention_examples(
     """Draw the examples into ``out_dir`` (its old figures removed); the paths written, [] without A²."""
     checkpoint = Checkpoint.load(checkpoint_path)
     net = checkpoint.build_net(checkpoint_path).eval()
+    out_dir.mkdir(parents=True, exist_ok=True)  # a DVC out, even when it stays empty
     for stale in out_dir.glob("*.png"):
         stale.unlink()
     if not any(isinstance(m, DoubleAttention) for m in net.modules()):
