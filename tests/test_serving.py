@@ -205,8 +205,13 @@ def test_a2net_serve_serves_a_checked_copy_and_removes_it_on_ctrl_c(stand_in_sto
         assert status == 200 and answer["predictions"][0]["error"] is None
         assert [p.name for p in scratch.iterdir() if p.name.startswith("a2net-model-")]  # the checked copy
     finally:
-        process.send_signal(signal.SIGINT)
-        out, _ = process.communicate(timeout=60)
+        process.send_signal(signal.SIGINT)  # as Ctrl-C: a2net stops the server's whole group
+        try:
+            out, _ = process.communicate(timeout=60)
+        finally:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
     assert f"serving models:/a2net@staging (version {stand_in_store['version']}) on http://127.0.0.1:{port}" in out
     assert not [p for p in scratch.iterdir() if p.name.startswith("a2net-model-")]
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,17 +24,42 @@ def serve_verified(model_uri: str, host: str, port: int) -> int:
     """Serve ``model_uri`` from a local copy whose code was checked (``checked_mlmodel``) first.
 
     The copy is the one served, so the code checked is the code that runs; it is removed when
-    the server stops (Ctrl-C). Returns the server's exit status (0 after Ctrl-C).
+    the server stops. The server runs in its own process group: Ctrl-C or SIGTERM to this
+    process stops all of it (MLflow's uvicorn child included). Returns the server's exit
+    status, 0 when stopped by a signal.
     """
     pinned, version = resolve_version(model_uri)
     with model_folder(pinned, shown=model_uri) as folder:
         checked_mlmodel(folder, model_uri)
         which = f"{model_uri} (version {version})" if version and not model_uri.endswith(f"/{version}") else model_uri
         print(f"serving {which} on http://{host}:{port}/invocations; its code is this checkout's", flush=True)
+        process = subprocess.Popen(serve_command(folder, host, port), start_new_session=True)
+        previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
-            return subprocess.call(serve_command(folder, host, port))
+            return process.wait()
         except KeyboardInterrupt:
             return 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            stop_group(process)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_group(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM ``process``'s process group (its own session), SIGKILL what outlives ``timeout``."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 60.0) -> None:
