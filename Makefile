@@ -41,7 +41,7 @@ repro: $(STAMP) ## Run the whole pipeline (generate → … → register) with D
 	$(VENV)/bin/dvc repro
 
 bench: $(STAMP) ## Run the benchmarks (prints Markdown tables of measured ratios)
-	@for b in models attention preprocess loader train_step train_determinism ui_footprint serving attention_objects; do echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
+	@for b in models attention attention_profile preprocess loader train_step train_determinism ui_footprint serving attention_objects; do echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
 
 ablation: $(STAMP) ## Miniature ablation on the synthetic set (writes docs/ablation/; ARGS="key=value ...")
 	$(PY) -m pipeline.ablation $(ARGS)

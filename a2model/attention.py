@@ -15,14 +15,88 @@ _NORM = {2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _MAX_POOL = {2: nn.MaxPool2d, 3: nn.MaxPool3d}
 
 
-def pointwise(conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    """A 1×1 convolution as one matrix multiply: ``(N, C_in, *S) -> (N, C_out, L)``.
+def _project(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, sizes: list[int]) -> list[torch.Tensor]:
+    """``W_part·X + b_part`` for each row block of ``weight``: one batched GEMM each, the weight
+    broadcast over the batch, every output its own contiguous ``(N, size, L)`` tensor."""
+    biases = bias.split(sizes) if bias is not None else [None] * len(sizes)
+    parts = []
+    for w, b in zip(weight.split(sizes), biases):
+        y = torch.bmm(w.expand(x.shape[0], -1, -1), x)
+        parts.append(y if b is None else y.add_(b[:, None]))
+    return parts
 
-    Same result as ``conv(x).flatten(2)``, but its backward is a plain GEMM, several times faster
-    on CPU than the convolution's.
+
+class _PointwiseParts(torch.autograd.Function):
+    """``_project`` with a backward that is GEMMs on the same (N, C, L) layout: no transposed or
+    concatenated activation copies. ``dX = Σ W_partᵀ·dY_part`` accumulates in place
+    (``baddbmm_``) instead of concatenating the parts' gradients; ``dW``, ``db`` are reduced over
+    the batch (weight-sized)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, sizes: list[int]):
+        ctx.save_for_backward(x, weight)
+        ctx.sizes, ctx.has_bias = sizes, bias is not None
+        return tuple(_project(x, weight, bias, sizes))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, *grads: torch.Tensor | None):
+        x, weight = ctx.saved_tensors
+        dtype = next(g.dtype for g in grads if g is not None)  # bf16 when the forward ran under autocast
+        x_t, grad_x, grad_w, grad_b = x.to(dtype).transpose(1, 2), None, [], []
+        for w, g in zip(weight.split(ctx.sizes), grads):
+            if g is None:  # a part that the loss does not use
+                grad_w.append(torch.zeros_like(w))
+                grad_b.append(w.new_zeros(w.shape[0]))
+                continue
+            wt = w.t().to(dtype).expand(x.shape[0], -1, -1)
+            grad_x = torch.bmm(wt, g) if grad_x is None else grad_x.baddbmm_(wt, g)
+            grad_w.append(torch.bmm(g, x_t).sum(0, dtype=weight.dtype))
+            grad_b.append(g.sum((0, 2), dtype=weight.dtype))
+        grad_x = torch.zeros_like(x) if grad_x is None else grad_x.to(x.dtype)
+        return grad_x, torch.cat(grad_w), torch.cat(grad_b) if ctx.has_bias else None, None
+
+
+def projection_route(device_type: str, channels_last: bool) -> str:
+    """How a 1×1 projection runs on a device: ``"conv"`` or ``"gemm"``.
+
+    On CUDA with a channels-last input, the 1×1 convolution is one cuDNN GEMM on the NDHWC layout
+    and its output flattens to (N, C, L) without a copy, so the convolution is used; everywhere
+    else (CPU, channels-first CUDA) batched GEMMs on (N, C, L) (``_PointwiseParts``) are.
     """
-    y = torch.matmul(conv.weight.flatten(1), x.flatten(2))
-    return y if conv.bias is None else y + conv.bias[:, None]
+    return "conv" if device_type == "cuda" and channels_last else "gemm"
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    memory_format = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
+    return x.dim() in (4, 5) and x.is_contiguous(memory_format=memory_format) and not x.is_contiguous()
+
+
+def pointwise_parts(
+    conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor, sizes: list[int], route: str | None = None
+) -> list[torch.Tensor]:
+    """``conv(x).flatten(2).split(sizes, dim=1)`` for a 1×1 ``conv``: ``(N, C_in, *S)`` → ``(N, size, L)`` each.
+
+    ``route`` (default ``projection_route`` of ``x``): ``"gemm"`` runs batched GEMMs on the
+    (N, C, L) layout, the weight broadcast over the batch: ``torch.matmul(W, X)`` would fold the
+    batch through transposed copies of X and of the result, splitting one product would hand the
+    softmaxes non-contiguous inputs and make autograd concatenate the parts' gradients, and a CPU
+    convolution's backward is several times slower than a GEMM's. With gradients on,
+    ``_PointwiseParts`` keeps the backward copy-free; without (inference, ``torch.export``) the
+    same GEMMs run as plain ops. ``"conv"`` is the convolution itself.
+    """
+    route = route or projection_route(x.device.type, _is_channels_last(x))
+    if route == "conv":
+        return list(conv(x).flatten(2).split(sizes, dim=1))
+    flat, weight = x.flatten(2), conv.weight.flatten(1)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return list(_PointwiseParts.apply(flat, weight, conv.bias, list(sizes)))
+    return _project(flat, weight, conv.bias, list(sizes))
+
+
+def pointwise(conv: nn.Conv2d | nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    """A 1×1 convolution as one batched GEMM: ``(N, C_in, *S) -> (N, C_out, L)``, ``conv(x).flatten(2)``."""
+    return pointwise_parts(conv, x, [conv.out_channels])[0]
 
 
 def double_attention(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -39,9 +113,11 @@ def double_attention(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch
     """
     spatial = a.shape[2:]
     gather_maps = F.softmax(b.flatten(2), dim=-1)  # (N, n, L), each map sums to 1 over L
-    descriptors = torch.bmm(a.flatten(2), gather_maps.transpose(1, 2))  # (N, m, n)
+    # Gᵀ = softmax(B)·Aᵀ rather than G = A·softmax(B)ᵀ: both gradients then come out of their GEMMs
+    # in the layouts the softmax and the projection read, (N, n, L) and (N, m, L), without copies.
+    descriptors_t = torch.bmm(gather_maps, a.flatten(2).transpose(1, 2))  # (N, n, m)
     distribution = F.softmax(v.flatten(2), dim=1)  # (N, n, L), sums to 1 over n at each position
-    return torch.bmm(descriptors, distribution).unflatten(2, spatial)  # (N, m, *S)
+    return torch.bmm(descriptors_t.transpose(1, 2), distribution).unflatten(2, spatial)  # (N, m, *S)
 
 
 class DoubleAttention(nn.Module):
@@ -65,9 +141,13 @@ class DoubleAttention(nn.Module):
         self.norm = norm(in_channels)
         nn.init.zeros_(self.norm.weight)  # identity at init
 
+    def projections(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """φ(X), θ(X), ρ(X) of ``x`` ``(N, C, *S)``: ``(N, m, L)``, ``(N, n, L)``, ``(N, n, L)``."""
+        return pointwise_parts(self.project, x, [self.m, self.n, self.n])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, *S) -> (N, C, *S)``."""
-        a, b, v = pointwise(self.project, x).split([self.m, self.n, self.n], dim=1)
+        a, b, v = self.projections(x)
         z = pointwise(self.out, double_attention(a, b, v))  # (N, C, L)
         return x + self.norm(z.unflatten(2, x.shape[2:]))
 
@@ -103,7 +183,7 @@ class NonLocal(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, *S) -> (N, C, *S)``."""
-        theta, keys_values = pointwise(self.project, x).split([self.inner, 2 * self.inner], dim=1)
+        theta, keys_values = pointwise_parts(self.project, x, [self.inner, 2 * self.inner])
         keys_values = self.pool(keys_values.unflatten(2, x.shape[2:])).flatten(2)
         phi, g = keys_values.split([self.inner, self.inner], dim=1)
         affinity = torch.bmm(theta.transpose(1, 2), phi)  # (N, L, L')

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from a2model.attention import DoubleAttention, pointwise
+from a2model.attention import DoubleAttention
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ class AttentionMaps:
 
 def block_maps(block: DoubleAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(gather, distribution)`` of ``block`` on its input ``x`` ``(N, C, *S)``, each ``(N, n, *S)``."""
-    _, b, v = pointwise(block.project, x).split([block.m, block.n, block.n], dim=1)
+    _, b, v = block.projections(x)
     spatial = x.shape[2:]
     gather = F.softmax(b.flatten(2), dim=-1).unflatten(2, spatial)
     distribution = F.softmax(v.flatten(2), dim=1).unflatten(2, spatial)

@@ -130,3 +130,93 @@ def test_memory_of_the_gather_first_order_is_m_by_n() -> None:
     with Recorder():
         double_attention(a, b, v)
     assert max(sizes) <= 4 * 2 * 32 * 32  # L = 2048 positions; an L×L matrix would be 4.2M
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("unused_part", [None, 1])
+def test_pointwise_parts_gradients_match_the_convolution(bias: bool, unused_part: int | None) -> None:
+    """The copy-free backward (``_PointwiseParts``) against autograd through ``conv3d``, float64."""
+    from a2model.attention import pointwise_parts
+
+    torch.manual_seed(0)
+    conv = nn.Conv3d(6, 7, kernel_size=1, bias=bias).double()
+    x = torch.randn(3, 6, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    sizes = [3, 2, 2]
+    weights = [torch.randn(3, size, 24, dtype=torch.float64) for size in sizes]
+    used = [k for k in range(len(sizes)) if k != unused_part]
+
+    parts = pointwise_parts(conv, x, sizes)
+    sum(float(k + 1) * (parts[k] * weights[k]).sum() for k in used).backward()
+    ours = [x.grad, conv.weight.grad, conv.bias.grad if bias else None]
+    x.grad, conv.weight.grad = None, None
+    if bias:
+        conv.bias.grad = None
+    expected_parts = conv(x).flatten(2).split(sizes, dim=1)
+    sum(float(k + 1) * (expected_parts[k] * weights[k]).sum() for k in used).backward()
+    for got, want in zip(ours, [x.grad, conv.weight.grad, conv.bias.grad if bias else None]):
+        if want is not None:
+            torch.testing.assert_close(got, want)
+    for got, want in zip(parts, expected_parts):
+        torch.testing.assert_close(got, want.detach())
+
+
+def test_the_block_backward_matches_autograd_through_convolutions() -> None:
+    """Whole-block gradients (input and every parameter) against the same block built from
+    ``nn.Conv3d`` calls and ``double_attention`` with plain autograd, float64."""
+    torch.manual_seed(0)
+    block = DoubleAttention(8, m=4, n=3).double().train()
+    nn.init.ones_(block.norm.weight)
+    x = torch.randn(2, 8, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(2, 8, 3, 4, 4, dtype=torch.float64)
+
+    (block(x) * target).sum().backward()
+    ours = [x.grad] + [p.grad for p in block.parameters()]
+    x.grad = None
+    block.zero_grad(set_to_none=True)
+    a, b, v = block.project(x).split([4, 3, 3], dim=1)
+    ((x + block.norm(block.out(double_attention(a, b, v)))) * target).sum().backward()
+    for got, want in zip(ours, [x.grad] + [p.grad for p in block.parameters()]):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize(
+    "device_type, channels_last, route",
+    [("cpu", False, "gemm"), ("cpu", True, "gemm"), ("cuda", False, "gemm"), ("cuda", True, "conv")],
+)
+def test_projections_run_as_a_cudnn_convolution_only_on_channels_last_cuda(device_type, channels_last, route) -> None:
+    from a2model.attention import projection_route
+
+    assert projection_route(device_type, channels_last) == route
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last_3d])
+def test_both_projection_routes_compute_the_same_parts(memory_format) -> None:
+    from a2model.attention import pointwise_parts
+
+    torch.manual_seed(0)
+    conv = nn.Conv3d(8, 10, kernel_size=1)
+    x = torch.randn(2, 8, 3, 4, 5).contiguous(memory_format=memory_format)
+    for gemm, conv_part in zip(pointwise_parts(conv, x, [4, 6], "gemm"), pointwise_parts(conv, x, [4, 6], "conv")):
+        torch.testing.assert_close(gemm, conv_part)
+
+
+def test_the_block_trains_under_bf16_autocast_like_in_fp32() -> None:
+    """The GPU config's bf16 autocast, on CPU: the copy-free backward takes bf16 gradients.
+
+    Eval-mode BatchNorm: in training mode it cancels the φ bias exactly, and its gradient would be
+    pure rounding noise."""
+    torch.manual_seed(0)
+    block = DoubleAttention(32, m=8, n=8).eval()
+    nn.init.ones_(block.norm.weight)
+    x = torch.randn(2, 32, 2, 6, 6, requires_grad=True)
+    target = torch.randn(2, 32, 2, 6, 6)
+    (block(x) * target).sum().backward()
+    reference = [x.grad.clone()] + [p.grad.clone() for p in block.parameters()]
+    x.grad = None
+    block.zero_grad(set_to_none=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = (block(x).float() * target).sum()
+    loss.backward()
+    for got, want in zip([x.grad] + [p.grad for p in block.parameters()], reference):
+        assert got.dtype == want.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=0.1, atol=0.1 * float(want.abs().max()))
