@@ -10,6 +10,8 @@ a resume would train again; on CPU a resumed run ends with exactly an uninterrup
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +106,7 @@ def initial_state(
     if info.distributed:
         net = sync_batchnorm(net, device.type)
     net.to(device)
-    if device.type == "cuda" and tc.channels_last:
+    if tc.channels_last:
         net.to(memory_format=torch.channels_last_3d)
     optimizer = sgd(net, tc.lr, tc.momentum, tc.weight_decay)
     scheduler = warmup_cosine(optimizer, round(tc.warmup_epochs * steps_per_epoch), tc.epochs * steps_per_epoch)
@@ -127,7 +129,15 @@ def wrap(net: nn.Module, device: torch.device, info: DistInfo, compile_model: bo
     model: nn.Module = net
     if info.distributed:
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if compile_model and device.type == "cpu" and not cpp_compiler():
+        print("warning: train.compile=true needs a C++ compiler on CPU and none is on PATH; training uncompiled")
+        return model
     return torch.compile(model) if compile_model else model
+
+
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile's CPU backend would call (``$CXX``, else c++/g++/clang++ on PATH)."""
+    return os.environ.get("CXX") or next(filter(None, map(shutil.which, ("c++", "g++", "clang++"))), None)
 
 
 def fit(

@@ -22,15 +22,15 @@ PROGRESS_EVERY = 10  # steps between progress-bar updates (each one syncs the GP
 def to_model_input(batch_frames: torch.Tensor, device: torch.device, cfg: DictConfig) -> torch.Tensor:
     """uint8 ``(N, V, C, T, H, W)`` → normalised float ``(N·V, C, T, H, W)`` on ``device``."""
     clips = normalize(batch_frames.to(device, non_blocking=True).flatten(0, 1), cfg.data.mean, cfg.data.std)
-    if device.type == "cuda" and cfg.train.channels_last:
+    if cfg.train.channels_last:
         clips = clips.contiguous(memory_format=torch.channels_last_3d)
     return clips
 
 
 def autocast(device: torch.device, amp: str) -> Any:
-    """bf16 autocast on CUDA when ``train.amp=bf16``; nothing otherwise."""
-    if device.type == "cuda" and amp == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on ``device`` (CUDA or CPU) when ``train.amp=bf16``; nothing for ``fp32``."""
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 

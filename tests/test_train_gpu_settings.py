@@ -1,0 +1,57 @@
+"""The GPU config's code paths (gpu_paper: bf16 autocast, channels_last_3d, torch.compile) run on CPU,
+so they cannot rot on a machine without a GPU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import pipeline.train as train_stage
+from pipeline.training.checkpoint import Checkpoint
+from pipeline.training.fit import cpp_compiler
+from pipeline.training.loop import autocast, to_model_input
+
+from helpers import tiny_config, tiny_overrides
+
+
+@pytest.mark.parametrize("amp, enabled", [("bf16", True), ("fp32", False)])
+def test_bf16_autocast_runs_on_the_training_device_cpu_included(amp: str, enabled: bool) -> None:
+    with autocast(torch.device("cpu"), amp):
+        assert torch.is_autocast_enabled("cpu") is enabled
+        product = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert product.dtype == (torch.bfloat16 if enabled else torch.float32)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_clips_take_the_channels_last_layout_on_any_device(training_data, tmp_path, channels_last) -> None:
+    cfg = tiny_config(training_data, tmp_path, f"train.channels_last={str(channels_last).lower()}")
+    clips = to_model_input(torch.zeros(2, 1, 3, 4, 8, 8, dtype=torch.uint8), torch.device("cpu"), cfg)
+    assert clips.shape == (2, 3, 4, 8, 8)
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
+    assert clips.is_contiguous(memory_format=layout) and clips.is_contiguous() is not channels_last
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ("train.amp=bf16", "train.channels_last=true"),
+        ("train.amp=bf16", "train.channels_last=true", "train.compile=true"),  # gpu_paper's three
+    ],
+    ids=["bf16+channels_last", "bf16+channels_last+compile"],
+)
+def test_a_tiny_training_runs_with_the_gpu_settings_on_cpu(training_data, workdir, settings, capsys) -> None:
+    if "train.compile=true" in settings and not cpp_compiler():
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    torch._dynamo.reset()
+    argv = tiny_overrides(training_data, workdir, "train.epochs=1", "train.val_every=0", *settings)
+    assert train_stage.main(argv) == 0
+    out = capsys.readouterr().out
+    loss = float(out.split("train_loss=")[1].split()[0])
+    assert math.isfinite(loss) and "warning" not in out
+    checkpoint = Checkpoint.load(workdir / "model" / "last.pt")
+    assert all(torch.isfinite(w).all() for w in checkpoint.weights.values() if w.is_floating_point())
+    assert checkpoint.config["train"]["amp"] == "bf16"
+    if "train.compile=true" in settings:
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
