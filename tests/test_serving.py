@@ -190,30 +190,33 @@ def test_the_package_inits_left_out_of_the_carried_code_hold_only_a_docstring() 
         assert len(body) == 1 and isinstance(body[0], ast.Expr), f"{init}: a namespace copy would lose its code"
 
 
-def test_a2net_serve_serves_a_checked_copy_and_removes_it_on_ctrl_c(stand_in_store, noise_video, tmp_path) -> None:
+def test_a2net_serve_serves_a_checked_copy_and_stops_all_of_it_on_ctrl_c(stand_in_store, noise_video, tmp_path) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     port = free_port()
-    env = {**os.environ, "TMPDIR": str(scratch)}
+    url = f"http://127.0.0.1:{port}"
     command = [str(Path(sys.executable).with_name("a2net")), "serve", "--port", str(port)]
-    process = subprocess.Popen(
-        command, cwd=stand_in_store["root"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:  # a file, not a pipe: a leftover server could hold a pipe open forever
+        process = subprocess.Popen(
+            command, cwd=stand_in_store["root"], env={**os.environ, "TMPDIR": str(scratch)}, stdout=out, stderr=out
+        )
     try:
-        wait_healthy(f"http://127.0.0.1:{port}", process, timeout=120)
-        status, answer = post(f"http://127.0.0.1:{port}", [b64(noise_video.read_bytes())])
+        wait_healthy(url, process, timeout=120)
+        status, answer = post(url, [b64(noise_video.read_bytes())])
         assert status == 200 and answer["predictions"][0]["error"] is None
         assert [p.name for p in scratch.iterdir() if p.name.startswith("a2net-model-")]  # the checked copy
     finally:
-        process.send_signal(signal.SIGINT)  # as Ctrl-C: a2net stops the server's whole group
+        process.send_signal(signal.SIGINT)  # as Ctrl-C, even where the test runner ignores SIGINT
         try:
-            out, _ = process.communicate(timeout=60)
+            process.wait(timeout=60)
         finally:
             process.kill()
-            process.communicate()
-    assert process.returncode == 0
-    assert f"serving models:/a2net@staging (version {stand_in_store['version']}) on http://127.0.0.1:{port}" in out
+    assert process.returncode == 0, log.read_text()
+    assert f"serving models:/a2net@staging (version {stand_in_store['version']}) on {url}" in log.read_text()
     assert not [p for p in scratch.iterdir() if p.name.startswith("a2net-model-")]
+    with pytest.raises(urllib.error.URLError):  # the server (MLflow's uvicorn child included) is gone
+        urllib.request.urlopen(f"{url}/health", timeout=5)
 
 
 def test_a2net_serve_refuses_a_model_with_foreign_code_before_serving(stand_in_store, tmp_path, capsys) -> None:

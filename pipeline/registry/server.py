@@ -34,13 +34,15 @@ def serve_verified(model_uri: str, host: str, port: int) -> int:
         which = f"{model_uri} (version {version})" if version and not model_uri.endswith(f"/{version}") else model_uri
         print(f"serving {which} on http://{host}:{port}/invocations; its code is this checkout's", flush=True)
         process = subprocess.Popen(serve_command(folder, host, port), start_new_session=True)
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        # Own handlers even where SIGINT was inherited as ignored (a background job of a script).
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             return process.wait()
         except KeyboardInterrupt:
             return 0
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             stop_group(process)
 
 
