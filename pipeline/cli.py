@@ -374,14 +374,23 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _sub_parser(
+    sub: argparse._SubParsersAction, name: str, summary: str, description: str, epilog: str
+) -> argparse.ArgumentParser:
+    """A sub-command whose hand-laid-out description and examples keep their lines."""
+    return sub.add_parser(
+        name, help=summary, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
 def _add_promote(sub: argparse._SubParsersAction) -> None:
     """The ``promote`` sub-command and its options."""
-    p = sub.add_parser(
+    p = _sub_parser(
+        sub,
         "promote",
-        help="move models:/<name>@staging|production to a version, through the quality gate",
-        description=PROMOTE_DESCRIPTION,
-        epilog=PROMOTE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "move models:/<name>@staging|production to a version, through the quality gate",
+        PROMOTE_DESCRIPTION,
+        PROMOTE_EPILOG,
     )
     p.add_argument("--version", metavar="N", help="the model version to promote (see --list)")
     p.add_argument(
@@ -402,12 +411,8 @@ def _add_promote(sub: argparse._SubParsersAction) -> None:
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     """The ``predict`` sub-command and its options."""
-    p = sub.add_parser(
-        "predict",
-        help="top-5 labels of videos with a registered model",
-        description=PREDICT_DESCRIPTION,
-        epilog=PREDICT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _sub_parser(
+        sub, "predict", "top-5 labels of videos with a registered model", PREDICT_DESCRIPTION, PREDICT_EPILOG
     )
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any format ffmpeg reads)")
     p.add_argument(
@@ -423,12 +428,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
     """The ``explain`` sub-command and its options."""
-    p = sub.add_parser(
+    p = _sub_parser(
+        sub,
         "explain",
-        help="attention maps of a registered A² model on a video (PNG and NPZ)",
-        description=EXPLAIN_DESCRIPTION,
-        epilog=EXPLAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "attention maps of a registered A² model on a video (PNG and NPZ)",
+        EXPLAIN_DESCRIPTION,
+        EXPLAIN_EPILOG,
     )
     p.add_argument("video", metavar="VIDEO", help="a video file (any format ffmpeg reads)")
     p.add_argument("--model", metavar="URI", help="as for predict (default: models:/<register.model_name>@staging)")
@@ -438,12 +443,12 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
     """The ``serve`` sub-command and its options."""
-    p = sub.add_parser(
+    p = _sub_parser(
+        sub,
         "serve",
-        help="serve a registered model over HTTP (base64 videos in, top-5 labels out)",
-        description=SERVE_DESCRIPTION,
-        epilog=SERVE_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "serve a registered model over HTTP (base64 videos in, top-5 labels out)",
+        SERVE_DESCRIPTION,
+        SERVE_EPILOG,
     )
     p.add_argument("--model", metavar="URI", help="as for predict (default: models:/<register.model_name>@staging)")
     p.add_argument("--port", type=_positive_int, default=5001, help="port on 127.0.0.1 (default: 5001)")
@@ -452,13 +457,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 def _add_ui(sub: argparse._SubParsersAction) -> None:
     """The ``ui`` sub-command and its options."""
-    p = sub.add_parser(
-        "ui",
-        help="the MLflow UI over the project's store",
-        description=UI_DESCRIPTION,
-        epilog=UI_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = _sub_parser(sub, "ui", "the MLflow UI over the project's store", UI_DESCRIPTION, UI_EPILOG)
     p.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 to serve on (default: 5000)")
     p.set_defaults(func=cmd_ui)
 
