@@ -36,6 +36,11 @@ def _client():
     return mlflow.MlflowClient()
 
 
+def model_uri(args: argparse.Namespace) -> str:
+    """``--model``, else the staging alias of ``register.model_name`` (predict, explain, serve)."""
+    return args.model or f"models:/{load_config().register.model_name}@staging"
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     """``a2net promote``: list versions or history, or move an alias through the gate."""
     from pipeline.registry.promotion import (
@@ -99,7 +104,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pipeline.serving.views import VideoError
 
     _client()
-    model = load_model(args.model or f"models:/{load_config().register.model_name}@staging")
+    model = load_model(model_uri(args))
     source = format_source(model)
     if source and not args.json:
         print(source, flush=True)
@@ -125,7 +130,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from pipeline.registry.predict import format_source, load_model
 
     _client()
-    model = load_model(args.model or f"models:/{load_config().register.model_name}@staging")
+    model = load_model(model_uri(args))
     source = format_source(model)
     if source:
         print(source)
@@ -140,7 +145,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeline.registry.server import serve_verified
 
     _client()
-    return serve_verified(args.model or f"models:/{load_config().register.model_name}@staging", "127.0.0.1", args.port)
+    return serve_verified(model_uri(args), "127.0.0.1", args.port)
 
 
 # What a local UI does not need: MLflow's job runner (huey consumers for GenAI evaluation jobs,
