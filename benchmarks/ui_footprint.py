@@ -1,7 +1,7 @@
 """What ``a2net ui`` costs in processes and memory, against ``mlflow ui`` with MLflow's defaults.
 
 ``a2net ui`` runs ``mlflow ui`` with one worker and ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``
-(``pipeline.cli.ui_command`` / ``ui_env``); MLflow's defaults are 4 uvicorn workers plus a job
+(``pipeline.cli.ui_command`` / ``pipeline.registry.server.ui_env``); MLflow's defaults are 4 uvicorn workers plus a job
 runner (huey consumers for GenAI evaluation jobs), which a local UI over the project's store does
 not use. Each setting is started on a free port over a fresh SQLite store in a temporary folder
 (no project data needed), one after the other; once ``/health`` answers and the process tree has
@@ -28,8 +28,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.cli import UI_ENV, ui_command, ui_env
-from pipeline.registry.server import wait_healthy
+from pipeline.cli import ui_command
+from pipeline.registry.server import UI_ENV, ui_env, wait_healthy
 
 HUEY_DIR_VAR = "_MLFLOW_HUEY_STORAGE_PATH"  # mlflow.server.constants: the job runner's storage folder
 

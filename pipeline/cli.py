@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +21,7 @@ from pathlib import Path
 from pipeline.core.config import load_config
 from pipeline.core.errors import StageError
 from pipeline.registry.tracking import artifact_root, existing_tracking_uri, sqlite_file
+from pipeline.team_cli import add_team_commands
 
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
@@ -148,12 +149,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve_verified(model_uri(args), "127.0.0.1", args.port)
 
 
-# What a local UI does not need: MLflow's job runner (huey consumers for GenAI evaluation jobs,
-# started with the server by default) and usage telemetry. The caller's environment wins, so
-# MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true a2net ui brings the job runner back.
-UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-
-
 def ui_command(port: int, store: str, host: str = "127.0.0.1") -> list[str]:
     """The ``mlflow ui`` command line over the store ``store`` (a SQLite URI), with one worker;
     experiments made in the UI keep their artifacts beside the database too.
@@ -177,17 +172,14 @@ def ui_command(port: int, store: str, host: str = "127.0.0.1") -> list[str]:
     ]
 
 
-def ui_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The UI server's environment: ``environ`` plus ``UI_ENV`` where ``environ`` does not set it."""
-    return {**UI_ENV, **environ}
-
-
 def cmd_ui(args: argparse.Namespace) -> int:
     """``a2net ui``: the MLflow UI over ``mlflow/mlflow.db`` (a remote server has its own UI)."""
     uri = existing_tracking_uri()
     if uri.startswith(("http://", "https://")):
         print(f"MLFLOW_TRACKING_URI is a server; its UI is at {uri}")
         return 0
+    from pipeline.registry.server import ui_env
+
     command = ui_command(args.port, uri)
     env = ui_env(os.environ)
     jobs = "job runner on" if env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"].lower() in ("true", "1") else "no job runner"
@@ -237,7 +229,8 @@ The a2net model registry from the command line: move the staging and
 production aliases of the registered model through a quality gate (promote),
 predict the action in videos with a registered model (predict), show what its
 double attention blocks look at (explain), serve it over HTTP (serve), open
-the MLflow UI (ui).
+the MLflow UI (ui); for a team, run a shared tracking server on PostgreSQL
+(server) and move data and models through a DVC remote (push, pull).
 
 Run it anywhere inside the project (it finds mlflow/mlflow.db), or point it at
 a tracking server with MLFLOW_TRACKING_URI. Settings come from params.yaml."""
@@ -249,6 +242,8 @@ examples:
   a2net explain clip.mp4 --out explain/
   a2net serve --port 5001
   a2net ui
+  a2net server --host 0.0.0.0 --allowed-hosts mlflow.internal:5000
+  a2net pull -r storage
 
 {EXIT_CODES}
 
@@ -480,6 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for add in (_add_promote, _add_predict, _add_explain, _add_serve, _add_ui):
         add(sub)
+    add_team_commands(sub, _sub_parser, _positive_int)
     return parser
 
 

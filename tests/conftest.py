@@ -79,7 +79,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "1",
     ]
     log = (root / "server.log").open("wb")
-    from pipeline.cli import ui_env
+    from pipeline.registry.server import ui_env
 
     env = ui_env(os.environ)  # as `a2net ui` runs it: no job runner, so 2 processes instead of ~15
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -101,39 +101,16 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def register_version(mlflow_server: str):
-    """Make a training run with metrics and register a stand-in model from it.
+    """``register_version(model_name, metrics=GOOD_METRICS, validation="passed", net=None)``:
+    ``helpers.register_stand_in`` on the module's server; returns the ``RegisteredModel``."""
+    import functools
 
-    ``register_version(model_name, metrics=GOOD_METRICS, validation="passed", net=None)``
-    returns the ``RegisteredModel``.
-    """
     import mlflow
-    from torch import nn
 
-    from pipeline.registry.publish import Lineage, RegisteredModel, log_and_register
-
-    from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
+    from helpers import register_stand_in
 
     experiment_id = mlflow.set_experiment("registry-tests").experiment_id
-
-    def register(
-        model_name: str,
-        metrics: dict[str, float] = GOOD_METRICS,
-        validation: str = "passed",
-        net: nn.Module | None = None,
-    ) -> RegisteredModel:
-        with mlflow.start_run(experiment_id=experiment_id) as run:
-            mlflow.log_metrics(metrics)
-        return log_and_register(
-            net or StandInNet(),
-            run_id=run.info.run_id,
-            model_name=model_name,
-            architecture="stand_in",
-            classes=CLASSES,
-            preprocessing=PREPROCESSING,
-            lineage=Lineage(git_commit="c0ffee", config_md5="p" * 32, shards_md5="s" * 32, validation=validation),
-        )
-
-    return register
+    return functools.partial(register_stand_in, experiment_id)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@
   ``GOOD_CLIPS``, ``FAULTS``), the preprocess stage run on it (``run_stage``), its manifest.
 - ``iter_shard_clips``: every clip of a shard with all its JPEG frames (test-side reader).
 - ``tiny_overrides`` / ``tiny_config``: the composed config of a 2-epoch tiny training run.
+- ``register_stand_in``: a training run with metrics and a stand-in model registered from it;
+  ``promote_concurrently``: promotions of one alias racing each other from threads.
 
 The preprocess stage and the shard reader (they import torch) are imported inside
 ``run_stage`` and ``iter_shard_clips``, so that modules using neither collect as fast as before.
@@ -216,3 +218,65 @@ def tiny_overrides(data: tuple[Path, Path], out: Path, *extra: str) -> list[str]
 def tiny_config(data: tuple[Path, Path], out: Path, *extra: str) -> DictConfig:
     """``tiny_overrides`` composed (no params.yaml: ``out/no-params.yaml`` does not exist)."""
     return load_config(tiny_overrides(data, out, *extra), params_file=out / "no-params.yaml")
+
+
+# ------------------------------------------------- the registry: stand-in versions, racing promotions
+
+
+def register_stand_in(
+    experiment_id: str,
+    model_name: str,
+    metrics: dict[str, float] | None = None,
+    validation: str = "passed",
+    net=None,
+):
+    """Make a training run with ``metrics`` (default GOOD_METRICS) and register a stand-in model
+    (or ``net``) from it, on the current tracking store; returns the ``RegisteredModel``."""
+    import mlflow
+
+    from pipeline.registry.publish import Lineage, log_and_register
+
+    from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
+
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_metrics(GOOD_METRICS if metrics is None else metrics)
+    return log_and_register(
+        net or StandInNet(),
+        run_id=run.info.run_id,
+        model_name=model_name,
+        architecture="stand_in",
+        classes=CLASSES,
+        preprocessing=PREPROCESSING,
+        lineage=Lineage(git_commit="c0ffee", config_md5="p" * 32, shards_md5="s" * 32, validation=validation),
+    )
+
+
+def promote_concurrently(name: str, versions: list[str], monkeypatch, lock_uri: str) -> list:
+    """Promote ``versions`` to staging from parallel threads, each with its own client, with the
+    gate slowed so that every thread reads the alias before any writes it (the race window)."""
+    import threading
+    import time
+
+    from mlflow import MlflowClient
+
+    from pipeline.registry import promotion as registry
+
+    check = registry.check_gate
+    monkeypatch.setattr(registry, "check_gate", lambda *a, **k: (time.sleep(0.5), check(*a, **k))[1])
+    results: dict[str, object] = {}
+
+    def one(version: str) -> None:
+        try:
+            with registry.promotion_lock(lock_uri):
+                results[version] = registry.promote(
+                    MlflowClient(), name, version, "staging", metric="video_top1", margin=0.5
+                )
+        except registry.PromotionRefused as refused:
+            results[version] = refused
+
+    threads = [threading.Thread(target=one, args=(v,)) for v in versions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [results[v] for v in versions]

@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from pipeline.cli import build_parser, main, ui_command, ui_env
+from pipeline.cli import build_parser, main, ui_command
+from pipeline.registry.server import ui_env
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -25,7 +25,7 @@ from pipeline.registry.tracking import setup_mlflow
 from pipeline.serving.views import video_scores, video_views
 from pipeline.training.checkpoint import Checkpoint
 
-from helpers import enter_project_store
+from helpers import enter_project_store, promote_concurrently
 from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
 
 server = pytest.mark.slow  # tests on the server: its start and several model exports, ~60 s
@@ -344,35 +344,6 @@ def test_rollback_without_a_previous_version_or_to_an_unvalidated_one_is_refused
     assert aliases(name)["staging"] == good
 
 
-def _promote_concurrently(name: str, versions: list[str], monkeypatch, lock_uri: str) -> list:
-    """Promote ``versions`` to staging from parallel threads, each with its own client, with the
-    gate slowed so that every thread reads the alias before any writes it (the race window)."""
-    import threading
-    import time
-
-    from pipeline.registry import promotion as registry
-
-    check = registry.check_gate
-    monkeypatch.setattr(registry, "check_gate", lambda *a, **k: (time.sleep(0.5), check(*a, **k))[1])
-    results: dict[str, object] = {}
-
-    def one(version: str) -> None:
-        try:
-            with registry.promotion_lock(lock_uri):
-                results[version] = registry.promote(
-                    MlflowClient(), name, version, "staging", metric="video_top1", margin=0.5
-                )
-        except registry.PromotionRefused as refused:
-            results[version] = refused
-
-    threads = [threading.Thread(target=one, args=(v,)) for v in versions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return [results[v] for v in versions]
-
-
 def test_concurrent_promotions_on_the_local_store_are_serialised(project: Path, monkeypatch) -> None:
     from pipeline.registry.promotion import Promotion, promotion_history
     from pipeline.registry.publish import Lineage, log_and_register
@@ -395,7 +366,7 @@ def test_concurrent_promotions_on_the_local_store_are_serialised(project: Path, 
             ).version
         )
     MlflowClient().set_registered_model_alias("local", "staging", versions[0])
-    done = _promote_concurrently("local", versions[1:], monkeypatch, tracking_uri())
+    done = promote_concurrently("local", versions[1:], monkeypatch, tracking_uri())
     assert all(isinstance(d, Promotion) for d in done), done
     first = next(d for d in done if d.previous == versions[0])
     second = next(d for d in done if d is not first)
@@ -414,7 +385,7 @@ def test_concurrent_promotions_against_a_server_never_both_claim_the_same_predec
     name = "reg-race"
     v1, v2, v3 = (register_version(name).version for _ in range(3))
     MlflowClient().set_registered_model_alias(name, "staging", v1)
-    done = _promote_concurrently(name, [v2, v3], monkeypatch, mlflow_server)  # no lock on a server
+    done = promote_concurrently(name, [v2, v3], monkeypatch, mlflow_server)  # no lock on a server
     succeeded = [d for d in done if isinstance(d, Promotion)]
     assert any(isinstance(d, PromotionRaced) for d in done), done
     assert len(succeeded) <= 1

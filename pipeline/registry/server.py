@@ -1,4 +1,5 @@
-"""Local MLflow servers: serving a verified model (``a2net serve``), waiting for one to answer."""
+"""MLflow servers this project starts: a team's tracking server on PostgreSQL (``a2net server``),
+the scoring server of a verified model (``a2net serve``), and waiting for one to answer."""
 
 from __future__ import annotations
 
@@ -9,9 +10,87 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.core.errors import StageError
+from pipeline.registry.database import LocalCluster, check_database, masked
 from pipeline.registry.predict import checked_mlmodel, model_folder, resolve_version
+
+# What a server here does not need: MLflow's job runner (huey consumers for GenAI evaluation jobs,
+# started with the server by default) and usage telemetry. The caller's environment wins, so
+# MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true a2net ui brings the job runner back.
+UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+
+
+def ui_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """A server's environment: ``environ`` plus ``UI_ENV`` where ``environ`` does not set it."""
+    return {**UI_ENV, **environ}
+
+
+@dataclass(frozen=True)
+class TrackingServer:
+    """Where a team's tracking server keeps things and where it listens.
+
+    ``database`` is a PostgreSQL URI, or None for a local cluster in ``folder/postgres`` (made on
+    first start); ``artifacts`` a folder or object-store URL, or None for ``folder/artifacts``.
+    """
+
+    folder: Path
+    database: str | None = None
+    artifacts: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 1
+    allowed_hosts: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        """``mlflow server`` without the database URI (it goes in the environment, not in ps)."""
+        artifacts = self.artifacts or str((self.folder / "artifacts").resolve())
+        command = [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", artifacts]
+        command += ["--host", self.host, "--port", str(self.port), "--workers", str(self.workers)]
+        return command + (["--allowed-hosts", self.allowed_hosts] if self.allowed_hosts else [])
+
+
+def run_tracking_server(server: TrackingServer, free_port: int) -> int:
+    """Run ``mlflow server`` on PostgreSQL until Ctrl-C or SIGTERM stops it (and the local cluster).
+
+    The database is checked first, so a wrong password or an unreachable host is one line
+    before anything starts. ``free_port`` is where a local cluster listens (127.0.0.1 only).
+    Returns the server's exit status, 0 when stopped by a signal.
+    """
+    processes: list[subprocess.Popen] = []
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        database = server.database
+        if database is None:
+            cluster = LocalCluster(server.folder / "postgres")
+            cluster.init()
+            processes.append(cluster.start(free_port))
+            database = cluster.uri(free_port)
+        check_database(database)
+        env = ui_env({**os.environ, "MLFLOW_BACKEND_STORE_URI": database})
+        mlflow_server = subprocess.Popen(server.command(), env=env, start_new_session=True)
+        processes.insert(0, mlflow_server)
+        try:
+            wait_healthy(server.url, mlflow_server, timeout=180)
+        except RuntimeError as err:
+            raise StageError(f"mlflow server on {server.url} did not start: {err} (its output is above)") from None
+        print(f"MLflow tracking server on {server.url}: runs and registry in {masked(database)}", flush=True)
+        print(f"clients: export MLFLOW_TRACKING_URI={server.url}", flush=True)
+        return mlflow_server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for process in processes:  # the MLflow server first, then the database it writes to
+            stop_group(process)
 
 
 def serve_command(folder: Path, host: str, port: int) -> list[str]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sqlite3
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from contextlib import closing
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pipeline.core.errors import StageError
 
@@ -40,6 +44,7 @@ def tracking_uri() -> str:
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
+        check_store(uri)
         return uri
     DEFAULT_STORE_DIR.mkdir(exist_ok=True)
     # Absolute: MLflow caches stores by URI, so a relative one would follow no later chdir.
@@ -63,7 +68,9 @@ def existing_tracking_uri() -> str:
     looked and how to point at a store. A local store that was moved is relocated first.
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
+    if uri:
+        check_store(uri)
+    else:
         store = project_store(Path.cwd().resolve())
         if store is None:
             raise StageError(
@@ -75,6 +82,29 @@ def existing_tracking_uri() -> str:
     if db is not None and db.is_file():
         relocate_moved_store(db)
     return uri
+
+
+@functools.cache
+def check_store(uri: str, timeout_s: float = 5.0) -> None:
+    """StageError (one line) unless the tracking store ``uri`` answers: a server's ``/health``
+    (MLflow's own client would retry a dead server for minutes), or a PostgreSQL database's login.
+    Once per process and URI."""
+    scheme = urlsplit(uri).scheme
+    if scheme in ("http", "https"):
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s).close()
+        except urllib.error.HTTPError:
+            return  # it answers (an authenticating proxy may refuse /health)
+        except OSError as err:
+            reason = getattr(err, "reason", err)
+            raise StageError(
+                f"the MLflow tracking server {uri} does not answer ({reason}); start it (a2net server) "
+                "or fix MLFLOW_TRACKING_URI"
+            ) from None
+    elif scheme.startswith("postgresql"):
+        from pipeline.registry.database import check_database
+
+        check_database(uri)
 
 
 def sqlite_file(uri: str) -> Path | None:
