@@ -2,7 +2,8 @@
 second time, two runs from scratch give the same data (and validation report) hashes and the same
 metrics, ``dvc metrics show`` stays narrow and the plots are declared, ``dvc exp run -S
 model=...`` recomposes params.yaml and reruns only the stages it changes, and another ffmpeg build in
-``video.ffmpeg`` reruns the data stages with its version recorded."""
+``video.ffmpeg`` reruns the data stages with its version recorded. And a DVC remote round trip: push,
+a fresh git clone pulls byte-identical outputs, and ``dvc repro`` there has nothing to do."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 from omegaconf import OmegaConf
+
+from helpers import tree_hashes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
@@ -36,23 +39,41 @@ TINY = {
 }
 
 
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _run(args: list[str], cwd: Path, expect: int = 0) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", GX_ANALYTICS_ENABLED="False")
     result = subprocess.run(args, cwd=cwd, env=env, text=True, capture_output=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == expect, f"{' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
 
 
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny project after one ``dvc repro``; the tests work on copies of it."""
+    project = _project_copy(tmp_path_factory.mktemp("reproduced") / "project")
+    _run(["dvc", "repro"], project)
+    return project
+
+
+def _copy(project: Path, dest: Path) -> Path:
+    """``project`` (git repo, DVC cache, outputs, MLflow store) at ``dest``."""
+    shutil.copytree(project, dest, symlinks=True)
+    return dest
+
+
+OUTPUT_FOLDERS = ("data/", "models/", "reports/")  # the pipeline's, committed ones included
+
+
 def _project_copy(dest: Path) -> Path:
-    """The tracked files of this checkout (with uncommitted edits) in a fresh git repo."""
+    """The tracked files of this checkout (with uncommitted edits), but no pipeline output, in a
+    fresh git repo."""
     tracked = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, text=True, capture_output=True, check=True
     ).stdout.split()
     for name in tracked:
-        if (REPO / name).is_file() and not name.startswith(("tests/", "benchmarks/", "docs/")):
+        if (REPO / name).is_file() and not name.startswith(("tests/", "benchmarks/", "docs/", *OUTPUT_FOLDERS)):
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dest / name)
     (dest / "dvc.lock").unlink(missing_ok=True)
@@ -106,10 +127,8 @@ def _assert_readable_metrics_and_plots(project: Path) -> None:
 
 
 @pytest.mark.slow
-def test_dvc_repro_end_to_end_is_reproducible(tmp_path: Path) -> None:
-    project = _project_copy(tmp_path / "project")
-
-    _run(["dvc", "repro"], project)
+def test_dvc_repro_end_to_end_is_reproducible(reproduced: Path, tmp_path: Path) -> None:
+    project = _copy(reproduced, tmp_path / "project")
     first_hashes = _stage_out_hashes(project / "dvc.lock")
     first_metrics = json.loads((project / "reports/metrics.json").read_text())
     assert 0.0 <= first_metrics["video_top1"] <= 1.0
@@ -148,3 +167,43 @@ def test_dvc_repro_end_to_end_is_reproducible(tmp_path: Path) -> None:
     provenance = json.loads((project / "data/shards/provenance.json").read_text())
     assert provenance["ffmpeg_setting"] == str(other)
     assert provenance["toolchain"]["ffmpeg"] == "ffmpeg version 0.0-other-build"
+
+
+def _outputs(project: Path) -> list[str]:
+    """Every output path of every stage in ``project``'s dvc.lock."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return sorted(out["path"] for stage in lock["stages"].values() for out in stage.get("outs", []))
+
+
+def _content(path: Path) -> dict[str, str] | bytes:
+    """A folder's file hashes, or a file's bytes."""
+    return tree_hashes(path) if path.is_dir() else path.read_bytes()
+
+
+@pytest.mark.scaleout
+def test_a_dvc_remote_carries_data_shards_and_model_to_a_fresh_clone(reproduced: Path, tmp_path: Path) -> None:
+    origin = _copy(reproduced, tmp_path / "origin")
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    _run(["dvc", "remote", "add", "-d", "storage", str(remote)], origin)
+    _run(["git", "add", "-A"], origin)  # dvc.lock, .dvc/config and the cache: false outputs
+    _run(["git", "commit", "-qm", "pipeline run"], origin)
+    _run(["dvc", "push"], origin)
+
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
+    missing = _run(["a2net", "pull", "-r", "nosuch"], clone, expect=2)
+    assert missing.stderr == "error: no DVC remote named 'nosuch' (configured: storage); see `dvc remote list`\n"
+    _run(["dvc", "remote", "add", "--local", "gone", str(tmp_path / "gone")], clone)
+    gone = _run(["a2net", "pull", "-r", "gone"], clone, expect=2)
+    assert gone.stderr.startswith(f"error: DVC remote 'gone' ({tmp_path / 'gone'}) does not exist;"), gone.stderr
+    assert gone.stderr.count("\n") == 1 and not (clone / "data/shards").exists()  # nothing written
+
+    _run(["a2net", "pull"], clone)  # the default remote
+    outputs = _outputs(origin)
+    assert {"data/synthetic", "data/shards", "models/train", "reports/metrics.json"} <= set(outputs)
+    for out in outputs:
+        assert _content(clone / out) == _content(origin / out), out
+    again = _run(["dvc", "repro"], clone)  # only the always-run toolchain check; its record is unchanged
+    assert re.findall(r"Running stage '(\w+)'", again.stdout) == ["toolchain"], again.stdout
+    assert _run(["git", "status", "--porcelain"], clone).stdout == ""

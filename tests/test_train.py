@@ -13,7 +13,6 @@ import torch.multiprocessing as mp
 from omegaconf import DictConfig
 
 import pipeline.train as train_stage
-from pipeline.core.config import load_config
 from pipeline.data.transforms import TrainTransform
 from pipeline.training.checkpoint import FORMAT_VERSION, Checkpoint
 from pipeline.training.distributed import SyncBatchNorm
@@ -156,38 +155,6 @@ def test_a_new_training_marks_the_killed_run_in_its_place_killed(training_data, 
     run = mlflow.MlflowClient().get_run(killed_run)
     assert run.info.status == "KILLED" and "a2nets.abandoned" in run.data.tags
     assert (out / "model/run_id.txt").read_text().strip() != killed_run
-
-
-def ddp_worker(rank: int, world_size: int, port: int, overrides: list[str], params_file: str) -> None:
-    """One torchrun-like process: the launcher's env vars, then the ordinary training."""
-    os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
-    )
-    torch.set_num_threads(1)
-    train(load_config(overrides, params_file=Path(params_file)))
-
-
-@pytest.mark.slow
-def test_two_gloo_processes_train_like_one_process_on_the_same_global_batch(training_data, workdir):
-    torch.set_num_threads(1)
-    no_dropout = "+model.net.dropout=0.0"  # dropout masks are per process: the one non-equal part
-    single = workdir / "single"
-    train(tiny_config(training_data, single, no_dropout))
-    double = workdir / "double"
-    overrides = tiny_overrides(training_data, double, no_dropout)
-    mp.spawn(ddp_worker, args=(2, free_port(), overrides, str(double / "no-params.yaml")), nprocs=2)
-
-    a = Checkpoint.load(single / "model/last.pt")
-    b = Checkpoint.load(double / "model/last.pt")
-    assert a.weights.keys() == b.weights.keys()
-    # float rounding differs (sums split over processes): 5e-5 to 9e-4 after these 4 steps at
-    # lr 0.1, depending on the clips' last bits; without synchronised BatchNorm the running
-    # variances alone differ by ~6e-2
-    for key in a.weights:
-        assert torch.allclose(a.weights[key].double(), b.weights[key].double(), atol=2e-3), key
-    for row_a, row_b in zip(a.history, b.history, strict=True):
-        for metric in ("train_loss", "train_top1", "val_clip_top1"):
-            assert row_a[metric] == pytest.approx(row_b[metric], abs=1e-3), metric
 
 
 def sync_bn_worker(rank: int, port: int, batch: torch.Tensor, out: str) -> None:
