@@ -10,7 +10,7 @@ export GX_ANALYTICS_ENABLED := False
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup params lint test test-fast repro bench ablation ui clean
+.PHONY: help setup params lint test test-fast repro bench ablation ui server clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ ablation: $(STAMP) ## Miniature ablation on the synthetic set (writes docs/ablat
 
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:5000 over the project's store
 	$(VENV)/bin/a2net ui
+
+server: $(STAMP) ## A team's MLflow tracking server on PostgreSQL in mlflow-server/ (ARGS="--host 0.0.0.0 ...")
+	$(VENV)/bin/a2net server $(ARGS)
 
 clean: ## Remove generated data, models, reports and the local MLflow store (keeps .venv)
 	rm -rf data models reports mlflow/mlflow.db mlflow/artifacts

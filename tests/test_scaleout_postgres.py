@@ -195,3 +195,12 @@ def test_a_wrong_password_is_one_line_for_the_server_and_the_clients(team_server
     assert a2net(["promote", "--list"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: cannot use the PostgreSQL database {shown}") and err.count("\n") == 1
+
+
+def test_a_port_in_use_is_one_line(team_server, tmp_path, capsys) -> None:
+    port = team_server.url.rsplit(":", 1)[1]
+    assert a2net(["server", "--folder", str(tmp_path / "s"), "--port", port]) == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port\n"
+    )
+    assert not (tmp_path / "s").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -64,6 +65,7 @@ def run_tracking_server(server: TrackingServer, free_port: int) -> int:
     before anything starts. ``free_port`` is where a local cluster listens (127.0.0.1 only).
     Returns the server's exit status, 0 when stopped by a signal.
     """
+    check_port_free(server.host, server.port)
     processes: list[subprocess.Popen] = []
     previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -123,6 +125,16 @@ def serve_verified(model_uri: str, host: str, port: int) -> int:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             stop_group(process)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """StageError unless ``host:port`` can be listened on (another server there would answer
+    our health checks in its place)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise StageError(f"cannot listen on {host}:{port} ({err.strerror}); choose another --port") from None
 
 
 def _interrupt(signum: int, frame: object) -> None:
