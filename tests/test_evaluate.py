@@ -106,6 +106,34 @@ def test_train_then_evaluate_writes_metrics_plots_and_logs_to_the_training_run(t
     assert logged == {f"evaluation/attention/{name}" for name in figures}
 
 
+class FirstViewShouts(torch.nn.Module):
+    """Logits for (N·V, C, T, H, W) views, view-major per video: the first view of each video says
+    class 0 with a huge logit, the others class 1 confidently. Summed softmax scores pick class 1;
+    summed logits would pick class 0."""
+
+    def __init__(self, views: int) -> None:
+        super().__init__()
+        self.views = views
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        logits = torch.tensor([0.0, 5.0, 0.0]).repeat(len(clips), 1)
+        logits[:: self.views] = torch.tensor([40.0, 0.0, 0.0])  # more than the 5 × 5 of the others
+        return logits
+
+
+def test_videos_are_predicted_from_their_views_summed_softmax_not_their_logits(training_data, workdir, monkeypatch):
+    from pipeline.training.checkpoint import Checkpoint
+
+    argv = tiny_overrides(training_data, workdir, "train.epochs=1", "eval.num_clips=2", "eval.num_crops=3")
+    assert train_stage.main(argv) == 0
+    monkeypatch.setattr(Checkpoint, "build_net", lambda self, source: FirstViewShouts(views=6))
+    assert evaluate_stage.main(argv) == 0
+    with open(workdir / "plots/predictions.csv", newline="") as f:
+        assert {row["predicted"] for row in csv.DictReader(f)} == {"air drumming"}  # class 1
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["clip_top1"] == pytest.approx(metrics["video_top1"] * 5 / 6 + (1 - metrics["video_top1"]) / 6)
+
+
 def test_missing_checkpoint_is_one_clear_line(training_data, workdir, capsys):
     argv = tiny_overrides(training_data, workdir, f"train.out_dir={workdir / 'never-trained'}")
     assert evaluate_stage.main(argv) == 2

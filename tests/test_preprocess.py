@@ -193,6 +193,18 @@ def test_rerun_keeps_shards_and_changed_params_rebuild(built, tmp_path):
     assert sorted(p.name for p in (out / "train").iterdir()) == ["train-000000.tar"]
 
 
+def quantization(jpeg: bytes) -> dict[int, list[int]]:
+    """A JPEG's quantization tables (what its quality setting chose)."""
+    return {k: list(v) for k, v in Image.open(io.BytesIO(jpeg)).quantization.items()}
+
+
+def reference_quantization(quality: int) -> dict[int, list[int]]:
+    """The tables libjpeg-turbo (simplejpeg, as the stage uses) writes at ``quality``."""
+    import simplejpeg
+
+    return quantization(simplejpeg.encode_jpeg(np.zeros((16, 16, 3), np.uint8), quality=quality))
+
+
 def test_stage_main_exits_zero_with_bad_videos_and_two_on_bad_root(built, tmp_path, capsys):
     root, _, _ = built
     out = tmp_path / "cli"
@@ -201,12 +213,16 @@ def test_stage_main_exits_zero_with_bad_videos_and_two_on_bad_root(built, tmp_pa
         f"data.shards_dir={out}",
         f"data.fps={FPS}",
         f"data.short_side={SHORT_SIDE}",
-        "data.jpeg_quality=90",
+        "data.jpeg_quality=40",  # not the default 90: the stage must pass it on
         "data.workers=2",
         "data.samples_per_shard=2",
     ]
     assert main(args) == 0
     assert "4 ok, 1 missing, 4 failed" in capsys.readouterr().out
+    with tarfile.open(sorted((out / "train").glob("*.tar"))[0]) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".jpg"))
+        frame = tar.extractfile(member).read()
+    assert quantization(frame) == reference_quantization(40) != reference_quantization(90)
     assert main([f"data.root={tmp_path / 'nowhere'}", f"data.shards_dir={out}"]) == 2
     assert "nowhere" in capsys.readouterr().err
 

@@ -144,6 +144,19 @@ def test_production_only_takes_the_staging_version(register_version, capsys) -> 
 
 
 @server
+def test_production_is_compared_with_the_production_holder(register_version, capsys) -> None:
+    name = "reg-prod-gate"
+    best = register_version(name, metrics(0.90)).version
+    worse = register_version(name, metrics(0.60)).version
+    for version, alias in ((best, "staging"), (best, "production")):
+        assert promote(capsys, name, "--version", version, "--to", alias)[0] == 0
+    assert promote(capsys, name, "--version", worse, "--to", "staging", "--force", "--reason", "test")[0] == 0
+    code, _, err = promote(capsys, name, "--version", worse, "--to", "production")  # staging holds it
+    assert code == 1 and f"worse than production version {best} (0.9000)" in err, err
+    assert aliases(name)["production"] == best
+
+
+@server
 def test_unknown_version_is_a_clear_error(register_version, capsys) -> None:
     register_version("reg-unknown")
     code, _, err = promote(capsys, "reg-unknown", "--version", "99", "--to", "staging")

@@ -145,8 +145,9 @@ def test_the_gate_refuses_and_racing_promotions_never_share_a_predecessor(
     team_server, on_team_server, monkeypatch, capsys
 ) -> None:
     from pipeline.registry.promotion import Promotion, PromotionRaced
+    from pipeline.registry.tracking import setup_mlflow
 
-    experiment = mlflow.set_experiment("team-gate").experiment_id
+    experiment = setup_mlflow("team-gate")  # not mlflow.set_experiment: no active experiment left behind
     name = "team-gate"
     holder, worse, left, right = (
         register_stand_in(experiment, name, {**GOOD_METRICS, "video_top1": top1}).version

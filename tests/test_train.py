@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 from pathlib import Path
@@ -19,7 +20,7 @@ from pipeline.training.distributed import SyncBatchNorm
 from pipeline.training.fit import train
 from pipeline.training.optim import parameter_groups, warmup_cosine
 
-from helpers import free_port, tiny_config, tiny_overrides
+from helpers import free_port, read_manifest, tiny_config, tiny_overrides
 
 
 def state_dicts_equal(a: dict, b: dict) -> bool:
@@ -205,16 +206,57 @@ def test_lr_warms_up_linearly_then_decays_along_a_cosine_to_zero():
     assert factors[12] == pytest.approx(0.0, abs=1e-12)
 
 
+def closed_form_lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """The curve the paper's recipe names: linear warm-up over ``warmup_steps``, then half a cosine."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
 @pytest.mark.parametrize("warmup_steps, total_steps", [(4, 12), (0, 10), (1, 7), (30, 600)])
 def test_torch_schedulers_give_the_closed_form_warmup_cosine_curve(warmup_steps, total_steps):
-    def closed_form(step: int) -> float:  # the curve the paper's recipe names
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
     factors = lr_factors(warmup_steps, total_steps)
-    assert factors == pytest.approx([closed_form(s) for s in range(total_steps + 1)], rel=1e-12, abs=1e-14)
+    expected = [closed_form_lr_factor(s, warmup_steps, total_steps) for s in range(total_steps + 1)]
+    assert factors == pytest.approx(expected, rel=1e-12, abs=1e-14)
+
+
+def test_the_training_follows_its_warm_up_setting(training_data, workdir):
+    """What train() gives the schedule: train.warmup_epochs × steps per epoch of warm-up."""
+    train(tiny_config(training_data, workdir, "train.warmup_epochs=0.5", "train.epochs=3"))
+    with open(workdir / "train_metrics.csv", newline="") as f:
+        logged = [float(row["lr"]) for row in csv.DictReader(f)]  # the lr of the next step, per epoch
+    manifest = read_manifest(training_data[1]).values()
+    steps_per_epoch = sum(r["split"] == "train" and r["status"] == "ok" for r in manifest) // 4  # batch 4
+    warmup, total = round(0.5 * steps_per_epoch), 3 * steps_per_epoch
+    expected = [0.1 * closed_form_lr_factor(e * steps_per_epoch, warmup, total) for e in (1, 2, 3)]
+    assert logged == pytest.approx(expected, rel=1e-5, abs=1e-9)  # the CSV keeps 6 significant digits
+
+
+def test_train_transform_mirrors_about_half_the_items_left_to_right():
+    views = torch.randint(0, 256, (1, 4, 3, 40, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    plain, mirroring = TrainTransform(32, (1.0, 1.3), hflip=False), TrainTransform(32, (1.0, 1.3), hflip=True)
+    mirrored = 0
+    for seed in range(40):
+        a = plain(views, torch.Generator().manual_seed(seed))
+        b = mirroring(views, torch.Generator().manual_seed(seed))
+        if not torch.equal(a, b):
+            assert torch.equal(b, a.flip(-1)), seed  # the same crop, mirrored along its width
+            mirrored += 1
+    assert 10 <= mirrored <= 30
+
+
+def test_data_hflip_reaches_the_training_clips(training_data, tmp_path):
+    from pipeline.training.distributed import DistInfo
+    from pipeline.training.loaders import training_data as loaders
+
+    def clips(hflip: bool) -> list[torch.Tensor]:
+        dataset = loaders(tiny_config(training_data, tmp_path, f"data.hflip={hflip}"), DistInfo(), False).dataset
+        return [dataset[i]["frames"] for i in range(len(dataset))]
+
+    pairs = list(zip(clips(False), clips(True), strict=True))
+    assert any(not torch.equal(plain, maybe) for plain, maybe in pairs)
+    assert all(torch.equal(maybe, plain) or torch.equal(maybe, plain.flip(-1)) for plain, maybe in pairs)
 
 
 def test_weight_decay_skips_norm_parameters_and_biases():

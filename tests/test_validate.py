@@ -239,6 +239,8 @@ def in_class(index: int, keep_first: bool = False) -> Callable[[dict], bool]:
 TRAIN_CSV, VAL_CSV = "root/annotations/train.csv", "root/annotations/validate.csv"
 MANIFEST = "shards/manifest.csv"
 BLACK = torch.zeros(FRAMES, 3, HEIGHT, WIDTH, dtype=torch.uint8)
+# Mostly black with 5 % of the pixels at 40: decoded, mean ~3.6 (below the plausible 5), std ~5 (not flat)
+DARK = ((torch.rand(FRAMES, 3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0)) < 0.05) * 40).to(torch.uint8)
 ENOUGH_CLIPS = f"every class has >= {MIN_CLIPS} ok clips in train"
 
 
@@ -407,9 +409,9 @@ def test_missing_inputs_are_one_clear_error(good, tmp_path):
         collect(settings_for(tmp_path / "copy"))
 
 
-def test_cli_exits_1_with_one_line_per_failure_and_writes_the_report(good, tmp_path):
-    s = faulty_copy(good, tmp_path, "all-black frames")
-    overrides = [
+def stage_overrides(s: Settings) -> list[str]:
+    """The validate stage's command line for the dataset of ``s``."""
+    return [
         f"data.root={s.root}",
         f"data.shards_dir={s.shards_dir}",
         f"data.short_side={HEIGHT}",
@@ -422,6 +424,11 @@ def test_cli_exits_1_with_one_line_per_failure_and_writes_the_report(good, tmp_p
         "validate.pixel_clips_per_shard=100",
         "validate.max_missing_fraction=0.1",
     ]
+
+
+def test_cli_exits_1_with_one_line_per_failure_and_writes_the_report(good, tmp_path):
+    s = faulty_copy(good, tmp_path, "all-black frames")
+    overrides = stage_overrides(s)
     env = {**os.environ, "GX_ANALYTICS_ENABLED": "False"}
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.validate", *overrides],
@@ -445,3 +452,22 @@ def test_cli_exits_1_with_one_line_per_failure_and_writes_the_report(good, tmp_p
     page = (s.report_dir / "summary.html").read_text()
     assert '<span class="outcome failed">FAILED</span>' in page
     assert '<tr class="failed-critical"><td class="suite">pixels</td>' in page
+
+
+def test_a_failed_non_critical_check_warns_and_the_stage_passes(good, tmp_path, capsys):
+    from pipeline.validate import main
+
+    base = tmp_path / "dark"
+    shutil.copytree(good, base, ignore=shutil.ignore_patterns("reports"))
+    rewrite_shard(base, "train", first_jpegs=jpegs(DARK))
+    s = settings_for(base)
+    assert main(stage_overrides(s)) == 0
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(
+        "WARNING pixels: mean brightness is plausible: observed 1 of 12 rows: "
+        "train/train-000000.tar:tr0x0abcdef_000000_000003 ("
+    ) and line.endswith("), expected 5 <= mean <= 250"), line
+    report = json.loads((s.report_dir / "summary.json").read_text())
+    assert report["success"] is True
+    [failure] = [e for e in report["expectations"] if not e["passed"]]
+    assert (failure["suite"], failure["name"], failure["critical"]) == ("pixels", "mean brightness is plausible", False)
