@@ -3,6 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Test files spread over one worker per core (at most 4); a file's tests stay on one worker, so
+# its module fixtures (servers, trained models) are made once. PARALLEL= runs them in one process.
+PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -32,10 +35,10 @@ lint: $(STAMP) ## Lint and format check (ruff, configured in pyproject.toml)
 	$(VENV)/bin/ruff format --check .
 
 test: lint ## Lint, then run every test, the slow end-to-end ones included
-	$(PY) -m pytest -q --timeout=900 --durations=15
+	$(PY) -m pytest -q $(PARALLEL) --timeout=900 --durations=15
 
 test-fast: $(STAMP) ## Run the tests not marked slow
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PARALLEL) -m "not slow"
 
 repro: $(STAMP) ## Run the whole pipeline (generate → … → register) with DVC
 	$(VENV)/bin/dvc repro
