@@ -105,11 +105,13 @@ def register_version(mlflow_server: str):
     ``helpers.register_stand_in`` on the module's server; returns the ``RegisteredModel``."""
     import functools
 
-    import mlflow
+    from pipeline.registry.tracking import setup_mlflow
 
     from helpers import register_stand_in
 
-    experiment_id = mlflow.set_experiment("registry-tests").experiment_id
+    # Not mlflow.set_experiment: an active experiment outlives the module, and a later
+    # start_run(run_id=...) on another store then fails ("active experiment ID does not match").
+    experiment_id = setup_mlflow("registry-tests")
     return functools.partial(register_stand_in, experiment_id)
 
 
