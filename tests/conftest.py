@@ -1,5 +1,6 @@
 """Fixtures shared by several test modules (pytest finds them here; plain helpers are in helpers.py).
 
+- ``pytest_collection_modifyitems``: files with slow or scaleout tests run first (xdist balance).
 - ``training_data`` (session): a dataset root and its shards, big enough to train on.
 - ``mlflow_uri`` (session) and ``workdir``: an SQLite MLflow store and a fresh cwd using it.
 - ``mlflow_server`` and ``register_version`` (module): a real ``mlflow server`` subprocess and
@@ -19,6 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with slow or scaleout tests first (each file's own order kept): under xdist's
+    ``--dist loadfile`` the longest files then start at once instead of ending the run alone."""
+    heavy = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("scaleout")}
+    items.sort(key=lambda item: item.path not in heavy)
+
 
 TRAIN_CLIPS = 8  # the 4 train clips of helpers.write_kinetics_root's root + 4 extra
 
