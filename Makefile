@@ -4,8 +4,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Test files spread over one worker per core (at most 4); a file's tests stay on one worker, so
-# its module fixtures (servers, trained models) are made once. PARALLEL= runs them in one process.
-PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile
+# its module fixtures (servers, trained models) are made once; files go out in collection order
+# (conftest puts the slow ones first), not xdist's most-tests-first. PARALLEL= runs one process.
+PARALLEL ?= -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 export MLFLOW_DISABLE_TELEMETRY := true
