@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,30 +67,28 @@ def run_tracking_server(server: TrackingServer, free_port: int) -> int:
     """
     check_port_free(server.host, server.port)
     processes: list[subprocess.Popen] = []
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        database = server.database
-        if database is None:
-            cluster = LocalCluster(server.folder / "postgres")
-            cluster.init()
-            processes.append(cluster.start(free_port))
-            database = cluster.uri(free_port)
-        check_database(database)
-        env = ui_env({**os.environ, "MLFLOW_BACKEND_STORE_URI": database})
-        mlflow_server = subprocess.Popen(server.command(), env=env, start_new_session=True)
-        processes.insert(0, mlflow_server)
-        try:
-            wait_healthy(server.url, mlflow_server, timeout=180)
-        except RuntimeError as err:
-            raise StageError(f"mlflow server on {server.url} did not start: {err} (its output is above)") from None
-        print(f"MLflow tracking server on {server.url}: runs and registry in {masked(database)}", flush=True)
-        print(f"clients: export MLFLOW_TRACKING_URI={server.url}", flush=True)
-        return mlflow_server.wait()
+        with stops_on_signals():
+            database = server.database
+            if database is None:
+                cluster = LocalCluster(server.folder / "postgres")
+                cluster.init()
+                processes.append(cluster.start(free_port))
+                database = cluster.uri(free_port)
+            check_database(database)
+            env = ui_env({**os.environ, "MLFLOW_BACKEND_STORE_URI": database})
+            mlflow_server = subprocess.Popen(server.command(), env=env, start_new_session=True)
+            processes.insert(0, mlflow_server)
+            try:
+                wait_healthy(server.url, mlflow_server, timeout=180)
+            except RuntimeError as err:
+                raise StageError(f"mlflow server on {server.url} did not start: {err} (its output is above)") from None
+            print(f"MLflow tracking server on {server.url}: runs and registry in {masked(database)}", flush=True)
+            print(f"clients: export MLFLOW_TRACKING_URI={server.url}", flush=True)
+            return mlflow_server.wait()
     except KeyboardInterrupt:
         return 0
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         for process in processes:  # the MLflow server first, then the database it writes to
             stop_group(process)
 
@@ -115,15 +113,12 @@ def serve_verified(model_uri: str, host: str, port: int) -> int:
         which = f"{model_uri} (version {version})" if version and not model_uri.endswith(f"/{version}") else model_uri
         print(f"serving {which} on http://{host}:{port}/invocations; its code is this checkout's", flush=True)
         process = subprocess.Popen(serve_command(folder, host, port), start_new_session=True)
-        # Own handlers even where SIGINT was inherited as ignored (a background job of a script).
-        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
-            return process.wait()
+            with stops_on_signals():
+                return process.wait()
         except KeyboardInterrupt:
             return 0
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             stop_group(process)
 
 
@@ -135,6 +130,18 @@ def check_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as err:
             raise StageError(f"cannot listen on {host}:{port} ({err.strerror}); choose another --port") from None
+
+
+@contextlib.contextmanager
+def stops_on_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt inside: our own handlers, even where SIGINT was
+    inherited as ignored (a background job of a script); the previous ones are back after."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _interrupt(signum: int, frame: object) -> None:
