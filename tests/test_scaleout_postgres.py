@@ -163,7 +163,9 @@ def test_the_gate_refuses_and_racing_promotions_never_share_a_predecessor(
     assert any(isinstance(d, PromotionRaced) for d in done), done
     assert len(succeeded) <= 1
     staging = MlflowClient().get_registered_model(name).aliases["staging"]
-    assert str(staging) == succeeded[0].version if succeeded else str(staging) in (left, right)
+    # the winner holds the alias; when both lost (PostgreSQL refused one's write of a shared tag
+    # before either moved the alias, or both saw the other's entry) it is one of the three
+    assert str(staging) == succeeded[0].version if succeeded else str(staging) in (holder, left, right)
 
 
 def test_an_unreachable_server_is_one_line_and_the_training_writes_nothing(
