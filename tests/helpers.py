@@ -5,6 +5,7 @@
   ``GOOD_CLIPS``, ``FAULTS``), the preprocess stage run on it (``run_stage``), its manifest.
 - ``iter_shard_clips``: every clip of a shard with all its JPEG frames (test-side reader).
 - ``tiny_overrides`` / ``tiny_config``: the composed config of a 2-epoch tiny training run.
+- ``record_built_nets``: every network the train stage builds, with its weights as built.
 - ``register_stand_in``: a training run with metrics and a stand-in model registered from it;
   ``promote_concurrently``: promotions of one alias racing each other from threads.
 
@@ -18,9 +19,10 @@ import csv
 import hashlib
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -28,6 +30,9 @@ from omegaconf import DictConfig
 
 from pipeline.core.config import load_config
 from pipeline.data.video import encode_video
+
+if TYPE_CHECKING:
+    import torch
 
 
 def free_port() -> int:
@@ -218,6 +223,35 @@ def tiny_overrides(data: tuple[Path, Path], out: Path, *extra: str) -> list[str]
 def tiny_config(data: tuple[Path, Path], out: Path, *extra: str) -> DictConfig:
     """``tiny_overrides`` composed (no params.yaml: ``out/no-params.yaml`` does not exist)."""
     return load_config(tiny_overrides(data, out, *extra), params_file=out / "no-params.yaml")
+
+
+@dataclass(frozen=True)
+class BuiltNet:
+    """A network the train stage built and a copy of its weights before the first step."""
+
+    net: torch.nn.Module
+    initial: dict[str, torch.Tensor]
+
+
+def record_built_nets(
+    monkeypatch: pytest.MonkeyPatch, on_build: Callable[[torch.nn.Module], object] | None = None
+) -> list[BuiltNet]:
+    """Record every network ``train()`` builds from now on (``on_build`` sees each one first, e.g.
+    to hook it): what a test needs to compare a training's steps with their closed form."""
+    import pipeline.training.fit as fit
+
+    built: list[BuiltNet] = []
+    build = fit.build_net
+
+    def recording(*args, **kwargs):
+        net = build(*args, **kwargs)
+        if on_build is not None:
+            on_build(net)
+        built.append(BuiltNet(net, {k: v.detach().clone() for k, v in net.state_dict().items()}))
+        return net
+
+    monkeypatch.setattr(fit, "build_net", recording)
+    return built
 
 
 # ------------------------------------------------- the registry: stand-in versions, racing promotions

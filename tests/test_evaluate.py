@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -16,7 +17,7 @@ from pipeline.evaluation.examples import figure_name, first_per_class
 from pipeline.evaluation.meters import Evaluation, topk_accuracy
 from pipeline.evaluation.reports import per_class_csv
 
-from helpers import tiny_overrides
+from helpers import read_manifest, tiny_overrides
 
 
 def test_video_scores_sum_the_softmax_of_views_and_clip_accuracy_counts_each_view():
@@ -159,3 +160,85 @@ def test_attention_figure_names_sort_by_class_and_are_safe_file_names():
         "003_different_colours_hues_90_degrees_apart_moving_vertically.png"
     )
     assert figure_name(12, "Air drumming") == "012_air_drumming.png"
+
+
+# ------------------------------------------------- the eval settings, on one trained checkpoint
+
+
+@pytest.fixture(scope="module")
+def trained(training_data, mlflow_uri, tmp_path_factory) -> Path:
+    """``train.out_dir`` of a 1-epoch tiny_a2 training, for the tests that only evaluate."""
+    out = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(out)
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+        assert train_stage.main(tiny_overrides(training_data, out, "train.epochs=1", "train.val_every=0")) == 0
+    return out / "model"
+
+
+def test_evaluate_scores_every_video_of_data_val_split_in_its_views(training_data, trained, workdir):
+    """data.val_split=train: the 8 training videos, each seen as eval.num_clips × eval.num_crops = 1 view."""
+    argv = tiny_overrides(
+        training_data,
+        workdir,
+        f"train.out_dir={trained}",
+        "data.val_split=train",
+        "eval.num_clips=1",
+        "eval.num_crops=1",
+        "eval.attention_classes=0",  # no figures: faster, and not what this test is about
+    )
+    assert evaluate_stage.main(argv) == 0
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["num_videos"] == 8 and metrics["views_per_video"] == 1
+    with open(workdir / "plots/predictions.csv", newline="") as f:
+        actual = sorted(row["actual"] for row in csv.DictReader(f))
+    manifest = read_manifest(training_data[1]).values()
+    assert actual == sorted(r["label"] for r in manifest if r["split"] == "train" and r["status"] == "ok")
+
+
+class CountsViews(torch.nn.Module):
+    """Logits of zeros; records how many views each forward pass got."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        self.batches.append(len(clips))
+        return torch.zeros(len(clips), 3)
+
+
+def test_evaluate_forwards_at_most_eval_batch_size_views_at_once(training_data, trained, workdir, monkeypatch):
+    """eval.batch_size=6 with 2 × 3 views per video: one video per forward pass (16 would take both)."""
+    from pipeline.training.checkpoint import Checkpoint
+
+    net = CountsViews()
+    monkeypatch.setattr(Checkpoint, "build_net", lambda self, source: net)
+    argv = tiny_overrides(
+        training_data, workdir, f"train.out_dir={trained}", "eval.num_clips=2", "eval.num_crops=3", "eval.batch_size=6"
+    )
+    assert evaluate_stage.main(argv) == 0
+    assert net.batches == [6, 6]  # the 2 validation videos
+
+
+def test_evaluate_draws_eval_attention_classes_figures_and_writes_where_the_eval_paths_say(
+    training_data, trained, workdir
+):
+    """eval.attention_classes=1: the figure of the first class only; the reports go to
+    eval.metrics_file, eval.per_class_file and eval.plots_dir, nowhere else."""
+    out = workdir / "elsewhere"
+    argv = tiny_overrides(
+        training_data,
+        workdir,
+        f"train.out_dir={trained}",
+        "eval.attention_classes=1",
+        f"eval.metrics_file={out / 'scores.json'}",
+        f"eval.per_class_file={out / 'classes.json'}",
+        f"eval.plots_dir={out / 'figures'}",
+    )
+    assert evaluate_stage.main(argv) == 0
+    assert sorted(p.name for p in (out / "figures/attention").iterdir()) == ["000_abseiling.png"]
+    assert json.loads((out / "scores.json").read_text())["num_videos"] == 2
+    assert set(json.loads((out / "classes.json").read_text())) == {"abseiling", "air drumming"}
+    assert {"per_class.csv", "predictions.csv", "confusion.png"} <= {p.name for p in (out / "figures").iterdir()}
+    assert sorted(p.name for p in workdir.iterdir()) == ["elsewhere"]  # not tiny_overrides' paths

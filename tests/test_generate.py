@@ -105,6 +105,33 @@ def test_output_is_byte_identical_across_runs_and_worker_counts(dataset: Path, t
     assert len(summary["missing"]) == len(summary["corrupt"]) == 1
 
 
+def decodes(video: Path) -> bool:
+    probe = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(video), "-f", "null", "-"], capture_output=True)
+    return probe.returncode == 0
+
+
+def test_the_stage_generates_what_its_generate_settings_say(dataset: Path, tmp_path: Path) -> None:
+    """The stage's command line reaches the generator: the clips planned for that seed and those
+    counts, that many missing and corrupt videos, and other bytes than another seed's."""
+    root = tmp_path / "synthetic"
+    settings = [
+        "generate.seed=5",
+        "generate.train_per_class=2",
+        "generate.validate_per_class=1",
+        "generate.num_missing=3",
+        "generate.num_corrupt=2",
+    ]
+    assert main([f"data.root={root}", "data.workers=2", *settings]) == 0
+    anns = read_annotations(root, load_classes(root / "classes.txt"))
+    planned = plan_jobs(seed=5, train_per_class=2, validate_per_class=1, num_missing=3, num_corrupt=2)
+    assert anns == [clip_annotation(job)[0] for job in planned]
+    assert [a.split for a in anns].count("train") == 8 and [a.split for a in anns].count("validate") == 4
+    videos = [video for video in (find_video(root, a) for a in anns) if video is not None]
+    assert len(anns) - len(videos) == 3 and sum(not decodes(video) for video in videos) == 2
+    seed_3 = {digest for path, digest in tree_hashes(dataset).items() if path.endswith(".mp4")}
+    assert not seed_3 & {digest for path, digest in tree_hashes(root).items() if path.endswith(".mp4")}
+
+
 def test_refuses_to_overwrite_a_foreign_directory_and_bad_counts(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(StageError, match="is not a synthetic dataset"):

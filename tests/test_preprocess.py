@@ -25,6 +25,7 @@ from pipeline.data.video import DecodeError, encode_video, ffmpeg_exe
 from pipeline.preprocess import main
 
 from helpers import (
+    ANNOTATIONS_HEADER,
     CLASSES,
     FAULTS,
     FPS,
@@ -35,6 +36,7 @@ from helpers import (
     run_stage,
     source_frames,
     tree_hashes,
+    write_annotations,
     write_kinetics_root,
 )
 
@@ -225,6 +227,86 @@ def test_stage_main_exits_zero_with_bad_videos_and_two_on_bad_root(built, tmp_pa
     assert quantization(frame) == reference_quantization(40) != reference_quantization(90)
     assert main([f"data.root={tmp_path / 'nowhere'}", f"data.shards_dir={out}"]) == 2
     assert "nowhere" in capsys.readouterr().err
+
+
+def ok_rows(shards: Path) -> list[dict]:
+    return [row for row in read_manifest(shards).values() if row["status"] == "ok"]
+
+
+def decoded_fps(shards: Path) -> set[float]:
+    return {float(row["fps"]) for row in ok_rows(shards)}
+
+
+def short_sides(shards: Path) -> set[int]:
+    return {min(int(row["height"]), int(row["width"])) for row in ok_rows(shards)}
+
+
+def train_shards(shards: Path) -> int:
+    return len(list((shards / "train").glob("*.tar")))
+
+
+@pytest.mark.parametrize(
+    ("override", "observe", "expected"),
+    [
+        ("data.fps=5", decoded_fps, {5.0}),
+        ("data.short_side=24", short_sides, {24}),
+        ("data.samples_per_shard=1", train_shards, 4),  # the 4 ok train clips
+    ],
+    ids=["fps", "short_side", "samples_per_shard"],
+)
+def test_the_stage_decodes_as_its_data_settings_say(built, tmp_path, override, observe, expected):
+    """The stage's command line reaches the decoder and the shard writer (``built`` was made
+    with other settings, so the observation tells them apart)."""
+    root, built_shards, _ = built
+    out = tmp_path / "shards"
+    assert main([f"data.root={root}", f"data.shards_dir={out}", "data.workers=1", override]) == 0
+    assert observe(out) == expected != observe(built_shards)
+
+
+def test_data_classes_names_the_class_list_that_numbers_the_labels(built, tmp_path):
+    """``data.classes``: another file than ``<root>/classes.txt`` decides the label indices."""
+    root, _, _ = built
+    reversed_classes = tmp_path / "reversed.txt"
+    reversed_classes.write_text("".join(f"{name}\n" for name in reversed(CLASSES)))
+    out = tmp_path / "shards"
+    args = [f"data.root={root}", f"data.shards_dir={out}", "data.workers=1", f"data.classes={reversed_classes}"]
+    assert main(args) == 0
+    rows = ok_rows(out)
+    assert {(r["label"], int(r["label_index"])) for r in rows} == {
+        (label, len(CLASSES) - 1 - CLASSES.index(label)) for label in {r["label"] for r in rows}
+    }
+
+
+def test_data_trim_keeps_the_annotated_seconds_only(tmp_path):
+    """A 3 s video annotated 1..2 s: 10 frames at 10 fps with ``data.trim=true``, all 30 without."""
+    root = write_annotations(
+        tmp_path / "root", CLASSES, {"train.csv": ANNOTATIONS_HEADER + '"abseiling",trimmedclip,1,2,train,0\n'}
+    )
+    (root / "videos/train/abseiling").mkdir(parents=True)
+    encode_video(source_frames(30, 48, 32, 0), root / f"videos/train/abseiling/{clip_id('trimmedclip', 1, 2)}.mp4", 10)
+    frames = {}
+    for trim in ("true", "false"):
+        out = tmp_path / f"trim-{trim}"
+        assert main([f"data.root={root}", f"data.shards_dir={out}", "data.workers=1", f"data.trim={trim}"]) == 0
+        [row] = ok_rows(out)
+        frames[trim] = int(row["num_frames"])
+    assert frames == {"true": 10, "false": 30}
+
+
+def test_data_workers_processes_decode_the_clips(built, tmp_path, monkeypatch):
+    """The stage hands ``data.workers`` to the decoder pool (the bytes do not depend on it)."""
+    import pipeline.data.preprocessing as preprocessing
+
+    pools: list[int] = []
+    decode_all = preprocessing.decode_all
+    monkeypatch.setattr(
+        preprocessing, "decode_all", lambda jobs, workers: (pools.append(workers), decode_all(jobs, workers))[1]
+    )
+    root, built_shards, _ = built
+    out = tmp_path / "shards"
+    args = [f"data.root={root}", f"data.shards_dir={out}", f"data.short_side={SHORT_SIDE}", "data.samples_per_shard=2"]
+    assert main([*args, "data.workers=3"]) == 0
+    assert pools == [3] and tree_hashes(out) == tree_hashes(built_shards)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from dataclasses import asdict
@@ -9,11 +10,12 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
 from mlflow import MlflowClient
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.cli import main
 from pipeline.core.config import config_md5, load_config, write_params
@@ -25,7 +27,7 @@ from pipeline.registry.tracking import setup_mlflow
 from pipeline.serving.views import video_scores, video_views
 from pipeline.training.checkpoint import Checkpoint
 
-from helpers import enter_project_store, promote_concurrently
+from helpers import enter_project_store, promote_concurrently, register_stand_in
 from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
 
 server = pytest.mark.slow  # tests on the server: its start and several model exports, ~60 s
@@ -255,29 +257,39 @@ def project(tmp_path, monkeypatch) -> Path:
     mlflow.set_tracking_uri(None)
 
 
+def write_training_output(
+    cfg: DictConfig, classes: list[str], tags: dict[str, str] | None = None
+) -> tuple[torch.nn.Module, mlflow.entities.Run]:
+    """What train and evaluate leave for the register stage: ``train.out_dir/last.pt`` of a
+    finished (untrained) ``cfg.model`` and ``run_id.txt`` naming a run with the headline metrics
+    and ``tags``; returns (the net, the run)."""
+    import a2model
+
+    net = a2model.build_model(cfg.model.net.name, num_classes=len(classes)).eval()
+    out_dir = Path(cfg.train.out_dir)
+    out_dir.mkdir(parents=True)
+    Checkpoint(
+        weights=net.state_dict(), config=OmegaConf.to_container(cfg), classes=classes, epoch=cfg.train.epochs
+    ).save(out_dir / "last.pt")
+    with mlflow.start_run(experiment_id=setup_mlflow(cfg.mlflow.experiment)) as run:
+        mlflow.log_metrics(GOOD_METRICS)
+        mlflow.set_tags(tags or {})
+    (out_dir / "run_id.txt").write_text(run.info.run_id + "\n")
+    return net, run
+
+
 def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -> None:
     import a2model
 
     cfg = load_config(["train.epochs=2"])  # the run's own config, not params.yaml's 60 epochs
     name = cfg.model.net.name
-    classes = ["archery", "bowling", "cartwheeling"]
-    net = a2model.build_model(name, num_classes=len(classes)).eval()
-    out_dir = Path(cfg.train.out_dir)
-    out_dir.mkdir(parents=True)
-    Checkpoint(weights=net.state_dict(), config=OmegaConf.to_container(cfg), classes=classes, epoch=2).save(
-        out_dir / "last.pt"
-    )
-    with mlflow.start_run(experiment_id=setup_mlflow(cfg.mlflow.experiment)) as run:
-        mlflow.log_metrics(GOOD_METRICS)
-        mlflow.set_tags(
-            {
-                "git_commit": "abc123",
-                "data.dvc_md5": "d" * 32 + ".dir",
-                "toolchain.ffmpeg": "ffmpeg version n9.9",
-                "toolchain.numpy": "9.9",
-            }
-        )
-    (out_dir / "run_id.txt").write_text(run.info.run_id + "\n")
+    tags = {
+        "git_commit": "abc123",
+        "data.dvc_md5": "d" * 32 + ".dir",
+        "toolchain.ffmpeg": "ffmpeg version n9.9",
+        "toolchain.numpy": "9.9",
+    }
+    net, run = write_training_output(cfg, ["archery", "bowling", "cartwheeling"], tags)
     summary = Path(cfg.validate.report_dir) / "summary.json"
     summary.parent.mkdir(parents=True)
     summary.write_text(json.dumps({"success": False, "expectations": []}))
@@ -296,6 +308,43 @@ def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -
     exported = load_model(registered["model_uri"]).net
     clips = torch.randn(3, *a2model.MODEL_INPUTS[name])  # another batch size than the example's
     torch.testing.assert_close(exported(clips), net(clips), rtol=1e-4, atol=1e-4)
+
+
+def test_the_registered_model_serves_within_the_register_serving_bounds(project: Path, noise_video: Path) -> None:
+    """The register stage writes register.serving into the model: more rows than max_rows are
+    refused, a row over max_video_mb or longer than max_seconds gets an error (the defaults,
+    32 rows, 32 MB and 60 s, would answer all three)."""
+    from mlflow.exceptions import MlflowException
+
+    small = ["model=tiny_plain", "train.epochs=1", "model.clip.num_frames=4", "model.clip.crop_size=32"]  # fast export
+    write_training_output(load_config(small), ["archery", "bowling", "cartwheeling"])
+    bounds = ["register.serving.max_rows=2", "register.serving.max_video_mb=0.5", "register.serving.max_seconds=1.5"]
+    assert register_main(bounds) == 0
+
+    served = mlflow.pyfunc.load_model(json.loads(Path("reports/registered_model.json").read_text())["model_uri"])
+    with pytest.raises(MlflowException, match="3 videos in one request; send at most 2"):
+        served.predict(pd.DataFrame({"video": [""] * 3}))
+    over_half_a_mb = base64.b64encode(bytes(2**19 + 1)).decode()
+    a_2_5_s_video = base64.b64encode(noise_video.read_bytes()).decode()  # 150 kB
+    too_big, too_long = served.predict(pd.DataFrame({"video": [over_half_a_mb, a_2_5_s_video]}))
+    assert too_big["error"] == f"row 0: over the {2**19}-byte limit per video"
+    assert too_long["error"].startswith("row 1: ") and "longer than 15 frames (1.5 s at 10 fps)" in too_long["error"]
+
+
+def test_a2net_promote_gates_on_promote_metric_within_promote_margin(project: Path, capsys) -> None:
+    """A version worse by 0.15 on clip_top1 (and by 0.5 on video_top1) is taken with
+    promote.metric=clip_top1 and promote.margin=0.2 in params.yaml; one worse by 0.25 is not."""
+    write_params(project / "params.yaml", ["promote.metric=clip_top1", "promote.margin=0.2"])
+    experiment = setup_mlflow("a2nets")
+    held, within, beyond = (
+        register_stand_in(experiment, "gated", {**GOOD_METRICS, "video_top1": video, "clip_top1": clip}).version
+        for video, clip in ((0.8, 0.7), (0.3, 0.55), (0.9, 0.3))
+    )
+    assert promote(capsys, "gated", "--version", held, "--to", "staging")[0] == 0
+    assert promote(capsys, "gated", "--version", within, "--to", "staging")[0] == 0
+    code, _, err = promote(capsys, "gated", "--version", beyond, "--to", "staging")
+    assert code == 1 and "clip_top1=0.3000" in err and "by more than the margin 0.2" in err, err
+    assert aliases("gated")["staging"] == within
 
 
 def test_register_stage_without_training_output_is_one_clear_line(project: Path, capsys) -> None:

@@ -7,6 +7,7 @@
   libx264 ``asm=0``, libjpeg-turbo ``JSIMD_FORCENONE``, numpy's dispatched kernels) the stages
   write the same bytes.
 - A ``video.ffmpeg`` that is not an ffmpeg is one line naming the setting.
+- The toolchain stage writes its record where ``video.toolchain_file`` says.
 """
 
 from __future__ import annotations
@@ -158,3 +159,18 @@ def test_a_bad_video_ffmpeg_is_one_line_naming_the_setting(tmp_path: Path, setti
         assert result.stderr.startswith(f"error: {named} {says}"), result.stderr
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*"))
+
+
+def test_the_toolchain_stage_writes_its_record_where_video_toolchain_file_says(tmp_path: Path, monkeypatch) -> None:
+    """The versions of the wheel's tools, in that file and nowhere else (the data stages' DVC dep)."""
+    from pipeline.data.provenance import toolchain
+    from pipeline.toolchain import main
+
+    monkeypatch.chdir(tmp_path)  # no params.yaml: the composed defaults, data/toolchain.json among them
+    record = tmp_path / "elsewhere/versions.json"
+    assert main([f"video.toolchain_file={record}"]) == 0
+    assert json.loads(record.read_text()) == toolchain("wheel")
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "elsewhere",
+        "elsewhere/versions.json",
+    ]

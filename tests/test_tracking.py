@@ -137,6 +137,13 @@ def test_runs_of_other_configs_get_other_names_a_description_and_the_shards_as_d
     assert '"clip_id"' in dataset_input.dataset.schema  # the manifest's columns
 
 
+def test_a_training_run_lands_in_the_experiment_mlflow_experiment_names(store: Path, tmp_path: Path) -> None:
+    """The training's run is made in ``mlflow.experiment`` (what ``a2net ui`` and the ablation list)."""
+    run = start_run(["mlflow.experiment=elsewhere"], tiny_shards(tmp_path / "shards"))
+    assert mlflow.get_experiment(run.info.experiment_id).name == "elsewhere"
+    assert mlflow.get_experiment_by_name("a2nets") is None  # the default's experiment was never made
+
+
 def test_metrics_are_exact_fractions_not_float32() -> None:
     labels = torch.arange(48) % 4
     scores = torch.nn.functional.one_hot(torch.where(torch.arange(48) < 41, labels, (labels + 1) % 4), 4).float()

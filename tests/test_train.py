@@ -14,13 +14,16 @@ import torch.multiprocessing as mp
 from omegaconf import DictConfig
 
 import pipeline.train as train_stage
-from pipeline.data.transforms import TrainTransform
+from pipeline.data.shards import ClipDataset
+from pipeline.data.transforms import TrainTransform, resize_short_side
 from pipeline.training.checkpoint import FORMAT_VERSION, Checkpoint
-from pipeline.training.distributed import SyncBatchNorm
+from pipeline.training.distributed import DistInfo, SyncBatchNorm
 from pipeline.training.fit import train
+from pipeline.training.loaders import training_data as loaders
+from pipeline.training.loop import to_model_input
 from pipeline.training.optim import parameter_groups, warmup_cosine
 
-from helpers import free_port, read_manifest, tiny_config, tiny_overrides
+from helpers import free_port, read_manifest, record_built_nets, tiny_config, tiny_overrides
 
 
 def state_dicts_equal(a: dict, b: dict) -> bool:
@@ -221,16 +224,32 @@ def test_torch_schedulers_give_the_closed_form_warmup_cosine_curve(warmup_steps,
     assert factors == pytest.approx(expected, rel=1e-12, abs=1e-14)
 
 
-def test_the_training_follows_its_warm_up_setting(training_data, workdir):
-    """What train() gives the schedule: train.warmup_epochs × steps per epoch of warm-up."""
-    train(tiny_config(training_data, workdir, "train.warmup_epochs=0.5", "train.epochs=3"))
-    with open(workdir / "train_metrics.csv", newline="") as f:
-        logged = [float(row["lr"]) for row in csv.DictReader(f)]  # the lr of the next step, per epoch
+def test_the_training_follows_its_schedule_settings(training_data, workdir):
+    """What train() gives the schedule: train.lr, train.epochs × steps per epoch with
+    train.warmup_epochs × steps per epoch of warm-up, validation every train.val_every epochs and
+    the last, all in the CSV that train.metrics_csv names."""
+    metrics_csv = workdir / "schedule" / "metrics.csv"
+    train(
+        tiny_config(
+            training_data,
+            workdir,
+            "train.warmup_epochs=0.5",
+            "train.epochs=3",
+            "train.lr=0.2",
+            "train.val_every=2",
+            f"train.metrics_csv={metrics_csv}",
+        )
+    )
+    with open(metrics_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    logged = [float(row["lr"]) for row in rows]  # the lr of the next step, per epoch
     manifest = read_manifest(training_data[1]).values()
     steps_per_epoch = sum(r["split"] == "train" and r["status"] == "ok" for r in manifest) // 4  # batch 4
     warmup, total = round(0.5 * steps_per_epoch), 3 * steps_per_epoch
-    expected = [0.1 * closed_form_lr_factor(e * steps_per_epoch, warmup, total) for e in (1, 2, 3)]
+    expected = [0.2 * closed_form_lr_factor(e * steps_per_epoch, warmup, total) for e in (1, 2, 3)]
     assert logged == pytest.approx(expected, rel=1e-5, abs=1e-9)  # the CSV keeps 6 significant digits
+    assert [row["val_clip_top1"] != "" for row in rows] == [False, True, True]  # epoch 2, then the last
+    assert not (workdir / "train_metrics.csv").exists()  # tiny_overrides' path, overridden
 
 
 def test_train_transform_mirrors_about_half_the_items_left_to_right():
@@ -247,9 +266,6 @@ def test_train_transform_mirrors_about_half_the_items_left_to_right():
 
 
 def test_data_hflip_reaches_the_training_clips(training_data, tmp_path):
-    from pipeline.training.distributed import DistInfo
-    from pipeline.training.loaders import training_data as loaders
-
     def clips(hflip: bool) -> list[torch.Tensor]:
         dataset = loaders(tiny_config(training_data, tmp_path, f"data.hflip={hflip}"), DistInfo(), False).dataset
         return [dataset[i]["frames"] for i in range(len(dataset))]
@@ -294,10 +310,138 @@ def test_train_crop_stays_within_max_shift_of_the_centre():
         ("data.shards_dir=/nonexistent/shards", "shards dir /nonexistent/shards not found"),
         ("data.train_split=test", "no test-NNNNNN.tar shards"),
         ("train.batch_size=64", "fewer than train.batch_size=64"),
+        ("train.device=cuda", "train.device=cuda but no CUDA device is visible"),
     ],
 )
-def test_bad_configs_fail_with_one_clear_line(training_data, workdir, capsys, override, message):
+def test_bad_configs_fail_with_one_clear_line(training_data, workdir, capsys, monkeypatch, override, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on a machine with a GPU
     argv = tiny_overrides(training_data, workdir, override)
     assert train_stage.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+# ------------------------------------------------- the train settings reach what the training does
+
+
+def test_two_sgd_steps_are_the_closed_form_of_momentum_weight_decay_and_clipping(training_data, workdir, monkeypatch):
+    """Two steps (8 clips, batch 4) of SGD on gradients clipped to a total norm of
+    train.grad_clip, with train.weight_decay on the weights (not norms and biases) and
+    train.momentum: from the weights as built, the weights and momentum buffers after the second
+    step and the two learning rates, the clipped gradients of both steps are recovered by
+    inverting the update; each has the norm train.grad_clip exactly."""
+    lr, momentum, weight_decay, clip = 0.1, 0.5, 0.05, 0.02
+    nets = record_built_nets(monkeypatch)
+    cfg = tiny_config(
+        training_data,
+        workdir,
+        "train.epochs=1",
+        "train.val_every=0",
+        "train.warmup_epochs=0",
+        f"train.lr={lr}",
+        "train.momentum=0.5",
+        "train.weight_decay=0.05",
+        "train.grad_clip=0.02",
+    )
+    checkpoint = Checkpoint.load(train(cfg))
+    [built] = nets
+    groups = checkpoint.optimizer["param_groups"]
+    assert [(g["momentum"], g["weight_decay"]) for g in groups] == [(momentum, weight_decay), (momentum, 0.0)]
+
+    named = dict(built.net.named_parameters())
+    order = [n for n, p in named.items() if p.ndim > 1] + [n for n, p in named.items() if p.ndim <= 1]  # the groups
+    lr0, lr1 = (lr * closed_form_lr_factor(step, 0, 2) for step in (0, 1))
+    first, second = [], []
+    for index, name in enumerate(order):
+        decay = weight_decay if named[name].ndim > 1 else 0.0
+        w0, w2 = built.initial[name].double(), checkpoint.weights[name].double()
+        b2 = checkpoint.optimizer["state"][index]["momentum_buffer"].double()
+        w1 = w2 + lr1 * b2  # w2 = w1 - lr1 * b2
+        b1 = (w0 - w1) / lr0  # the first buffer is the first step's decayed gradient
+        first.append(b1 - decay * w0)
+        second.append(b2 - momentum * b1 - decay * w1)  # b2 = momentum * b1 + (g2 + decay * w1)
+    norms = [float(torch.cat([g.flatten() for g in grads]).norm()) for grads in (first, second)]
+    assert norms == pytest.approx([clip, clip], rel=1e-4)
+
+
+def test_the_training_loss_is_the_label_smoothed_cross_entropy(training_data, workdir, monkeypatch):
+    """The logged train_loss of an epoch is the mean, over its clips, of the cross-entropy with
+    train.label_smoothing of the logits the network gave (recorded on their way to the loss)."""
+    smoothing = 0.4
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def recording(logits, labels, **kwargs):
+        seen.append((logits.detach().double(), labels.clone()))
+        return cross_entropy(logits, labels, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", recording)
+    cfg = tiny_config(training_data, workdir, "train.epochs=1", "train.val_every=0", "train.label_smoothing=0.4")
+    logged = Checkpoint.load(train(cfg)).history[0]["train_loss"]
+
+    logits, labels = torch.cat([x for x, _ in seen]), torch.cat([y for _, y in seen])
+    log_p = logits.log_softmax(1)
+    plain = -log_p.gather(1, labels[:, None])[:, 0]
+    smoothed = (1 - smoothing) * plain - smoothing * log_p.mean(1)
+    assert len(labels) == 8 and logged == pytest.approx(float(smoothed.mean()), rel=1e-5)
+    assert abs(float(plain.mean()) - logged) > 1e-3  # not the plain cross-entropy
+
+
+def test_training_clips_are_the_configured_window_of_the_configured_frames(training_data, tmp_path):
+    """Each training clip (data.hflip off) is model.clip.num_frames frames model.clip.stride
+    apart (from a start the item draws), of the video with its short side scaled to
+    model.clip.crop_size × train.scale_jitter, cropped to crop_size² at the centre
+    (train.max_crop_shift=0)."""
+    num_frames, stride, crop, short_side = 3, 2, 24, 36  # 24 × 1.5
+    cfg = tiny_config(
+        training_data,
+        tmp_path,
+        "model.clip.num_frames=3",
+        "model.clip.stride=2",
+        "model.clip.crop_size=24",
+        "train.scale_jitter=[1.5,1.5]",
+        "train.max_crop_shift=0",
+        "data.hflip=false",
+    )
+    dataset = loaders(cfg, DistInfo(), False).dataset
+    whole = ClipDataset(training_data[1], "train", lambda n, generator: [list(range(n))])  # every frame
+    for index in range(len(dataset)):
+        clip = dataset[index]["frames"][0]  # (C, T, S, S)
+        assert clip.shape == (3, num_frames, crop, crop)
+        frames = resize_short_side(whole[index]["frames"][0], short_side)  # (T, C, H, W)
+        top, left = ((side - crop) // 2 for side in frames.shape[-2:])
+        window = frames[..., top : top + crop, left : left + crop].permute(1, 0, 2, 3)  # (C, T, S, S)
+        n = window.shape[1]
+        starts = range(max(n - (num_frames - 1) * stride - 1, 0) + 1)
+        candidates = [[min(s + k * stride, n - 1) for k in range(num_frames)] for s in starts]  # short: repeat
+        assert any(torch.equal(clip, window[:, indices]) for indices in candidates), dataset.keys[index]
+
+
+def test_train_seed_picks_the_order_and_the_augmentation_of_the_clips(training_data, tmp_path):
+    """The same train.seed gives the same epoch (sampler order, sampled clips), another seed another one."""
+
+    def epoch(*overrides: str) -> tuple[list[int], list[torch.Tensor]]:
+        data = loaders(tiny_config(training_data, tmp_path, *overrides), DistInfo(), False)
+        return list(data.sampler), [data.dataset[i]["frames"] for i in range(len(data.dataset))]
+
+    (order, clips), (same_order, same_clips) = epoch("train.seed=7"), epoch("train.seed=7")
+    default_order, default_clips = epoch()
+    assert order == same_order and all(map(torch.equal, clips, same_clips))
+    assert order != default_order and not all(map(torch.equal, clips, default_clips))
+
+
+def test_the_loaders_read_with_train_num_workers_worker_processes(training_data, tmp_path):
+    """train.num_workers DataLoader workers load the training and the per-epoch validation clips."""
+    data = loaders(tiny_config(training_data, tmp_path, "train.num_workers=2"), DistInfo(), False)
+    assert data.loader.num_workers == 2 and data.val_loader.num_workers == 2
+
+
+def test_clips_are_normalised_with_data_mean_and_std(training_data, tmp_path):
+    """What the network sees: per channel (x / 255 - data.mean) / data.std."""
+    mean, std = torch.tensor([0.2, 0.4, 0.6]), torch.tensor([0.5, 0.25, 0.125])
+    cfg = tiny_config(training_data, tmp_path, "data.mean=[0.2,0.4,0.6]", "data.std=[0.5,0.25,0.125]")
+    frames = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3, 1, 1).expand(1, 1, 3, 3, 2, 2)
+    clips = to_model_input(frames, torch.device("cpu"), cfg)  # (N·V, C, T, H, W)
+    expected = (torch.tensor([0, 51, 255]) / 255.0)[None, :] - mean[:, None]  # (C, T)
+    expected = expected / std[:, None]
+    assert torch.allclose(clips[0, :, :, 0, 0], expected, atol=1e-6)

@@ -13,7 +13,7 @@ from pipeline.training.checkpoint import Checkpoint
 from pipeline.training.fit import cpp_compiler
 from pipeline.training.loop import autocast, to_model_input
 
-from helpers import tiny_config, tiny_overrides
+from helpers import record_built_nets, tiny_config, tiny_overrides
 
 
 @pytest.mark.parametrize("amp, enabled", [("bf16", True), ("fp32", False)])
@@ -41,12 +41,24 @@ def test_clips_take_the_channels_last_layout_on_any_device(training_data, tmp_pa
     ],
     ids=["bf16+channels_last", "bf16+channels_last+compile"],
 )
-def test_a_tiny_training_runs_with_the_gpu_settings_on_cpu(training_data, workdir, settings, capsys) -> None:
+def test_a_tiny_training_runs_with_the_gpu_settings_on_cpu(
+    training_data, workdir, monkeypatch, settings, capsys
+) -> None:
+    """Each setting takes effect: the logits of the training steps come out of bf16 autocast
+    (train.amp), the clips are channels_last (tested above), and torch.compile compiled a graph."""
     if "train.compile=true" in settings and not cpp_compiler():
         pytest.skip("torch.compile on CPU needs a C++ compiler")
     torch._dynamo.reset()
+    step_dtypes: set[torch.dtype] = set()  # not the eval-mode copy that counts the MACs
+
+    def record_dtype(net: torch.nn.Module, inputs: tuple, logits: torch.Tensor) -> None:
+        if net.training:
+            step_dtypes.add(logits.dtype)
+
+    record_built_nets(monkeypatch, lambda net: net.register_forward_hook(record_dtype))
     argv = tiny_overrides(training_data, workdir, "train.epochs=1", "train.val_every=0", *settings)
     assert train_stage.main(argv) == 0
+    assert step_dtypes == {torch.bfloat16}
     out = capsys.readouterr().out
     loss = float(out.split("train_loss=")[1].split()[0])
     assert math.isfinite(loss) and "warning" not in out

@@ -471,3 +471,47 @@ def test_a_failed_non_critical_check_warns_and_the_stage_passes(good, tmp_path, 
     assert report["success"] is True
     [failure] = [e for e in report["expectations"] if not e["passed"]]
     assert (failure["suite"], failure["name"], failure["critical"]) == ("pixels", "mean brightness is plausible", False)
+
+
+@pytest.mark.parametrize(
+    ("fault", "override", "suite", "name", "passed"),
+    [
+        (None, "validate.max_missing_fraction=0.01", "manifest", "fraction of missing clips", False),  # 1 of 13
+        (
+            "too many failed",
+            "validate.max_failed_fraction=0.5",
+            "manifest",
+            "fraction of failed clips",
+            True,
+        ),  # 3 of 13
+        (None, "validate.min_clips_per_class=4", "train_classes", "every class has >= 4 ok clips in train", False),
+    ],
+    ids=["max_missing_fraction", "max_failed_fraction", "min_clips_per_class"],
+)
+def test_the_stage_checks_with_its_validate_settings(good, tmp_path, fault, override, suite, name, passed):
+    """A threshold set on the command line decides its expectation (the other settings as in
+    ``stage_overrides``, which the dataset passes), in the report under validate.report_dir."""
+    from pipeline.validate import main
+
+    s = faulty_copy(good, tmp_path, fault) if fault else settings_for(good)
+    report_dir = tmp_path / "report"
+    main([*stage_overrides(s), override, f"validate.report_dir={report_dir}"])
+    records = json.loads((report_dir / "summary.json").read_text())["expectations"]
+    [record] = [r for r in records if (r["suite"], r["name"]) == (suite, name)]
+    assert record["passed"] is passed and override.split("=")[1] in record["threshold"], record
+
+
+def test_validate_pixel_clips_per_shard_clips_of_each_shard_are_sampled_by_validate_seed(good):
+    """``validate.pixel_clips_per_shard`` clips of each shard get their pixels checked, drawn
+    with ``validate.seed``: the same seed draws the same clips, other seeds others."""
+    from pipeline.core.config import load_config
+    from pipeline.validate import settings_from
+
+    def sampled(seed: int) -> list[str]:
+        overrides = [*stage_overrides(settings_for(good)), "validate.pixel_clips_per_shard=1", f"validate.seed={seed}"]
+        tables, _ = collect(settings_from(load_config(overrides)))
+        return list(tables["pixels"]["row"])
+
+    draws = [sampled(seed) for seed in range(4)]
+    assert all(len(rows) == 2 for rows in draws)  # one clip of each of the 2 shards
+    assert sampled(0) == draws[0] and len({tuple(rows) for rows in draws}) > 1
