@@ -14,7 +14,7 @@ export GX_ANALYTICS_ENABLED := False
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup params lint test test-fast repro bench ablation ui server clean
+.PHONY: help setup params lint test test-fast mutants repro bench ablation ui server clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ test: lint ## Lint, then run every test, the slow end-to-end ones included
 
 test-fast: $(STAMP) ## Run the tests not marked slow
 	$(PY) -m pytest -q $(PARALLEL) -m "not slow"
+
+mutants: $(STAMP) ## Mutation testing (mutmut) of a seeded sample within an hour: kill rate, survivors (ARGS="--fraction 0.2 ...")
+	$(PY) tools/mutants.py $(ARGS)
 
 repro: $(STAMP) ## Run the whole pipeline (generate → … → register) with DVC
 	$(VENV)/bin/dvc repro
