@@ -34,9 +34,14 @@ def test_summary_is_mean_and_sample_std_over_seeds() -> None:
     assert rows[0]["video_top1_std"] == pytest.approx(0.1)
     assert rows[1]["video_top1_std"] == 0.0
     assert rows[0]["step_ms"] == 201.0
-    table = markdown_table(rows, chance=0.25)
-    assert "| a | 60.0 ± 10.0 % | 3 | 63.5 | 0.103 | 201 |" in table
-    assert "Chance is 25 %." in table
+    assert markdown_table(rows, chance=0.25).splitlines() == [
+        "| variant | video top-1 (mean ± std) | seeds | params (k) | GMACs / clip | train step (ms) |",
+        "|---|---|---|---|---|---|",
+        "| a | 60.0 ± 10.0 % | 3 | 63.5 | 0.103 | 201 |",
+        "| b | 25.0 ± 0.0 % | 1 | 63.5 | 0.103 | 200 |",
+        "",
+        "Chance is 25 %.",
+    ]
 
 
 def test_outputs_are_written(tmp_path: Path) -> None:

@@ -86,4 +86,5 @@ def test_a2net_ui_starts_mlflow_with_that_command_and_env(monkeypatch, tmp_path,
     main(["ui", "--port", "5123"])
     assert started["argv"] == ui_command(5123, uri) and started["path"] == started["argv"][0]
     assert started["env"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
-    assert capsys.readouterr().out.startswith("MLflow UI on http://127.0.0.1:5123 (")
+    first_line = capsys.readouterr().out.splitlines()[0]
+    assert first_line == f"MLflow UI on http://127.0.0.1:5123 ({' '.join(started['argv'][1:])}; no job runner)"

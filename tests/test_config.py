@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from pipeline.core.config import PARAMS_FILE, classes_file, compose, load_config, write_params
 from pipeline.core.errors import ConfigError
+from pipeline.core.schema import BOOLEAN, FRACTION, TEXT, choice, integer, number, numbers, optional
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,6 +111,39 @@ BAD_VALUES = [  # (override, what the one line says)
     ("validate.max_missing_fraction=1.5", "validate.max_missing_fraction=1.5 is not valid"),
     ("generate.num_missing=-1", "generate.num_missing=-1 is not valid"),
 ]
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("rule", "accepted", "refused", "expect"),
+    [
+        (integer(2), [2, 10**9], [1, 2.0, True, "2"], "a whole number >= 2"),
+        (integer(1, 100), [1, 100], [0, 101], "a whole number >= 1 <= 100"),
+        (integer(high=5), [-3, 5], [6], "a whole number <= 5"),
+        (number(above=0), [1e-9, 7], [0, -1, NAN, INF, True], "a number > 0"),
+        (number(at_least=0, below=1), [0, 0.99], [1, -0.01], "a number >= 0 and < 1"),
+        (FRACTION, [0, 0.5, 1], [1.01, -0.01], "a number >= 0 and <= 1"),
+        (number(), [-2.5, 0], [NAN, None], "a number"),
+        (BOOLEAN, [True, False], [1, "true"], "true or false"),
+        (TEXT, ["a"], ["", " ", None, 1], "a non-empty string"),
+        (choice(1, 3), [1, 3], [2, 1.0, True, "1"], "one of 1, 3"),
+        (
+            numbers(2, number(above=0)),
+            [[1, 2], (0.5, 3)],
+            [[1], [1, 0], [1, 2, 3]],
+            "a list of 2 values, each number > 0",
+        ),
+        (optional(number(above=0)), [None, 0.1], [0], "null or a number > 0"),
+    ],
+)
+def test_a_rule_takes_the_values_within_its_bounds_and_says_which(rule, accepted, refused, expect) -> None:
+    """Bounds are inclusive where they say >= or <=, types strict (a bool is no number), and the
+    text the one-line error quotes names exactly those bounds."""
+    assert [rule.accepts(v) for v in accepted] == [True] * len(accepted)
+    assert [rule.accepts(v) for v in refused] == [False] * len(refused)
+    assert rule.expect == expect
 
 
 @pytest.mark.parametrize(("override", "message"), BAD_VALUES)

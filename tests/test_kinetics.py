@@ -12,6 +12,7 @@ from pipeline.data.kinetics import (
     AnnotationError,
     find_video,
     load_classes,
+    quote_label,
     read_annotations,
 )
 
@@ -57,6 +58,22 @@ def test_reads_quoted_labels_leading_dash_ids_and_all_files(tmp_path: Path) -> N
         Annotation("air drumming", 3, "-abcDEF_123", 5, 15, "validate", "annotations/validate.csv:2"),
     ]
     assert anns[0].clip_id == "--x_y-z0123_000000_000010"
+
+
+@pytest.mark.parametrize(
+    ("label", "field"),
+    [
+        ("abseiling", "abseiling"),
+        ("air drumming", '"air drumming"'),
+        ("skiing (not slalom or crosscountry)", '"skiing (not slalom or crosscountry)"'),
+        ('say "cheese", twice', '"say ""cheese"", twice"'),
+    ],
+)
+def test_a_label_is_written_as_the_kinetics_csvs_write_it_and_reads_back(tmp_path: Path, label, field) -> None:
+    """Plain labels bare, labels with spaces, commas, quotes or brackets quoted (quotes doubled)."""
+    assert quote_label(label) == field
+    root = make_root(tmp_path, {"train.csv": HEADER + f"{field},abcdefghijk,0,10,train,0\n"})
+    assert [a.label for a in read_annotations(root, [label])] == [label]
 
 
 def test_is_cc_column_is_optional_and_end_before_start_is_parsed(tmp_path: Path) -> None:

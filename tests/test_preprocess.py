@@ -21,7 +21,7 @@ from torchvision.io import decode_jpeg
 
 from pipeline.core.errors import StageError
 from pipeline.data.frames import clip_jpegs
-from pipeline.data.video import DecodeError, encode_video, ffmpeg_exe
+from pipeline.data.video import DecodeError, encode_video, ffmpeg_exe, ffmpeg_reason
 from pipeline.preprocess import main
 
 from helpers import (
@@ -425,3 +425,27 @@ def test_a_full_disk_is_one_line_and_leaves_no_temp_file(built, full_disk, monke
     ], lines
     assert not [p for p in full_disk.rglob("*") if p.name.endswith(".tmp")]
     assert not (full_disk / "shards/manifest.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("stderr", "reason"),
+    [
+        (
+            b"frame=    1 fps=0.0\n[mov,mp4,m4a @ 0x55d1c0] moov atom not found\r\nsize=       0kB\n",
+            "moov atom not found",
+        ),
+        (
+            "Input #0\n[fc @ 0xab] Stream specifier ':v' in filtergraph description [0:v]fps matches no streams.\n"
+            "Error binding filtergraph inputs/outputs: Invalid argument",
+            "no video stream",
+        ),
+        (b"caf\xc3\xa9 \xff broken\n\n", "caf\u00e9 \ufffd broken"),  # UTF-8, a bad byte replaced
+        (None, "ffmpeg failed without a message"),
+        (b"frame=   10 fps=0.0 q=-0.0 size=N/A\n", "ffmpeg failed without a message"),
+    ],
+    ids=["last-line-without-context", "no-video-stream", "utf-8", "none", "progress-only"],
+)
+def test_ffmpeg_reason_is_its_last_meaningful_line(stderr, reason) -> None:
+    """What a failed decode or encode reports: ffmpeg's last line that is not progress, without
+    its ``[demuxer @ 0x..]`` context."""
+    assert ffmpeg_reason(stderr) == reason

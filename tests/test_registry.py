@@ -217,13 +217,32 @@ def test_list_marks_aliases_set_outside_the_gate(register_version, capsys) -> No
 def test_set_outside_gate_compares_each_alias_with_its_last_promotion(aliases, history, outside) -> None:
     from pipeline.registry.promotion import set_outside_gate
 
-    tags = {
+    tags = history_tags(history)
+    assert set_outside_gate(aliases, {**tags, "other": "tag", "promotion.note": "typed in the UI"}) == outside
+
+
+def history_tags(history: list[tuple[str, str, str | None]]) -> dict[str, str]:
+    """The registered model's tags that ``a2net promote`` writes for (alias, version, previous) entries."""
+    return {
         f"promotion.{alias}.2024010{i}T000000000000Z-0000": json.dumps(
             {"alias": alias, "version": version, "previous": previous}
         )
         for i, (alias, version, previous) in enumerate(history)
     }
-    assert set_outside_gate(aliases, {**tags, "other": "tag", "promotion.note": "typed in the UI"}) == outside
+
+
+@pytest.mark.parametrize(
+    "history, expected",
+    [
+        ([("staging", "1", None), ("staging", "2", "1")], {"staging": "2", "previous_staging": "1"}),
+        ([("staging", "2", None), ("staging", "2", "2")], {"staging": "2"}),  # the holder again: no previous
+        ([("staging", "1", None), ("production", "1", None)], {"staging": "1", "production": "1"}),
+    ],
+)
+def test_gated_aliases_are_where_the_last_promotions_left_each_alias(history, expected) -> None:
+    from pipeline.registry.promotion import gated_aliases
+
+    assert gated_aliases(history_tags(history)) == expected
 
 
 @server

@@ -462,7 +462,8 @@ def test_a_failed_non_critical_check_warns_and_the_stage_passes(good, tmp_path, 
     rewrite_shard(base, "train", first_jpegs=jpegs(DARK))
     s = settings_for(base)
     assert main(stage_overrides(s)) == 0
-    [line] = capsys.readouterr().err.strip().splitlines()
+    out, err = capsys.readouterr()
+    [line] = err.strip().splitlines()
     assert line.startswith(
         "WARNING pixels: mean brightness is plausible: observed 1 of 12 rows: "
         "train/train-000000.tar:tr0x0abcdef_000000_000003 ("
@@ -471,6 +472,8 @@ def test_a_failed_non_critical_check_warns_and_the_stage_passes(good, tmp_path, 
     assert report["success"] is True
     [failure] = [e for e in report["expectations"] if not e["passed"]]
     assert (failure["suite"], failure["name"], failure["critical"]) == ("pixels", "mean brightness is plausible", False)
+    total = len(report["expectations"])
+    assert out.startswith(f"validate: {total - 1}/{total} expectations passed; report in {s.report_dir}/"), out
 
 
 @pytest.mark.parametrize(

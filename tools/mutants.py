@@ -7,12 +7,18 @@ seeded uniform sample of the mutants, runs it within ``--budget`` seconds (mutmu
 cheapest first; what the budget leaves is reported as not checked), and prints the kill rate with
 its 95 % interval and every surviving mutant (``mutmut show NAME`` prints its diff).
 
+mutmut picks a mutant's tests by which test *called* its function, so a module fixture's calls
+count for the first test that made it, and a later test of that file, which checks what the
+fixture made, is never run on the mutant. Each survivor therefore gets a second check within the
+budget: the whole test files of its tests, the mutant active (``killed by its files``).
+
 The kill rate counts a mutant as killed when a test failed, timed out or crashed; mutants whose
 function no test runs in the test process ("no tests": code reached only in a subprocess a test
 starts) are reported apart, not counted. A run starts from a fresh ``mutants/`` folder, so a
 verdict never comes from older code or tests; ``--again`` keeps it and checks once more only the
-sampled mutants that were not killed (after tests were added: mutmut regenerates the mutants of
-changed source files and finds the new tests itself).
+sampled mutants that survived or had no test (after tests were added: mutmut regenerates the
+mutants of changed source files and finds the new tests itself); those the budget left unchecked
+stay so.
 """
 
 from __future__ import annotations
@@ -31,8 +37,11 @@ from collections import Counter
 from pathlib import Path
 
 WORK = Path("mutants")
-KILLED = {"killed", "timeout", "segfault"}
+FILE_KILLS = WORK / "killed_by_files.json"
+KILLED = {"killed", "timeout", "segfault", "killed by its files"}
 NOT_COUNTED = {"no tests", "not checked", "skipped", "check was interrupted by user"}
+SECOND_CHECK_SHARE = 0.2  # of the budget, kept for the survivors' second check
+RECHECKED = {"survived", "suspicious", "no tests"}  # by --again: what new tests may now kill
 
 
 def generate_mutants(workers: int) -> list[str]:
@@ -49,14 +58,49 @@ def generate_mutants(workers: int) -> list[str]:
 
 
 def verdicts() -> dict[str, str]:
-    """Each generated mutant's status as mutmut names it (``killed``, ``survived``, ``no tests``, …)."""
+    """Each generated mutant's status as mutmut names it (``killed``, ``survived``, ``no tests``, …),
+    or ``killed by its files`` where the second check killed a survivor."""
     from mutmut.stats import status_by_exit_code
 
     found: dict[str, str] = {}
     for meta in WORK.rglob("*.py.meta"):
         for name, exit_code in json.loads(meta.read_text())["exit_code_by_key"].items():
             found[name] = status_by_exit_code[exit_code]
+    for name in json.loads(FILE_KILLS.read_text()) if FILE_KILLS.is_file() else []:
+        if found.get(name) == "survived":
+            found[name] = "killed by its files"
     return found
+
+
+def test_files_of(name: str) -> list[str]:
+    """The test files of the tests mutmut ran on mutant ``name`` (its function's callers)."""
+    stats = json.loads((WORK / "mutmut-stats.json").read_text())["tests_by_mangled_function_name"]
+    return sorted({test.split("::")[0] for test in stats.get(name.partition("__mutmut_")[0], [])})
+
+
+def check_with_files(survivors: list[str], deadline: float) -> None:
+    """Run each survivor against the whole test files of its tests (the mutant active); record
+    those a test fails on in FILE_KILLS. Stops at ``deadline`` (time.monotonic())."""
+    from mutmut.configuration import config
+
+    selection = [arg for arg in config().pytest_add_cli_args_test_selection if arg != "tests"]
+    killed = set(json.loads(FILE_KILLS.read_text())) if FILE_KILLS.is_file() else set()
+    for name in survivors:
+        left = deadline - time.monotonic()
+        if left < 30:
+            print(f"budget spent: {survivors.index(name)} of {len(survivors)} survivors checked again")
+            break
+        command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
+        env = {**os.environ, "MUTANT_UNDER_TEST": name}
+        try:
+            done = subprocess.run(
+                [*command, *selection, *test_files_of(name)], cwd=WORK, env=env, capture_output=True, timeout=left
+            )
+        except subprocess.TimeoutExpired:
+            break
+        if done.returncode not in (0, 5):  # 5: the files' tests were all deselected
+            killed.add(name)
+        FILE_KILLS.write_text(json.dumps(sorted(killed)))
 
 
 def sample(names: list[str], fraction: float, seed: int) -> list[str]:
@@ -68,12 +112,13 @@ def sample(names: list[str], fraction: float, seed: int) -> list[str]:
     return [name for name in names if unit(name) < fraction]
 
 
-def run_mutmut(names: list[str], budget_s: float, workers: int) -> None:
-    """``mutmut run`` on ``names``, interrupted (as Ctrl-C would) when the budget is spent."""
+def run_mutmut(names: list[str], budget_s: float, workers: int) -> bool:
+    """``mutmut run`` on ``names``, interrupted (as Ctrl-C would) when the budget is spent; whether
+    it ran to its end or to the budget (False: it failed before checking, e.g. a test failed)."""
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(workers), *names]
     with subprocess.Popen(command, start_new_session=True) as mutmut:
         try:
-            mutmut.wait(timeout=budget_s)
+            return mutmut.wait(timeout=max(budget_s, 1)) == 0
         except subprocess.TimeoutExpired:
             print(f"\nbudget of {budget_s:.0f} s spent: stopping mutmut", flush=True)
             os.killpg(mutmut.pid, signal.SIGINT)
@@ -81,6 +126,7 @@ def run_mutmut(names: list[str], budget_s: float, workers: int) -> None:
                 mutmut.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 os.killpg(mutmut.pid, signal.SIGKILL)
+            return True
 
 
 def wilson_interval(killed: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -116,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=3300, help="seconds for the whole run (default 3300)")
     parser.add_argument("--fraction", type=float, default=0.1, help="share of the mutants to check (default 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="which sample (default 0)")
-    parser.add_argument("--again", action="store_true", help="recheck the sample's mutants not killed last time")
+    parser.add_argument("--again", action="store_true", help="recheck the sample's survivors and untested mutants")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="mutants checked at once")
     args = parser.parse_args(argv)
     if not 0 < args.fraction <= 1:
@@ -124,15 +170,24 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.monotonic()
     names = sorted(verdicts()) if args.again else generate_mutants(args.workers)
+    if not names:
+        print("error: mutants/ holds no earlier run; run make mutants without --again first", file=sys.stderr)
+        return 2
     chosen = sample(names, args.fraction, args.seed)
-    print(f"{len(names)} mutants; sample of {len(chosen)} (fraction {args.fraction}, seed {args.seed})", flush=True)
-    if args.again:
-        last = verdicts()
-        chosen_now = [name for name in chosen if last[name] not in KILLED]
-    else:
-        chosen_now = chosen
-    print(f"checking {len(chosen_now)}", flush=True)
-    run_mutmut(chosen_now, args.budget - (time.monotonic() - start), args.workers)
+    last = verdicts()
+    to_check = [name for name in chosen if last[name] in RECHECKED] if args.again else chosen
+    print(
+        f"{len(names)} mutants; sample of {len(chosen)} (fraction {args.fraction}, seed {args.seed}); "
+        f"checking {len(to_check)}",
+        flush=True,
+    )
+    deadline = start + args.budget
+    mutmut_share = args.budget * (1 - SECOND_CHECK_SHARE)
+    if to_check and not run_mutmut(to_check, start + mutmut_share - time.monotonic(), args.workers):
+        print("error: mutmut stopped before checking; set debug = true under [tool.mutmut] to see why", file=sys.stderr)
+        return 2
+    statuses = verdicts()
+    check_with_files([name for name in to_check if statuses[name] == "survived"], deadline)
     statuses = verdicts()
     text = report({name: statuses[name] for name in chosen}, len(names))
     (WORK / "report.txt").write_text(text + "\n")
