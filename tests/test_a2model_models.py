@@ -80,3 +80,11 @@ def test_tiny_a2_takes_more_attention_blocks() -> None:
 def test_unknown_model_lists_the_known_ones() -> None:
     with pytest.raises(ValueError, match="unknown model 'r101'.*tiny_a2"):
         build_model("r101", 4)
+
+
+@pytest.mark.parametrize("name", [name for name in MODELS if not name.endswith("resnet50")])
+def test_each_video_factory_passes_its_overrides_to_the_architecture(name: str) -> None:
+    """``build_model(name, n, **overrides)`` reaches the spec: a wider bottleneck ratio
+    (``expansion=8``: inner width = width // 8) gives fewer parameters than the default 4."""
+    default, narrower = (count_params(build_model(name, 5, **overrides)) for overrides in ({}, {"expansion": 8}))
+    assert narrower < default
