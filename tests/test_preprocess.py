@@ -21,7 +21,7 @@ from torchvision.io import decode_jpeg
 
 from pipeline.core.errors import StageError
 from pipeline.data.frames import clip_jpegs
-from pipeline.data.video import DecodeError, encode_video, ffmpeg_exe, ffmpeg_reason
+from pipeline.data.video import DecodeError, encode_video, ffmpeg_exe, ffmpeg_reason, rgb_to_yuv420p
 from pipeline.preprocess import main
 
 from helpers import (
@@ -449,3 +449,18 @@ def test_ffmpeg_reason_is_its_last_meaningful_line(stderr, reason) -> None:
     """What a failed decode or encode reports: ffmpeg's last line that is not progress, without
     its ``[demuxer @ 0x..]`` context."""
     assert ffmpeg_reason(stderr) == reason
+
+
+def test_rgb_becomes_bt601_limited_range_yuv420p_frame_after_frame() -> None:
+    """The encoder's input: per frame the Y plane, then Cb and Cr of each 2 x 2 block's mean, each
+    within 1 of BT.601's real-valued limited-range formula (the integer maths only rounds)."""
+    frames = np.random.default_rng(0).integers(0, 256, (3, 8, 12, 3), dtype=np.uint8)
+    raw = np.frombuffer(rgb_to_yuv420p(frames), np.uint8).reshape(3, -1).astype(float)
+    luma, chroma = raw[:, : 8 * 12].reshape(3, 8, 12), raw[:, 8 * 12 :].reshape(3, 2, 4, 6)
+    rgb = frames.astype(float)
+    means = rgb.reshape(3, 4, 2, 6, 2, 3).mean((2, 4))
+    expected_luma = 16 + rgb @ [65.481, 128.553, 24.966] / 255
+    expected_cb = 128 + means @ [-37.797, -74.203, 112.0] / 255
+    expected_cr = 128 + means @ [112.0, -93.786, -18.214] / 255
+    assert np.abs(luma - expected_luma).max() < 1
+    assert np.abs(chroma[:, 0] - expected_cb).max() < 1 and np.abs(chroma[:, 1] - expected_cr).max() < 1
