@@ -117,30 +117,32 @@ NAN, INF = float("nan"), float("inf")
 
 
 @pytest.mark.parametrize(
-    ("rule", "accepted", "refused", "expect"),
+    ("make", "accepted", "refused", "expect"),
     [
-        (integer(2), [2, 10**9], [1, 2.0, True, "2"], "a whole number >= 2"),
-        (integer(1, 100), [1, 100], [0, 101], "a whole number >= 1 <= 100"),
-        (integer(high=5), [-3, 5], [6], "a whole number <= 5"),
-        (number(above=0), [1e-9, 7], [0, -1, NAN, INF, True], "a number > 0"),
-        (number(at_least=0, below=1), [0, 0.99], [1, -0.01], "a number >= 0 and < 1"),
-        (FRACTION, [0, 0.5, 1], [1.01, -0.01], "a number >= 0 and <= 1"),
-        (number(), [-2.5, 0], [NAN, None], "a number"),
-        (BOOLEAN, [True, False], [1, "true"], "true or false"),
-        (TEXT, ["a"], ["", " ", None, 1], "a non-empty string"),
-        (choice(1, 3), [1, 3], [2, 1.0, True, "1"], "one of 1, 3"),
+        (lambda: integer(2), [2, 10**9], [1, 2.0, True, "2"], "a whole number >= 2"),
+        (lambda: integer(1, 100), [1, 100], [0, 101], "a whole number >= 1 <= 100"),
+        (lambda: integer(high=5), [-3, 5], [6], "a whole number <= 5"),
+        (lambda: number(above=0), [1e-9, 7], [0, -1, NAN, INF, True], "a number > 0"),
+        (lambda: number(at_least=0, below=1), [0, 0.99], [1, -0.01], "a number >= 0 and < 1"),
+        (lambda: FRACTION, [0, 0.5, 1], [1.01, -0.01], "a number >= 0 and <= 1"),
+        (lambda: number(), [-2.5, 0], [NAN, None], "a number"),
+        (lambda: BOOLEAN, [True, False], [1, "true"], "true or false"),
+        (lambda: TEXT, ["a"], ["", " ", None, 1], "a non-empty string"),
+        (lambda: choice(1, 3), [1, 3], [2, 1.0, True, "1"], "one of 1, 3"),
         (
-            numbers(2, number(above=0)),
+            lambda: numbers(2, number(above=0)),
             [[1, 2], (0.5, 3)],
             [[1], [1, 0], [1, 2, 3]],
             "a list of 2 values, each number > 0",
         ),
-        (optional(number(above=0)), [None, 0.1], [0], "null or a number > 0"),
+        (lambda: optional(number(above=0)), [None, 0.1], [0], "null or a number > 0"),
     ],
 )
-def test_a_rule_takes_the_values_within_its_bounds_and_says_which(rule, accepted, refused, expect) -> None:
+def test_a_rule_takes_the_values_within_its_bounds_and_says_which(make, accepted, refused, expect) -> None:
     """Bounds are inclusive where they say >= or <=, types strict (a bool is no number), and the
-    text the one-line error quotes names exactly those bounds."""
+    text the one-line error quotes names exactly those bounds. (Each rule is made in the test, so
+    that mutation testing sees the rule factories run.)"""
+    rule = make()
     assert [rule.accepts(v) for v in accepted] == [True] * len(accepted)
     assert [rule.accepts(v) for v in refused] == [False] * len(refused)
     assert rule.expect == expect
