@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from pipeline.core.config import PARAMS_FILE, classes_file, compose, load_config, write_params
 from pipeline.core.errors import ConfigError
-from pipeline.core.schema import BOOLEAN, FRACTION, TEXT, choice, integer, number, numbers, optional
+from pipeline.core.schema import BOOLEAN, TEXT, choice, integer, number, numbers, optional
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,7 @@ NAN, INF = float("nan"), float("inf")
         (lambda: integer(high=5), [-3, 5], [6], "a whole number <= 5"),
         (lambda: number(above=0), [1e-9, 7], [0, -1, NAN, INF, True], "a number > 0"),
         (lambda: number(at_least=0, below=1), [0, 0.99], [1, -0.01], "a number >= 0 and < 1"),
-        (lambda: FRACTION, [0, 0.5, 1], [1.01, -0.01], "a number >= 0 and <= 1"),
+        (lambda: number(at_least=0, at_most=1), [0, 0.5, 1], [1.01, -0.01], "a number >= 0 and <= 1"),
         (lambda: number(), [-2.5, 0], [NAN, None], "a number"),
         (lambda: BOOLEAN, [True, False], [1, "true"], "true or false"),
         (lambda: TEXT, ["a"], ["", " ", None, 1], "a non-empty string"),
