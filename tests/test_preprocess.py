@@ -178,6 +178,7 @@ def test_shards_hold_sorted_clips_in_webdataset_layout(built):
 
 def test_output_is_byte_identical_whatever_the_worker_count(built, tmp_path):
     root, shards, _ = built
+    (tmp_path / "two").mkdir()  # made beforehand, empty: no earlier run's state to clear
     run_stage(root, tmp_path / "two", workers=2)
     assert tree_hashes(tmp_path / "two") == tree_hashes(shards)
 
@@ -449,6 +450,15 @@ def test_ffmpeg_reason_is_its_last_meaningful_line(stderr, reason) -> None:
     """What a failed decode or encode reports: ffmpeg's last line that is not progress, without
     its ``[demuxer @ 0x..]`` context."""
     assert ffmpeg_reason(stderr) == reason
+
+
+def test_an_encode_ffmpeg_fails_is_one_line_naming_the_file_and_ffmpeg_s_reason(tmp_path) -> None:
+    target = tmp_path / "no-such-folder" / "clip.mp4"
+    with pytest.raises(StageError) as raised:
+        encode_video(source_frames(4, 16, 16, 0), target, fps=10)
+    message = str(raised.value)
+    assert message.startswith(f"ffmpeg could not encode {target}: ") and "No such file or directory" in message
+    assert "\n" not in message and not target.parent.exists()
 
 
 def test_rgb_becomes_bt601_limited_range_yuv420p_frame_after_frame() -> None:

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
 
 import mlflow
@@ -329,10 +330,13 @@ def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -
     torch.testing.assert_close(exported(clips), net(clips), rtol=1e-4, atol=1e-4)
 
 
-def test_the_registered_model_serves_within_the_register_serving_bounds(project: Path, noise_video: Path) -> None:
+def test_the_registered_model_serves_within_the_register_serving_bounds(
+    project: Path, noise_video: Path, tmp_path: Path
+) -> None:
     """The register stage writes register.serving into the model: more rows than max_rows are
     refused, a row over max_video_mb or longer than max_seconds gets an error (the defaults,
-    32 rows, 32 MB and 60 s, would answer all three)."""
+    32 rows, 32 MB and 60 s, would answer all three); an empty row gets its own error, and a
+    video within the bounds its labels and probabilities."""
     from mlflow.exceptions import MlflowException
 
     small = ["model=tiny_plain", "train.epochs=1", "model.clip.num_frames=4", "model.clip.crop_size=32"]  # fast export
@@ -346,8 +350,20 @@ def test_the_registered_model_serves_within_the_register_serving_bounds(project:
     over_half_a_mb = base64.b64encode(bytes(2**19 + 1)).decode()
     a_2_5_s_video = base64.b64encode(noise_video.read_bytes()).decode()  # 150 kB
     too_big, too_long = served.predict(pd.DataFrame({"video": [over_half_a_mb, a_2_5_s_video]}))
+    empty, within = served.predict(pd.DataFrame({"video": ["", a_1_s_video(tmp_path)]}))
     assert too_big["error"] == f"row 0: over the {2**19}-byte limit per video"
     assert too_long["error"].startswith("row 1: ") and "longer than 15 frames (1.5 s at 10 fps)" in too_long["error"]
+    assert empty == {"labels": [], "probabilities": [], "error": "row 0: empty; give the base64 bytes of a video file"}
+    assert set(within) == {"labels", "probabilities", "error"} and within["error"] is None
+    assert sorted(within["labels"]) == ["archery", "bowling", "cartwheeling"]  # top_k 5 of 3 classes: all
+    assert within["probabilities"] == sorted(within["probabilities"], reverse=True)
+    assert sum(within["probabilities"]) == pytest.approx(1, abs=1e-5)
+
+
+def a_1_s_video(folder: Path) -> str:
+    """Base64 of a 1 s, 10 fps, 64×48 noise video (within max_seconds=1.5 and 0.5 MiB)."""
+    frames = np.random.default_rng(1).integers(0, 256, size=(10, 48, 64, 3), dtype=np.uint8)
+    return base64.b64encode(encode_video(frames, folder / "one_second.mp4", fps=10).read_bytes()).decode()
 
 
 def test_a2net_promote_gates_on_promote_metric_within_promote_margin(project: Path, capsys) -> None:
@@ -364,6 +380,47 @@ def test_a2net_promote_gates_on_promote_metric_within_promote_margin(project: Pa
     code, _, err = promote(capsys, "gated", "--version", beyond, "--to", "staging")
     assert code == 1 and "clip_top1=0.3000" in err and "by more than the margin 0.2" in err, err
     assert aliases("gated")["staging"] == within
+
+
+def test_a2net_promote_prints_the_move_the_table_and_the_history_on_the_local_store(project: Path, capsys) -> None:
+    """The project's own SQLite store (the server tests repeat this over HTTP): what each
+    promotion prints, the version table's aliases, and one history line per move, oldest first."""
+    experiment = setup_mlflow("a2nets")
+    v1, v2 = (register_stand_in(experiment, "local-cli", metrics(top1)).version for top1 in (0.8, 0.9))
+    assert promote(capsys, "local-cli", "--version", v1, "--to", "staging")[:2] == (
+        0,
+        f"models:/local-cli@staging -> version {v1}\n",
+    )
+    assert promote(capsys, "local-cli", "--version", v2, "--to", "staging")[:2] == (
+        0,
+        f"models:/local-cli@staging -> version {v2} (was version {v1}, now @previous_staging)\n",
+    )
+    code, out, _ = promote(capsys, "local-cli", "--list")
+    rows = [line.split(" | ")[:4] for line in out.splitlines()[2:]]
+    assert code == 0 and rows == [
+        [f"| {v2}", "staging", "passed", "0.9000"],
+        [f"| {v1}", "previous_staging", "passed", "0.8000"],
+    ]
+    code, out, _ = promote(capsys, "local-cli", "--history", "--to", "staging")
+    stamps, moves = zip(*(line.split("  ", 1) for line in out.splitlines()))
+    assert code == 0 and [move.split(" by ")[0] for move in moves] == [
+        f"@staging -> {v1} (was None) promote",
+        f"@staging -> {v2} (was {v1}) promote",
+    ]
+    times = [datetime.fromisoformat(stamp) for stamp in stamps]
+    assert times == sorted(times) and all(t.tzinfo is not None for t in times)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--version", "1"], ["--to", "staging"], ["--version", "1", "--rollback", "--to", "staging"]],
+    ids=["no --to", "no version or --rollback", "both a version and --rollback"],
+)
+def test_a2net_promote_with_half_a_command_says_what_to_give(project: Path, capsys, args: list[str]) -> None:
+    code, _, err = promote(capsys, "any", *args)
+    assert code == 2 and err.splitlines()[-1] == (  # before it: MLflow's lines as it makes the new store
+        "error: give --version N --to staging|production, or --rollback --to staging|production (or --list, --history)"
+    )
 
 
 def test_register_stage_without_training_output_is_one_clear_line(project: Path, capsys) -> None:

@@ -324,20 +324,30 @@ def test_good_dataset_passes_and_writes_the_report(good):
     summary = validate_dataset(settings_for(good))
     assert summary.success
     assert failed(summary.expectations) == {}
-    report = json.loads((good / "reports/summary.json").read_text())
+    text = (good / "reports/summary.json").read_text()
+    report = json.loads(text)
     assert report == {"success": True, "expectations": summary.expectations}
+    assert text.splitlines()[:2] == ["{", '  "success": true,']  # indented: a diff names the record that moved
     suites = {r["suite"] for r in report["expectations"]}
     assert suites == {"annotations", "manifest", "train_classes", "pixels"}
     fields = {"suite", "name", "critical", "passed", "observed", "threshold"}
     assert all(set(r) == fields for r in report["expectations"])
     index = (good / "reports/data_docs/index.html").read_text()
-    assert "annotations" in index and "pixels" in index
+    assert "annotations" in index and "pixels" in index and "<strong >Data Docs</strong> | local" in index
     assert not (good / "reports/.data_docs.tmp").exists()
     page = (good / "reports/summary.html").read_text()
     assert page == summary_html(report["success"], report["expectations"])  # from summary.json's records alone
     assert '<span class="outcome passed">PASSED</span>' in page
     assert page.count("<tr class=") == len(report["expectations"])
     assert all(html.escape(r["name"], quote=False) in page for r in report["expectations"])
+
+
+@pytest.mark.parametrize("success, outcome", [(True, "passed"), (False, "failed")])
+def test_summary_page_names_the_outcome_in_its_title_and_heading(success: bool, outcome: str) -> None:
+    record = {"suite": "pixels", "name": "decodes", "critical": True, "passed": success, "observed": 0, "threshold": 0}
+    page = summary_html(success, [record])
+    assert f"<title>Data validation: {outcome}</title>" in page
+    assert f'<h1>Data validation: <span class="outcome {outcome}">{outcome.upper()}</span></h1>' in page
 
 
 def test_summary_page_is_offline_and_escapes_what_it_shows():
