@@ -263,6 +263,7 @@ def register_stand_in(
     metrics: dict[str, float] | None = None,
     validation: str = "passed",
     net=None,
+    git_commit: str = "c0ffee",
 ):
     """Make a training run with ``metrics`` (default GOOD_METRICS) and register a stand-in model
     (or ``net``) from it, on the current tracking store; returns the ``RegisteredModel``."""
@@ -281,7 +282,7 @@ def register_stand_in(
         architecture="stand_in",
         classes=CLASSES,
         preprocessing=PREPROCESSING,
-        lineage=Lineage(git_commit="c0ffee", config_md5="p" * 32, shards_md5="s" * 32, validation=validation),
+        lineage=Lineage(git_commit=git_commit, config_md5="p" * 32, shards_md5="s" * 32, validation=validation),
     )
 
 

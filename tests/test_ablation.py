@@ -53,3 +53,25 @@ def test_outputs_are_written(tmp_path: Path) -> None:
     assert [float(row["video_top1"]) for row in rows] == pytest.approx([0.3, 0.4, 0.5])
     assert (tmp_path / "ablation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_the_plot_shows_each_variant_s_mean_every_seed_and_chance(tmp_path: Path, monkeypatch) -> None:
+    """The figure's data (not its styling): a bar per variant at its mean, a dot per seed at its
+    top-1, the chance line at 100 / num_classes, on a 0–100 % axis."""
+    from matplotlib.figure import Figure
+
+    figures = []
+
+    def keep(figure: Figure, path, **_) -> None:
+        figures.append(figure)
+        Path(path).write_bytes(b"")
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    results = [result("a", 0, 0.5), result("b", 0, 0.25), result("a", 1, 0.7)]
+    write_outputs(results, num_classes=4, out_dir=tmp_path)
+    [axes] = figures[0].axes
+    assert [bar.get_height() for bar in axes.patches] == pytest.approx([60, 25])
+    dots = [(list(line.get_xdata()), list(line.get_ydata())) for line in axes.lines if line.get_marker() == "o"]
+    assert dots == [([0, 0], pytest.approx([50, 70])), ([1], pytest.approx([25]))]
+    [chance] = [line for line in axes.lines if line.get_label() == "chance"]
+    assert list(chance.get_ydata()) == pytest.approx([25, 25]) and axes.get_ylim() == (0, 100)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import colorsys
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -133,6 +135,20 @@ def test_the_stage_generates_what_its_generate_settings_say(dataset: Path, tmp_p
     assert not seed_3 & {digest for path, digest in tree_hashes(root).items() if path.endswith(".mp4")}
 
 
+def test_generates_into_a_new_nested_folder_and_past_a_killed_run_s_partial_build(
+    dataset: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "new/nested/synthetic"
+    generate_dataset(root, workers=1, **TINY)
+    assert tree_hashes(root) == tree_hashes(dataset)
+    partial = root.with_name(f".synthetic.partial-{os.getpid()}")  # containers reuse pids
+    (partial / "videos").mkdir(parents=True)
+    (partial / "videos/left-behind.mp4").write_bytes(b"not a video")
+    generate_dataset(root, workers=1, **{**TINY, "train_per_class": 2})  # two clips per class folder
+    assert not partial.exists() and not list(root.rglob("left-behind.mp4"))
+    assert len(read_annotations(root, load_classes(root / "classes.txt"))) == 3 * len(CLASSES)
+
+
 def test_refuses_to_overwrite_a_foreign_directory_and_bad_counts(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(StageError, match="is not a synthetic dataset"):
@@ -181,6 +197,16 @@ def test_class_is_the_relation_between_two_far_apart_objects(spec) -> None:
             cx, cy = np.round(track.centres).astype(int).T
             pixels = frames[np.arange(num_frames), cy, cx].astype(int)
             assert np.abs(pixels - track.rgb).max() <= 30
+            # a saturated, bright colour of the object's hue
+            hue, saturation, value = colorsys.rgb_to_hsv(*np.array(track.rgb) / 255)
+            assert circular_gap(360 * hue, track.hue) < 2 and saturation >= 0.74 and value >= 0.79
+        # on a dim, textured background
+        yy, xx = np.mgrid[0:height, 0:width]
+        clear = np.ones((height, width), bool)
+        for track in (a, b):
+            clear &= np.hypot(xx - track.centres[0, 0], yy - track.centres[0, 1]) > track.radius + 2
+        background = frames[0][clear].astype(float)
+        assert background.max(axis=1).mean() < 0.6 * 255 and background.std(axis=0).min() > 0.5
 
 
 def test_each_objects_colour_does_not_depend_on_the_class() -> None:

@@ -110,7 +110,11 @@ def test_unlabelled_test_rows_are_skipped(tmp_path: Path) -> None:
         ("abseiling,a\\b,0,10,train,0", "would leave the dataset root"),
         ("abseiling,,0,10,train,0", "youtube_id ''"),
         ("abseiling,aaaaaaaaaaa,0,10,../x,0", "split '../x'"),
-        ("abseiling,aaaa.aaaaaa,0,10,train,0", "youtube_id 'aaaa.aaaaaa' has characters outside"),
+        (
+            "abseiling,aaaa.aaaaaa,0,10,train,0",
+            "youtube_id 'aaaa.aaaaaa' has characters outside A-Z a-z 0-9 _ - (YouTube's id alphabet; "
+            "a '.' would break the clip's shard key); fix the row",
+        ),
         ("abseiling,aaaa aaaaaa,0,10,train,0", "youtube_id 'aaaa aaaaaa' has characters outside"),
         ("abseiling,aaaaaaaaaaa,1_26,130,train,0", "time_start '1_26'"),
         ("abseiling,aaaaaaaaaaa,١٢٦,130,train,0", "time_start '١٢٦'"),

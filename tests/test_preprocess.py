@@ -158,6 +158,15 @@ def test_manifest_rows_statuses_and_reasons(built):
     }
 
 
+def test_provenance_records_the_decode_settings_by_their_config_names(built):
+    from pipeline.data.preprocessing import DecodeSettings
+
+    settings = DecodeSettings(fps=FPS, short_side=SHORT_SIDE, jpeg_quality=90, trim=False, samples_per_shard=2)
+    params = {"fps": float(FPS), "short_side": SHORT_SIDE, "jpeg_quality": 90, "trim": False, "samples_per_shard": 2}
+    assert settings.provenance()["params"] == params
+    assert json.loads((built[1] / "provenance.json").read_text())["params"] == params
+
+
 def test_shards_hold_sorted_clips_in_webdataset_layout(built):
     _, shards, _ = built
     assert sorted(p.relative_to(shards).as_posix() for p in shards.rglob("*.tar")) == [

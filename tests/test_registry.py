@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -383,10 +384,25 @@ def test_a2net_promote_gates_on_promote_metric_within_promote_margin(project: Pa
 
 
 def test_a2net_promote_prints_the_move_the_table_and_the_history_on_the_local_store(project: Path, capsys) -> None:
-    """The project's own SQLite store (the server tests repeat this over HTTP): what each
-    promotion prints, the version table's aliases, and one history line per move, oldest first."""
+    """The project's own SQLite store (the server tests repeat this over HTTP): the version table
+    before and after, what each promotion prints, and one history line per move, oldest first."""
+    from pipeline.registry.publish import HEADLINE_METRICS
+
     experiment = setup_mlflow("a2nets")
-    v1, v2 = (register_stand_in(experiment, "local-cli", metrics(top1)).version for top1 in (0.8, 0.9))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    v1, v2 = (
+        register_stand_in(experiment, "local-cli", metrics(top1), git_commit=commit).version for top1 in (0.8, 0.9)
+    )
+    code, out, _ = promote(capsys, "local-cli", "--list")
+    header, _, *rows = (line.removeprefix("| ").removesuffix(" |").split(" | ") for line in out.splitlines())
+    assert code == 0 and header == [
+        "version", "aliases", "validation", *HEADLINE_METRICS, "run id", "git commit", "shards md5", "created"
+    ]  # fmt: skip
+    cells = [dict(zip(header, row)) for row in rows]
+    assert [(c["version"], c["aliases"]) for c in cells] == [(v2, "-"), (v1, "-")]
+    assert cells[0]["git commit"] == commit[:12] and cells[0]["shards md5"] == "s" * 12
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", cells[0]["created"]), cells[0]["created"]
+
     assert promote(capsys, "local-cli", "--version", v1, "--to", "staging")[:2] == (
         0,
         f"models:/local-cli@staging -> version {v1}\n",

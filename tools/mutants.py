@@ -72,25 +72,34 @@ def verdicts() -> dict[str, str]:
     return found
 
 
-def test_files_of(name: str) -> list[str]:
+def test_files_of(name: str, stats: dict) -> list[str]:
     """The test files of the tests mutmut ran on mutant ``name`` (its function's callers)."""
-    stats = json.loads((WORK / "mutmut-stats.json").read_text())["tests_by_mangled_function_name"]
-    return sorted({test.split("::")[0] for test in stats.get(name.partition("__mutmut_")[0], [])})
+    tests = stats["tests_by_mangled_function_name"].get(name.partition("__mutmut_")[0], [])
+    return sorted({test.split("::")[0] for test in tests})
+
+
+def files_seconds(files: list[str], stats: dict) -> float:
+    """How long the tests of ``files`` took in mutmut's stats pass."""
+    return sum(t for test, t in stats["duration_by_test"].items() if test.split("::")[0] in files)
 
 
 def check_with_files(survivors: list[str], deadline: float) -> None:
-    """Run each survivor against the whole test files of its tests (the mutant active); record
-    those a test fails on in FILE_KILLS. Stops at ``deadline`` (time.monotonic())."""
+    """Run each survivor against the whole test files of its tests (the mutant active), those
+    with the quickest files first; record those a test fails on in FILE_KILLS. Stops at
+    ``deadline`` (time.monotonic())."""
     from mutmut.configuration import config
 
     selection = [arg for arg in config().pytest_add_cli_args_test_selection if arg != "tests"]
     killed = set(json.loads(FILE_KILLS.read_text())) if FILE_KILLS.is_file() else set()
+    stats = json.loads((WORK / "mutmut-stats.json").read_text())
+    files_of = {name: test_files_of(name, stats) for name in survivors}
+    survivors = sorted(survivors, key=lambda name: files_seconds(files_of[name], stats))
     for name in survivors:
         left = deadline - time.monotonic()
         if left < 30:
             print(f"budget spent: {survivors.index(name)} of {len(survivors)} survivors checked again")
             break
-        files = test_files_of(name)
+        files = files_of[name]
         if not files:  # without file arguments pytest would run the whole suite
             continue
         command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:randomly", "-p", "no:cacheprovider"]
@@ -113,10 +122,20 @@ def sample(names: list[str], fraction: float, seed: int) -> list[str]:
     return [name for name in names if unit(name) < fraction]
 
 
-def run_mutmut(names: list[str], budget_s: float, workers: int) -> bool:
-    """``mutmut run`` on ``names``, interrupted (as Ctrl-C would) when the budget is spent; whether
-    it ran to its end or to the budget (False: it failed before checking, e.g. a test failed)."""
-    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(workers), *names]
+# ``mutmut run`` without its clean run of the tests: after a full stats pass in the same run, which
+# stops mutmut when any test fails, it would only run the whole suite once more (~10 min here).
+WITHOUT_CLEAN_RUN = (
+    "import sys; from mutmut.__main__ import cli; from mutmut.workers.isolation import ForkServerRunner; "
+    "ForkServerRunner.run_clean_tests = lambda self, tests: 0; sys.argv[0] = 'mutmut'; cli()"
+)
+
+
+def run_mutmut(names: list[str], budget_s: float, workers: int, clean_run: bool) -> bool:
+    """``mutmut run`` on ``names`` (``clean_run``: with its clean run of their tests first),
+    interrupted (as Ctrl-C would) when the budget is spent; whether it ran to its end or to the
+    budget (False: it failed before checking, e.g. a test failed)."""
+    launch = ["-m", "mutmut"] if clean_run else ["-c", WITHOUT_CLEAN_RUN]
+    command = [sys.executable, *launch, "run", "--max-children", str(workers), *names]
     with subprocess.Popen(command, start_new_session=True) as mutmut:
         try:
             return mutmut.wait(timeout=max(budget_s, 1)) == 0
@@ -184,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     deadline = start + args.budget
     mutmut_share = args.budget * (1 - SECOND_CHECK_SHARE)
-    if to_check and not run_mutmut(to_check, start + mutmut_share - time.monotonic(), args.workers):
+    budget_s = start + mutmut_share - time.monotonic()
+    if to_check and not run_mutmut(to_check, budget_s, args.workers, clean_run=args.again):
         print("error: mutmut stopped before checking; set debug = true under [tool.mutmut] to see why", file=sys.stderr)
         return 2
     statuses = verdicts()
