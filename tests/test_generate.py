@@ -5,6 +5,7 @@ from __future__ import annotations
 import colorsys
 import os
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -147,6 +148,23 @@ def test_generates_into_a_new_nested_folder_and_past_a_killed_run_s_partial_buil
     generate_dataset(root, workers=1, **{**TINY, "train_per_class": 2})  # two clips per class folder
     assert not partial.exists() and not list(root.rglob("left-behind.mp4"))
     assert len(read_annotations(root, load_classes(root / "classes.txt"))) == 3 * len(CLASSES)
+
+
+def test_a_failed_generation_keeps_the_earlier_dataset_and_leaves_no_partial_build(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.data.synthetic as synthetic
+
+    root = tmp_path / "synthetic"
+    shutil.copytree(dataset, root)
+
+    def disk_full(folder: Path, job: ClipJob) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(synthetic, "write_clip", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        generate_dataset(root, workers=1, **TINY)
+    assert tree_hashes(root) == tree_hashes(dataset) and [p.name for p in tmp_path.iterdir()] == ["synthetic"]
 
 
 def test_refuses_to_overwrite_a_foreign_directory_and_bad_counts(tmp_path: Path) -> None:

@@ -393,15 +393,22 @@ def test_a2net_promote_prints_the_move_the_table_and_the_history_on_the_local_st
     v1, v2 = (
         register_stand_in(experiment, "local-cli", metrics(top1), git_commit=commit).version for top1 in (0.8, 0.9)
     )
+    source = MlflowClient().get_model_version("local-cli", v1).source
+    v3 = str(MlflowClient().create_model_version("local-cli", source).version)  # by hand: no lineage tags
     code, out, _ = promote(capsys, "local-cli", "--list")
     header, _, *rows = (line.removeprefix("| ").removesuffix(" |").split(" | ") for line in out.splitlines())
     assert code == 0 and header == [
         "version", "aliases", "validation", *HEADLINE_METRICS, "run id", "git commit", "shards md5", "created"
     ]  # fmt: skip
     cells = [dict(zip(header, row)) for row in rows]
-    assert [(c["version"], c["aliases"]) for c in cells] == [(v2, "-"), (v1, "-")]
-    assert cells[0]["git commit"] == commit[:12] and cells[0]["shards md5"] == "s" * 12
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", cells[0]["created"]), cells[0]["created"]
+    assert [(c["version"], c["aliases"]) for c in cells] == [(v3, "-"), (v2, "-"), (v1, "-")]
+    assert [cells[0][column] for column in ("validation", "git commit", "shards md5")] == [
+        "missing",
+        "unknown",
+        "unknown",
+    ]
+    assert cells[1]["git commit"] == commit[:12] and cells[1]["shards md5"] == "s" * 12
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", c["created"]) for c in cells), cells
 
     assert promote(capsys, "local-cli", "--version", v1, "--to", "staging")[:2] == (
         0,
@@ -412,7 +419,7 @@ def test_a2net_promote_prints_the_move_the_table_and_the_history_on_the_local_st
         f"models:/local-cli@staging -> version {v2} (was version {v1}, now @previous_staging)\n",
     )
     code, out, _ = promote(capsys, "local-cli", "--list")
-    rows = [line.split(" | ")[:4] for line in out.splitlines()[2:]]
+    rows = [line.split(" | ")[:4] for line in out.splitlines()[3:]]
     assert code == 0 and rows == [
         [f"| {v2}", "staging", "passed", "0.9000"],
         [f"| {v1}", "previous_staging", "passed", "0.8000"],
