@@ -353,7 +353,7 @@ def test_the_registered_model_serves_within_the_register_serving_bounds(
     too_big, too_long = served.predict(pd.DataFrame({"video": [over_half_a_mb, a_2_5_s_video]}))
     empty, within = served.predict(pd.DataFrame({"video": ["", a_1_s_video(tmp_path)]}))
     assert too_big["error"] == f"row 0: over the {2**19}-byte limit per video"
-    assert too_long["error"].startswith("row 1: ") and "longer than 15 frames (1.5 s at 10 fps)" in too_long["error"]
+    assert too_long["error"] == "row 1: longer than 15 frames (1.5 s at 10 fps); give a clip of at most 1.5 s"
     assert empty == {"labels": [], "probabilities": [], "error": "row 0: empty; give the base64 bytes of a video file"}
     assert set(within) == {"labels", "probabilities", "error"} and within["error"] is None
     assert sorted(within["labels"]) == ["archery", "bowling", "cartwheeling"]  # top_k 5 of 3 classes: all

@@ -21,6 +21,10 @@ from pipeline.data.kinetics import Annotation
 from pipeline.data.video import WHEEL_FFMPEG, DecodeError, stream_jpeg_planes
 
 
+class TooLong(DecodeError):
+    """A video that decodes to more frames than its bound allows: readable, but refused."""
+
+
 @dataclass(frozen=True)
 class ClipJob:
     """What a worker needs to turn one annotated clip into JPEG frames."""
@@ -52,8 +56,8 @@ def clip_jpegs(video: Path, *, fps: float, short_side: int, jpeg_quality: int,
 
     The planes are compressed at libjpeg quality ``jpeg_quality``: no colour conversion or
     chroma downsampling in the encoder, half the bytes of RGB through the pipe. A video of more
-    than ``max_frames`` frames at ``fps`` is refused as soon as the next frame arrives (ffmpeg is
-    stopped), so a short file that decodes to hours of frames costs no more than the bound.
+    than ``max_frames`` frames at ``fps`` is refused (TooLong) as soon as the next frame arrives
+    (ffmpeg is stopped), so a short file that decodes to hours of frames costs no more than the bound.
     """
     jpegs, height, width = [], 0, 0
     planes = stream_jpeg_planes(video, fps=fps, short_side=short_side, start=start, end=end,
@@ -61,7 +65,7 @@ def clip_jpegs(video: Path, *, fps: float, short_side: int, jpeg_quality: int,
     with contextlib.closing(planes):
         for luma, cb, cr in planes:
             if max_frames is not None and len(jpegs) == max_frames:
-                raise DecodeError(f"longer than {max_frames} frames ({max_frames / fps:g} s at {fps:g} fps)")
+                raise TooLong(f"longer than {max_frames} frames ({max_frames / fps:g} s at {fps:g} fps)")
             jpegs.append(simplejpeg.encode_jpeg_yuv_planes(luma, cb, cr, quality=jpeg_quality,
                                                              fastdct=False))  # islow, as libjpeg
             height, width = luma.shape

@@ -18,7 +18,7 @@ import torch
 
 from pipeline.core.errors import StageError
 from pipeline.data.clips import uniform_clip_indices
-from pipeline.data.frames import clip_jpegs
+from pipeline.data.frames import TooLong, clip_jpegs
 from pipeline.data.shards import decode_frames
 from pipeline.data.transforms import TestTransform, normalize
 from pipeline.data.video import DecodeError
@@ -68,6 +68,8 @@ def video_frames(path: Path, prep: Preprocessing, max_seconds: float | None = No
         jpegs, _, _ = clip_jpegs(
             path, fps=prep.fps, short_side=prep.short_side, jpeg_quality=prep.jpeg_quality, max_frames=max_frames
         )
+    except TooLong as err:
+        raise VideoError(f"{path}: {err}; give a clip of at most {max_seconds:g} s") from None
     except DecodeError as err:
         raise VideoError(f"{path}: not a readable video ({err})") from None
     clips = uniform_clip_indices(len(jpegs), prep.num_frames, prep.stride, prep.num_clips)
