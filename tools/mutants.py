@@ -17,8 +17,8 @@ function no test runs in the test process ("no tests": code reached only in a su
 starts) are reported apart, not counted. A run starts from a fresh ``mutants/`` folder, so a
 verdict never comes from older code or tests; ``--again`` keeps it and checks once more only the
 sampled mutants that survived or had no test (after tests were added: mutmut regenerates the
-mutants of changed source files and finds the new tests itself); those the budget left unchecked
-stay so.
+mutants of changed source files and finds the new tests itself), and ``--rest`` checks those an
+earlier run's budget left unchecked, so that budgeted runs add up to the whole sample.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ KILLED = {"killed", "timeout", "segfault", "killed by its files"}
 NOT_COUNTED = {"no tests", "not checked", "skipped", "check was interrupted by user"}
 SECOND_CHECK_SHARE = 0.2  # of the budget, kept for the survivors' second check
 RECHECKED = {"survived", "suspicious", "no tests"}  # by --again: what new tests may now kill
+LEFT = {"not checked", "check was interrupted by user"}  # by --rest: what an earlier budget left
 
 
 def generate_mutants(workers: int) -> list[str]:
@@ -183,19 +184,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fraction", type=float, default=0.1, help="share of the mutants to check (default 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="which sample (default 0)")
     parser.add_argument("--again", action="store_true", help="recheck the sample's survivors and untested mutants")
+    parser.add_argument("--rest", action="store_true", help="check the sample's mutants an earlier budget left")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="mutants checked at once")
     args = parser.parse_args(argv)
     if not 0 < args.fraction <= 1:
         parser.error(f"--fraction={args.fraction} is not valid: give a share in (0, 1]")
 
     start = time.monotonic()
-    names = sorted(verdicts()) if args.again else generate_mutants(args.workers)
+    resume = args.again or args.rest
+    names = sorted(verdicts()) if resume else generate_mutants(args.workers)
     if not names:
-        print("error: mutants/ holds no earlier run; run make mutants without --again first", file=sys.stderr)
+        print("error: mutants/ holds no earlier run; run make mutants without --again/--rest first", file=sys.stderr)
         return 2
     chosen = sample(names, args.fraction, args.seed)
     last = verdicts()
-    to_check = [name for name in chosen if last[name] in RECHECKED] if args.again else chosen
+    wanted = (RECHECKED if args.again else set()) | (LEFT if args.rest else set())
+    to_check = [name for name in chosen if last[name] in wanted] if resume else chosen
     print(
         f"{len(names)} mutants; sample of {len(chosen)} (fraction {args.fraction}, seed {args.seed}); "
         f"checking {len(to_check)}",
@@ -204,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = start + args.budget
     mutmut_share = args.budget * (1 - SECOND_CHECK_SHARE)
     budget_s = start + mutmut_share - time.monotonic()
-    if to_check and not run_mutmut(to_check, budget_s, args.workers, clean_run=args.again):
+    if to_check and not run_mutmut(to_check, budget_s, args.workers, clean_run=resume):
         print("error: mutmut stopped before checking; set debug = true under [tool.mutmut] to see why", file=sys.stderr)
         return 2
     statuses = verdicts()
