@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline.core.config import PARAMS_FILE, classes_file, compose, load_config, write_params
+from pipeline.core.config import CONF_DIR, PARAMS_FILE, classes_file, compose, load_config, write_params
 from pipeline.core.errors import ConfigError
 from pipeline.core.schema import BOOLEAN, TEXT, choice, integer, number, numbers, optional
 
@@ -82,9 +82,30 @@ def test_bad_override_is_one_clear_line(tmp_path: Path, override: str, message: 
     assert "\n" not in str(err.value)
 
 
-def test_unknown_group_option_names_it() -> None:
-    with pytest.raises(ConfigError, match="no_such_model"):
-        compose(["model=no_such_model"])
+@pytest.mark.parametrize(
+    ("override", "group"),
+    [
+        ("model=no_such_model", "model"),
+        ("experiment=kinetics400_r50_a3", "experiment"),  # a typo of kinetics400_r50_a2
+        ("+experiment=kinetics400_r50_a3", "experiment"),
+        ("experiment=/etc/passwd", "experiment"),
+        ("data=kinetics", "data"),
+        ("train=gpu", "train"),
+    ],
+)
+def test_unknown_group_option_is_one_line_listing_the_choices(tmp_path: Path, override: str, group: str) -> None:
+    choices = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    with pytest.raises(ConfigError) as err:
+        load_config([override], params_file=tmp_path / "params.yaml")
+    assert str(err.value) == (
+        f"{override!r}: no {group} config {override.split('=')[1]!r}; choose one of {', '.join(choices)} "
+        f"(pipeline/conf/{group}/)"
+    )
+
+
+def test_an_experiment_is_composed_over_the_defaults() -> None:
+    assert compose().model.net.name == "tiny_a2"
+    assert compose(["experiment=kinetics400_r50_a2"]).model.net.name == "r50_a2"
 
 
 BAD_VALUES = [  # (override, what the one line says)

@@ -30,6 +30,17 @@ def stage_module(stage: dict) -> str:
     return match.group(1)
 
 
+# Modules a stage reads without importing them: register copies the served model's code.
+READ_MODULES = {"register": ("pipeline.serving.entry",)}
+
+
+def code_deps(name: str) -> set[Path]:
+    """The project files stage ``name`` runs or carries: its command's import closure and those of
+    the modules it reads. Only files, so nothing untracked (bytecode, scratch files) is hashed."""
+    modules = (stage_module(STAGES[name]), *READ_MODULES.get(name, ()))
+    return set().union(*(import_closure(module) for module in modules))
+
+
 def test_import_closure_follows_function_level_and_package_imports() -> None:
     closure = {p.relative_to(REPO).as_posix() for p in import_closure("pipeline.validate")}
     assert {
@@ -43,15 +54,17 @@ def test_import_closure_follows_function_level_and_package_imports() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
-def test_stage_deps_list_every_project_file_its_command_imports(name: str) -> None:
+def test_stage_deps_are_exactly_the_project_files_its_command_imports(name: str) -> None:
     stage = STAGES[name]
     deps = [str(dep) for dep in stage.get("deps", [])]
-    closure = import_closure(stage_module(stage))
+    closure = code_deps(name)
     missing = sorted(p.relative_to(REPO).as_posix() for p in closure if not covered(p, deps))
     assert not missing, f"stage {name!r} imports these project files but does not list them in deps: {missing}"
-    code_deps = [dep for dep in deps if dep.endswith(".py")]
-    unused = sorted(d for d in code_deps if (REPO / d) not in closure)
-    assert not unused, f"stage {name!r} lists code it never imports (remove from deps): {unused}"
+    listed = [dep for dep in deps if dep.startswith(("pipeline", "a2model"))]
+    folders = [dep for dep in listed if not dep.endswith(".py")]
+    assert not folders, f"stage {name!r} has code folders as deps (their untracked files would be hashed): {folders}"
+    unused = sorted(d for d in listed if (REPO / d) not in closure)
+    assert not unused, f"stage {name!r} lists code it never imports or carries (remove from deps): {unused}"
 
 
 ENTRY_POINTS = {p.stem for p in (REPO / "pipeline").glob("*.py")} - {"__init__"}  # stages, cli, ablation
@@ -93,7 +106,7 @@ def write_code_deps(dvc_yaml: Path) -> None:
             out.append(line)
             continue
         if out[-1].strip() == "deps:" or not re.match(r"      - (pipeline|a2model)/", out[-1]):
-            closure = import_closure(stage_module(STAGES[stage]))
+            closure = code_deps(stage)
             out += [f"      - {p}" for p in sorted(q.relative_to(REPO).as_posix() for q in closure)]
     dvc_yaml.write_text("\n".join(out) + "\n")
 

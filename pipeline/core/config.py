@@ -34,12 +34,32 @@ def config_groups() -> set[str]:
     return {p.name for p in CONF_DIR.iterdir() if p.is_dir()}
 
 
+def group_choices(group: str) -> list[str]:
+    """The options of config group ``group``: its ``pipeline/conf/<group>/*.yaml`` names."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_group_choices(overrides: Sequence[Override]) -> None:
+    """ConfigError naming the valid options when an override picks a config group option that does
+    not exist (``experiment=kinetics400_r50_a3``); Hydra itself would skip an unknown optional one."""
+    groups = config_groups()
+    for override in overrides:
+        group, value = override.key_or_group, override.value()
+        choices = group_choices(group) if group in groups else []
+        if choices and value not in choices:
+            raise ConfigError(
+                f"{override.input_line!r}: no {group} config {value!r}; choose one of {', '.join(choices)} "
+                f"(pipeline/conf/{group}/)"
+            )
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """Compose ``pipeline/conf/config.yaml`` with Hydra overrides (unresolved)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
 
+    check_group_choices(parse_overrides(overrides))
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=list(overrides))
@@ -154,4 +174,4 @@ def stage_main(core, argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    write_params(PARAMS_FILE, sys.argv[1:])
+    raise SystemExit(stage_main(lambda _cfg: write_params(PARAMS_FILE, sys.argv[1:])))
