@@ -21,7 +21,7 @@ from pipeline.training.distributed import DistInfo, SyncBatchNorm
 from pipeline.training.fit import train
 from pipeline.training.loaders import training_data as loaders
 from pipeline.training.loop import to_model_input
-from pipeline.training.optim import parameter_groups, warmup_cosine
+from pipeline.training.optim import WarmupCosine, parameter_groups
 
 from helpers import free_port, read_manifest, record_built_nets, tiny_config, tiny_overrides
 
@@ -42,7 +42,8 @@ def test_training_writes_checkpoint_weights_metrics_and_one_mlflow_run(training_
     assert checkpoint.classes == ["abseiling", "air drumming", "zumba"]
     assert checkpoint.clip == {"num_frames": 4, "stride": 1, "crop_size": 32}
     assert checkpoint.config["train"]["epochs"] == 2
-    assert checkpoint.optimizer["state"] and checkpoint.scheduler and {"torch", "python"} <= checkpoint.rng.keys()
+    assert checkpoint.optimizer["state"] and {"torch", "python"} <= checkpoint.rng.keys()
+    assert "scheduler" not in record  # the schedule is the config's, not the checkpoint's
     assert state_dicts_equal(checkpoint.build_net(checkpoint_path).state_dict(), checkpoint.weights)
     assert sorted(p.name for p in (workdir / "model").iterdir()) == ["last.pt", "run_id.txt"]  # no temp file left
 
@@ -189,24 +190,12 @@ def test_sync_batchnorm_on_two_cpu_processes_equals_batchnorm_on_the_whole_batch
     assert torch.allclose(parts[0]["weight_grad"] + parts[1]["weight_grad"], reference.weight.grad, atol=1e-5)
 
 
-def lr_factors(warmup_steps: int, total_steps: int) -> list[float]:
-    """The multiplier of the base lr at every iteration 0..total_steps of ``warmup_cosine``."""
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    scheduler = warmup_cosine(optimizer, warmup_steps, total_steps)
-    factors = []
-    for _ in range(total_steps + 1):
-        factors.append(optimizer.param_groups[0]["lr"] / 0.1)
-        optimizer.step()
-        scheduler.step()
-    return factors
-
-
-def test_lr_warms_up_linearly_then_decays_along_a_cosine_to_zero():
-    factors = lr_factors(warmup_steps=4, total_steps=12)
+def test_lr_warms_up_linearly_then_decays_along_a_cosine_to_zero_and_stays_there():
+    factors = [WarmupCosine(0.1, 4, 12).lr(step) / 0.1 for step in range(16)]
     assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0], rel=1e-12)
     assert factors[4] == pytest.approx(1.0, rel=1e-12) and factors[8] == pytest.approx(0.5)
     assert all(a > b for a, b in zip(factors[4:12], factors[5:13]))
-    assert factors[12] == pytest.approx(0.0, abs=1e-12)
+    assert factors[12:] == [0.0] * 4  # past the end: 0, never a second period of the cosine
 
 
 def closed_form_lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -217,11 +206,37 @@ def closed_form_lr_factor(step: int, warmup_steps: int, total_steps: int) -> flo
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-@pytest.mark.parametrize("warmup_steps, total_steps", [(4, 12), (0, 10), (1, 7), (30, 600)])
-def test_torch_schedulers_give_the_closed_form_warmup_cosine_curve(warmup_steps, total_steps):
-    factors = lr_factors(warmup_steps, total_steps)
-    expected = [closed_form_lr_factor(s, warmup_steps, total_steps) for s in range(total_steps + 1)]
-    assert factors == pytest.approx(expected, rel=1e-12, abs=1e-14)
+@pytest.mark.parametrize(
+    "warmup_epochs, epochs, steps_per_epoch, warmup_steps",
+    [(1, 3, 4, 4), (0, 10, 1, 0), (0.5, 7, 3, 2), (2, 5, 60, 120)],
+)
+def test_the_schedule_of_the_train_settings(warmup_epochs, epochs, steps_per_epoch, warmup_steps):
+    schedule = WarmupCosine.of_epochs(0.2, warmup_epochs, epochs, steps_per_epoch)
+    assert (schedule.warmup_steps, schedule.total_steps) == (warmup_steps, epochs * steps_per_epoch)
+    total = epochs * steps_per_epoch
+    expected = [0.2 * closed_form_lr_factor(s, warmup_steps, total) for s in range(total + 1)]
+    assert [schedule.lr(s) for s in range(total + 1)] == pytest.approx(expected, rel=1e-12, abs=1e-14)
+
+
+def test_a_resume_with_more_epochs_follows_the_new_config_schedule(training_data, workdir, capsys):
+    """1 epoch, then resumed with train.epochs=3: epochs 2 and 3 take the 3-epoch curve (not the
+    1-epoch cosine's second period), as a straight 3-epoch run does; the change is said in one line."""
+    metrics = {name: workdir / name / "metrics.csv" for name in ("straight", "extended")}
+    straight = ("train.epochs=3", "train.warmup_epochs=0", f"train.metrics_csv={metrics['straight']}")
+    train(tiny_config(training_data, workdir / "straight", *straight))
+    extended = (f"train.metrics_csv={metrics['extended']}", "train.warmup_epochs=0")
+    train(tiny_config(training_data, workdir / "extended", "train.epochs=1", *extended))
+    capsys.readouterr()
+    train(tiny_config(training_data, workdir / "extended", "train.epochs=3", "train.resume=true", *extended))
+    assert "note: resuming after epoch 1 with train.epochs 1 → 3: the learning rate follows" in capsys.readouterr().out
+
+    def lrs(path: Path) -> list[float]:
+        with open(path, newline="") as f:
+            return [float(row["lr"]) for row in csv.DictReader(f)]
+
+    assert lrs(metrics["extended"])[1:] == lrs(metrics["straight"])[1:]
+    assert lrs(metrics["extended"])[1] > 0 and lrs(metrics["extended"])[2] == 0.0
+    assert Checkpoint.load(workdir / "extended/model/last.pt").epoch == 3
 
 
 def test_the_training_follows_its_schedule_settings(training_data, workdir):

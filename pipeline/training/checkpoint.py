@@ -39,8 +39,7 @@ class Checkpoint:
     epoch: int
     history: list[dict[str, float | None]] = field(default_factory=list)  # one metrics row per epoch
     mlflow_run_id: str | None = None
-    optimizer: dict[str, Any] = field(default_factory=dict)
-    scheduler: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict)  # the schedule is the config's (training.optim)
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property

@@ -29,7 +29,7 @@ from pipeline.training.distributed import DistInfo, init_distributed, shutdown_d
 from pipeline.training.loaders import TrainingData, training_data
 from pipeline.training.loop import clip_top1, train_epoch
 from pipeline.training.net import build_net, resolve_device
-from pipeline.training.optim import sgd, warmup_cosine
+from pipeline.training.optim import WarmupCosine, sgd
 from pipeline.training.run_record import (
     backfill_epoch_metrics,
     log_epoch_metrics,
@@ -43,11 +43,12 @@ from pipeline.training.seeding import epoch_seed, restore_rng_state, rng_state, 
 
 @dataclass
 class TrainState:
-    """What an epoch changes and a checkpoint keeps: network, optimiser, schedule, progress."""
+    """What an epoch changes and a checkpoint keeps: network, optimiser, progress (and the schedule,
+    which is the config's, never the checkpoint's)."""
 
     net: nn.Module  # the bare network (DDP and torch.compile wrap it, they never replace it)
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    schedule: WarmupCosine
     epoch: int = 0
     history: list[dict[str, float | None]] = field(default_factory=list)
     run_id: str | None = None
@@ -61,15 +62,14 @@ class TrainState:
             history=self.history,
             mlflow_run_id=self.run_id,
             optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict(),
             rng=rng_state(),
         )
 
     def resume_from(self, checkpoint: Checkpoint) -> None:
-        """Continue where ``checkpoint`` ended: weights, optimiser, schedule, RNGs, history, run."""
+        """Continue where ``checkpoint`` ended: weights, optimiser, RNGs, history, run; the learning
+        rate follows ``self.schedule`` from the checkpoint's step."""
         self.net.load_state_dict(checkpoint.weights)
         self.optimizer.load_state_dict(checkpoint.optimizer)
-        self.scheduler.load_state_dict(checkpoint.scheduler)
         restore_rng_state(checkpoint.rng)
         self.epoch, self.history, self.run_id = checkpoint.epoch, list(checkpoint.history), checkpoint.mlflow_run_id
 
@@ -100,7 +100,7 @@ def train(cfg: DictConfig) -> Path:
 def initial_state(
     cfg: DictConfig, num_classes: int, steps_per_epoch: int, device: torch.device, info: DistInfo
 ) -> TrainState:
-    """A fresh network on ``device`` (synchronised BatchNorm under DDP), SGD and its schedule."""
+    """A fresh network on ``device`` (synchronised BatchNorm under DDP), SGD and the config's schedule."""
     tc = cfg.train
     net = build_net(cfg.model.net, num_classes)
     if info.distributed:
@@ -109,17 +109,28 @@ def initial_state(
     if tc.channels_last:
         net.to(memory_format=torch.channels_last_3d)
     optimizer = sgd(net, tc.lr, tc.momentum, tc.weight_decay)
-    scheduler = warmup_cosine(optimizer, round(tc.warmup_epochs * steps_per_epoch), tc.epochs * steps_per_epoch)
-    return TrainState(net, optimizer, scheduler)
+    schedule = WarmupCosine.of_epochs(tc.lr, tc.warmup_epochs, tc.epochs, steps_per_epoch)
+    return TrainState(net, optimizer, schedule)
+
+
+SCHEDULE_KEYS = ("lr", "warmup_epochs", "epochs", "batch_size")  # train.* that shape the learning rate curve
 
 
 def resumable(path: Path, cfg: DictConfig) -> Checkpoint:
-    """The checkpoint to resume from; a ConfigError when it holds another model."""
+    """The checkpoint to resume from; a ConfigError when it holds another model. A changed
+    schedule is said in one line: the run goes on along this config's schedule, never the old one's."""
     checkpoint = Checkpoint.load(path)
     if checkpoint.model_name != cfg.model.net.name:
         raise ConfigError(
             f"{path} holds {checkpoint.model_name!r}, not {cfg.model.net.name!r}; "
             "set train.resume=false or another train.out_dir"
+        )
+    before = checkpoint.config["train"]
+    changed = [f"train.{k} {before.get(k)} → {cfg.train[k]}" for k in SCHEDULE_KEYS if before.get(k) != cfg.train[k]]
+    if changed:
+        print(
+            f"note: resuming after epoch {checkpoint.epoch} with {', '.join(changed)}: "
+            "the learning rate follows this config's schedule from there"
         )
     return checkpoint
 
@@ -183,10 +194,19 @@ def run_epoch(
     data.set_epoch(epoch)
     torch.manual_seed(epoch_seed(tc.seed, epoch, info.rank))
     row: dict[str, float | None] = {"epoch": epoch + 1}
+    steps = len(data.loader)
     row |= train_epoch(
-        model, data.loader, state.optimizer, state.scheduler, device, cfg, info, f"epoch {epoch + 1}/{tc.epochs}"
+        model,
+        data.loader,
+        state.optimizer,
+        state.schedule,
+        epoch * steps,
+        device,
+        cfg,
+        info,
+        f"epoch {epoch + 1}/{tc.epochs}",
     )
-    row["lr"] = state.optimizer.param_groups[0]["lr"]
+    row["lr"] = state.schedule.lr((epoch + 1) * steps)  # the next step's, as a scheduler would leave it
     validate_now = data.val_loader is not None and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs)
     row["val_clip_top1"] = clip_top1(state.net, data.val_loader, device, cfg, info) if validate_now else None
     return row

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from pipeline.data.transforms import normalize
 from pipeline.training.distributed import DistInfo, all_reduce_sum
+from pipeline.training.optim import WarmupCosine, set_lr
 
 PROGRESS_EVERY = 10  # steps between progress-bar updates (each one syncs the GPU)
 
@@ -52,14 +53,15 @@ def train_epoch(
     model: nn.Module,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    schedule: WarmupCosine,
+    first_step: int,
     device: torch.device,
     cfg: DictConfig,
     info: DistInfo,
     desc: str,
 ) -> dict[str, float]:
-    """One pass over ``loader`` (the scheduler steps every iteration); returns the global mean
-    loss, top-1, the epoch's seconds and clips/s."""
+    """One pass over ``loader``, iteration ``i`` at the learning rate ``schedule.lr(first_step + i)``;
+    returns the global mean loss, top-1, the epoch's seconds and clips/s."""
     model.train()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, clips
     start = time.perf_counter()
@@ -74,8 +76,8 @@ def train_epoch(
         loss.backward()
         if cfg.train.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        set_lr(optimizer, schedule.lr(first_step + step))
         optimizer.step()
-        scheduler.step()
         totals += torch.stack(
             [
                 loss.detach().double() * len(labels),

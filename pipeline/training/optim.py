@@ -1,12 +1,19 @@
-"""SGD with the paper's recipe: weight decay on weights only, linear warm-up, then a cosine to 0."""
+"""SGD with the paper's recipe: weight decay on weights only, linear warm-up, then a cosine to 0.
+
+The learning rate is a pure function of the config and the progress (as PySlowFast's
+``lr_policy``): no scheduler state is kept, so a resumed or extended run follows the schedule of
+the config it runs with from the checkpoint's step, and a resume with the same config takes
+exactly the steps of an uninterrupted run.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -23,11 +30,29 @@ def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> to
     return torch.optim.SGD(parameter_groups(model, weight_decay), lr=lr, momentum=momentum)
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int) -> LRScheduler:
-    """Per-iteration schedule: ``(step + 1) / warmup_steps`` of the base lr while warming up, then
-    half a cosine from the base lr at ``warmup_steps`` to 0 at ``total_steps``."""
-    cosine = CosineAnnealingLR(optimizer, T_max=max(1, total_steps - warmup_steps), eta_min=0.0)
-    if warmup_steps <= 0:
-        return cosine
-    warmup = LinearLR(optimizer, start_factor=1 / warmup_steps, end_factor=1.0, total_iters=warmup_steps - 1)
-    return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_steps])
+@dataclass(frozen=True)
+class WarmupCosine:
+    """The per-iteration learning rate: ``(step + 1) / warmup_steps`` of ``base_lr`` while warming
+    up, then half a cosine from ``base_lr`` at ``warmup_steps`` to 0 at ``total_steps`` (and 0 after)."""
+
+    base_lr: float
+    warmup_steps: int
+    total_steps: int
+
+    @classmethod
+    def of_epochs(cls, base_lr: float, warmup_epochs: float, epochs: int, steps_per_epoch: int) -> WarmupCosine:
+        """The schedule of ``train.lr``, ``train.warmup_epochs`` and ``train.epochs`` at ``steps_per_epoch``."""
+        return cls(base_lr, round(warmup_epochs * steps_per_epoch), epochs * steps_per_epoch)
+
+    def lr(self, step: int) -> float:
+        """The learning rate of iteration ``step`` (0-based, counted from the training's start)."""
+        if step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        return self.base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Give every parameter group of ``optimizer`` the learning rate ``lr``."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
