@@ -264,17 +264,22 @@ def register_stand_in(
     validation: str = "passed",
     net=None,
     git_commit: str = "c0ffee",
+    setting=None,
 ):
     """Make a training run with ``metrics`` (default GOOD_METRICS) and register a stand-in model
-    (or ``net``) from it, on the current tracking store; returns the ``RegisteredModel``."""
+    (or ``net``) from it, on the current tracking store, evaluated in ``setting`` (default
+    STAND_IN_SETTING); returns the ``RegisteredModel``."""
     import mlflow
 
+    from pipeline.evaluation.setting import EvalRecord
     from pipeline.registry.publish import Lineage, log_and_register
 
-    from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
+    from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, STAND_IN_SETTING, StandInNet
 
+    metrics = GOOD_METRICS if metrics is None else metrics
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_metrics(GOOD_METRICS if metrics is None else metrics)
+        mlflow.log_metrics(metrics)
+    evaluation = EvalRecord(run.info.run_id, setting or STAND_IN_SETTING, "/stand-in/shards", metrics)
     return log_and_register(
         net or StandInNet(),
         run_id=run.info.run_id,
@@ -283,6 +288,7 @@ def register_stand_in(
         classes=CLASSES,
         preprocessing=PREPROCESSING,
         lineage=Lineage(git_commit=git_commit, config_md5="p" * 32, shards_md5="s" * 32, validation=validation),
+        evaluation=evaluation,
     )
 
 

@@ -208,3 +208,93 @@ def test_a_dvc_remote_carries_data_shards_and_model_to_a_fresh_clone(reproduced:
     again = _run(["dvc", "repro"], clone)  # only the always-run toolchain check; its record is unchanged
     assert re.findall(r"Running stage '(\w+)'", again.stdout) == ["toolchain"], again.stdout
     assert _run(["git", "status", "--porcelain"], clone).stdout == ""
+
+
+def _committed(project: Path) -> str:
+    """Commit the pipeline's results (dvc.lock, the cache: false outputs); the new HEAD."""
+    _run(["git", "add", "-A"], project)
+    _run(["git", "commit", "-qm", "pipeline run"], project)
+    return _run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+
+
+def _store(project: Path):
+    """An MlflowClient on ``project``'s own store, mlflow/mlflow.db."""
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{project / 'mlflow/mlflow.db'}")
+
+
+def _experiments(project: Path) -> dict[str, dict]:
+    """``dvc exp show --json``: experiment name → its params and metrics, flattened per file."""
+    shown = json.loads(_run(["dvc", "exp", "show", "--json"], project).stdout)
+    found = {}
+    for baseline in shown:
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment["revs"]:
+                data = rev["data"]
+                metrics = {path: record["data"] for path, record in data["metrics"].items()}
+                params = data["params"]["params.yaml"]["data"]
+                found[rev["name"]] = {"metrics": metrics, "params": params}
+    return found
+
+
+@pytest.mark.slow
+def test_queued_experiments_on_two_workers_land_in_the_project_store(reproduced: Path, tmp_path: Path) -> None:
+    """A sweep queued with DVC's syntax and run by two workers at once (each in a temp copy of the
+    repo): both runs and both versions are in the project's mlflow/mlflow.db, tagged with their
+    experiment; ``dvc exp show`` names each one's run and version; ``dvc exp apply`` leaves a
+    workspace whose register stage works."""
+    project = _copy(reproduced, tmp_path / "project")
+    baseline = _committed(project)
+    store = _store(project)
+    before = {run.info.run_id for run in store.search_runs(store.get_experiment_by_name("a2nets").experiment_id)}
+    assert len(before) == 1 and len(store.search_model_versions("name = 'a2net'")) == 1
+
+    tiny = [arg for key, value in TINY.items() for arg in ("-S", f"{key}={value}")]  # -S recomposes params.yaml
+    queued = _run(["dvc", "exp", "run", "--queue", *tiny, "-S", "train.lr=0.02,0.05"], project)  # Hydra's sweep syntax
+    assert queued.stdout.count("Queued experiment") == 2, queued.stdout
+    _run(["dvc", "queue", "start", "-j", "2"], project)
+    _wait_for_queue(project)
+
+    experiments = _experiments(project)
+    assert len(experiments) == 2, experiments
+    runs = {run.info.run_id: run for run in store.search_runs(store.get_experiment_by_name("a2nets").experiment_id)}
+    versions = {v.version: v for v in store.search_model_versions("name = 'a2net'")}
+    assert len(runs) == 3 and len(versions) == 3
+    for name, experiment in experiments.items():
+        record = experiment["metrics"]["reports/run.json"]
+        run = runs[record["mlflow_run"]]
+        assert run.data.tags["dvc.exp_name"] == name and run.data.tags["dvc.baseline_rev"] == baseline
+        assert float(run.data.params["train.lr"]) == experiment["params"]["train"]["lr"]
+        version = versions[record["model_version"]]
+        assert version.run_id == run.info.run_id and version.tags["dvc.exp_name"] == name
+        assert run.data.metrics["video_top1"] == experiment["metrics"]["reports/metrics.json"]["video_top1"]
+    assert {
+        float(runs[r["metrics"]["reports/run.json"]["mlflow_run"]].data.params["train.lr"])
+        for r in experiments.values()
+    } == {0.02, 0.05}
+    assert not list((project / ".dvc/tmp/exps").rglob("mlflow.db"))  # no store was made in the temp copies
+
+    name = sorted(experiments)[0]
+    _run(["dvc", "exp", "apply", name], project)
+    applied = json.loads((project / "reports/registered_model.json").read_text())
+    assert applied["version"] == experiments[name]["metrics"]["reports/run.json"]["model_version"]
+    registered = _run([sys.executable, "-m", "pipeline.register"], project)  # the experiment's run, found
+    assert f"(run {applied['run_id']}," in registered.stdout
+    assert len(store.search_model_versions("name = 'a2net'")) == 4
+
+
+def _wait_for_queue(project: Path, timeout_s: float = 600) -> None:
+    """Until ``dvc queue status`` lists nothing queued or running; a failed experiment fails the test."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = _run(["dvc", "queue", "status"], project).stdout
+        if "Failed" in status:
+            logs = "\n".join(p.read_text()[-3000:] for p in (project / ".dvc/tmp/exps").rglob("*.out"))
+            pytest.fail(f"a queued experiment failed:\n{status}\n{logs}")
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return
+        time.sleep(3)
+    pytest.fail(f"the queue did not finish in {timeout_s} s:\n{status}")

@@ -6,7 +6,7 @@ import base64
 import json
 import os
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -30,7 +30,7 @@ from pipeline.serving.views import video_scores, video_views
 from pipeline.training.checkpoint import Checkpoint
 
 from helpers import enter_project_store, promote_concurrently, register_stand_in
-from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet
+from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, STAND_IN_SETTING, StandInNet
 
 server = pytest.mark.slow  # tests on the server: its start and several model exports, ~60 s
 
@@ -102,6 +102,30 @@ def test_worse_version_is_refused_and_one_within_margin_taken(register_version, 
 
     assert promote(capsys, "reg-gate", "--version", close, "--to", "staging")[0] == 0
     assert aliases("reg-gate") == {"staging": close, "previous_staging": v1}
+
+
+@server
+def test_the_gate_compares_only_evaluations_of_the_same_data_and_views(register_version, capsys) -> None:
+    """A better score measured on 1×1 views of other shards cannot displace the holder; the refusal
+    names what differs; --force --reason still moves the alias."""
+    holder = register_version("reg-alike", metrics(0.80)).version
+    assert promote(capsys, "reg-alike", "--version", holder, "--to", "staging")[0] == 0
+    easier = replace(STAND_IN_SETTING, data_digest="e" * 64, num_clips=1, num_crops=1)
+    candidate = register_version("reg-alike", metrics(0.95), setting=easier).version
+
+    code, _, err = promote(capsys, "reg-alike", "--version", candidate, "--to", "staging")
+    assert code == 1 and err.count("\n") == 1
+    assert err == (
+        f"refused: cannot compare video_top1 of version {candidate} and staging version {holder}: they were "
+        f"evaluated differently (data_digest {'e' * 12} ≠ {'d' * 12}; num_clips 1 ≠ 3; num_crops 1 ≠ 3); evaluate "
+        "both on the same data, split and views, or use --force --reason\n"
+    )
+    assert aliases("reg-alike") == {"staging": holder}
+    alike = register_version("reg-alike", metrics(0.85)).version  # the holder's setting: compared, taken
+    assert promote(capsys, "reg-alike", "--version", alike, "--to", "staging")[0] == 0
+    forced = ("--force", "--reason", "new validation set")
+    assert promote(capsys, "reg-alike", "--version", candidate, "--to", "staging", *forced)[0] == 0
+    assert aliases("reg-alike")["staging"] == candidate
 
 
 @server

@@ -24,6 +24,7 @@ class Evaluation:
     view_scores: torch.Tensor  # (num_videos, V, K) softmax of every view
     labels: torch.Tensor  # (num_videos,)
     unfinished: bool = False  # the checkpoint's training had not reached its last epoch
+    crop_size: int = 0  # of its views (the model's input side), for the evaluation's record
 
     @property
     def video_scores(self) -> torch.Tensor:

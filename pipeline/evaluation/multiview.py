@@ -7,10 +7,13 @@ Each view is one *clip* prediction; the softmax scores of a video's views are su
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -22,7 +25,51 @@ from pipeline.training.loop import autocast
 from pipeline.training.net import resolve_device
 
 
+@dataclass(frozen=True)
+class TestViews:
+    """How a model sees a validation video: its clip geometry and normalisation, the views taken."""
+
+    num_frames: int
+    stride: int
+    crop_size: int
+    num_clips: int
+    num_crops: int
+    mean: Sequence[float]
+    std: Sequence[float]
+
+
 @torch.no_grad()
+def score_split(
+    net: nn.Module,
+    views: TestViews,
+    shards_dir: Path,
+    split: str,
+    batch_size: int,
+    device: torch.device,
+    amp: str = "fp32",
+    num_workers: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax scores ``(videos, num_clips·num_crops, classes)`` of ``net`` on every video of
+    ``split`` and the videos' labels; ``batch_size`` views per forward pass."""
+    dataset = open_split(
+        shards_dir,
+        split,
+        UniformClips(views.num_frames, views.stride, views.num_clips),
+        TestTransform(views.crop_size, views.num_crops),
+    )
+    per_video = views.num_clips * views.num_crops
+    loader = DataLoader(dataset, batch_size=max(1, batch_size // per_video), num_workers=num_workers)
+    scores, labels = [], []
+    for batch in tqdm(loader, desc="evaluate", dynamic_ncols=True, leave=False):
+        frames = batch["frames"]  # (N, V, C, T, H, W) uint8
+        clips = normalize(frames.to(device).flatten(0, 1), views.mean, views.std)
+        with autocast(device, amp):
+            logits = net(clips)
+        scores.append(logits.float().softmax(1).view(len(frames), per_video, -1).cpu())
+        labels.append(batch["label"])
+    return torch.cat(scores), torch.cat(labels)
+
+
 def evaluate(
     checkpoint_path: Path,
     shards_dir: Path,
@@ -42,23 +89,10 @@ def evaluate(
     net = checkpoint.build_net(checkpoint_path).to(device).eval()
     unfinished = checkpoint.refuse_unfinished(checkpoint_path, "eval.allow_unfinished", allow_unfinished)
     clip, data_cfg = checkpoint.clip, checkpoint.config["data"]
-    dataset = open_split(
-        shards_dir,
-        split,
-        UniformClips(clip["num_frames"], clip["stride"], num_clips),
-        TestTransform(clip["crop_size"], num_crops),
-    )
-    views = num_clips * num_crops
-    loader = DataLoader(dataset, batch_size=max(1, batch_size // views), num_workers=num_workers)
-    scores, labels = [], []
-    for batch in tqdm(loader, desc="evaluate", dynamic_ncols=True, leave=False):
-        frames = batch["frames"]  # (N, V, C, T, H, W) uint8
-        clips = normalize(frames.to(device).flatten(0, 1), data_cfg["mean"], data_cfg["std"])
-        with autocast(device, checkpoint.config["train"]["amp"]):
-            logits = net(clips)
-        scores.append(logits.float().softmax(1).view(len(frames), views, -1).cpu())
-        labels.append(batch["label"])
-    return Evaluation(list(checkpoint.classes), torch.cat(scores), torch.cat(labels), unfinished)
+    views = TestViews(**clip, num_clips=num_clips, num_crops=num_crops, mean=data_cfg["mean"], std=data_cfg["std"])
+    amp = checkpoint.config["train"]["amp"]
+    scores, labels = score_split(net, views, shards_dir, split, batch_size, device, amp, num_workers)
+    return Evaluation(list(checkpoint.classes), scores, labels, unfinished, views.crop_size)
 
 
 def evaluate_config(cfg: DictConfig) -> Evaluation:

@@ -7,6 +7,7 @@ import io
 import json
 import textwrap
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -14,6 +15,7 @@ import torch
 
 from pipeline.core.files import atomic_path, write_atomic
 from pipeline.evaluation.meters import Evaluation
+from pipeline.evaluation.setting import EvalSetting
 from pipeline.registry.tracking import setup_mlflow
 from pipeline.training.checkpoint import RUN_ID_FILE
 
@@ -98,12 +100,13 @@ def log_to_run(
     files: list[Path],
     unfinished: bool = False,
     attention_figures: Sequence[Path] = (),
+    setting: EvalSetting | None = None,
 ) -> str | None:
     """Log test metrics and report files (under ``evaluation/``, the attention figures under
     ``evaluation/attention/``) to the training's MLflow run (``run_id.txt``).
 
     ``unfinished`` (an ``eval.allow_unfinished`` override) is recorded as the run tag
-    ``evaluated_unfinished``.
+    ``evaluated_unfinished``; ``setting`` as ``eval.*`` tags (the last evaluation's data and views).
     """
     run_id_file = out_dir / RUN_ID_FILE
     if not run_id_file.is_file():
@@ -115,6 +118,10 @@ def log_to_run(
         mlflow.log_metrics(metrics)
         if unfinished:
             mlflow.set_tag("evaluated_unfinished", "true (eval.allow_unfinished)")
+        if setting is not None:
+            mlflow.set_tags(
+                {"eval.fingerprint": setting.fingerprint, **{f"eval.{k}": v for k, v in asdict(setting).items()}}
+            )
         for path in files:
             mlflow.log_artifact(str(path), artifact_path="evaluation")
         for path in attention_figures:

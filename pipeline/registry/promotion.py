@@ -1,9 +1,11 @@
 """Model registry: promotion of versions between aliases behind a quality gate, and listing.
 
 A version is promoted by moving an alias (``models:/a2net@staging``, ``@production``). The gate
-refuses a version whose ``validation`` tag is not ``passed``, or whose ``promote.metric`` (read
-from its training run; higher is better) is worse than the alias's current holder by more than
-``promote.margin``. ``production`` only takes the version that holds ``staging``. ``force``
+refuses a version whose ``validation`` tag is not ``passed``, whose evaluation was made on other
+data, split or views than the alias's current holder's (their recorded evaluation settings
+differ: the metrics are not comparable), or whose ``promote.metric`` (as its evaluation recorded
+it; higher is better) is worse than the holder's by more than ``promote.margin``.
+``production`` only takes the version that holds ``staging``. ``force``
 (with a reason) overrides the quality gate and records who and why as version tags. The version
 an alias leaves keeps an alias ``previous_<alias>``; ``rollback`` moves the alias back to it,
 past the metric gate but not past validation.
@@ -22,19 +24,19 @@ API) leaves no history entry; ``list_versions`` marks it (``set_outside_gate``) 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import json
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline.core.errors import StageError
-from pipeline.registry.publish import HEADLINE_METRICS
+from pipeline.evaluation.setting import EvalSetting
+from pipeline.registry.publish import EVALUATION_TAG, HEADLINE_METRICS
+from pipeline.registry.tracking import store_lock
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -76,19 +78,9 @@ def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-@contextlib.contextmanager
-def promotion_lock(tracking_uri: str) -> Iterator[None]:
+def promotion_lock(tracking_uri: str) -> contextlib.AbstractContextManager[None]:
     """Hold an exclusive lock beside a local SQLite store's database; nothing for other stores."""
-    if not tracking_uri.startswith("sqlite:///"):
-        yield
-        return
-    database = Path(tracking_uri.removeprefix("sqlite:///"))
-    with open(database.with_name(database.name + ".promote.lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return store_lock(tracking_uri, "promote")
 
 
 def promotion_history(client: MlflowClient, name: str, alias: str | None = None) -> list[dict]:
@@ -178,11 +170,48 @@ def alias_holder(client: MlflowClient, name: str, alias: str) -> ModelVersion | 
 
 
 def run_metric(client: MlflowClient, version: ModelVersion, metric: str) -> float:
-    """``metric`` as logged on the version's training run."""
-    value = client.get_run(version.run_id).data.metrics.get(metric) if version.run_id else None
+    """``metric`` of the version: as its evaluation recorded it (tag ``evaluation``), else as
+    logged on its training run (versions registered before evaluations were recorded)."""
+    recorded = recorded_evaluation(version)
+    value = recorded.get("metrics", {}).get(metric) if recorded else None
+    if value is None and version.run_id:
+        value = client.get_run(version.run_id).data.metrics.get(metric)
     if value is None:
         raise PromotionRefused(f"version {version.version} has no metric {metric!r} on its run {version.run_id}")
     return float(value)
+
+
+def recorded_evaluation(version: ModelVersion) -> dict:
+    """The version's ``evaluation`` tag (setting, shards_dir, metrics); empty when it has none."""
+    try:
+        body = json.loads(version.tags.get(EVALUATION_TAG, "{}"))
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def evaluation_setting(version: ModelVersion) -> EvalSetting | None:
+    """The data and views the version's metrics were measured on; None when not recorded."""
+    try:
+        return EvalSetting.from_dict(recorded_evaluation(version).get("setting") or {})
+    except ValueError:
+        return None
+
+
+def check_comparable(candidate: ModelVersion, holder: ModelVersion, alias: str, metric: str) -> None:
+    """PromotionRefused unless both versions' metrics were measured on the same data and views."""
+    mine, theirs = evaluation_setting(candidate), evaluation_setting(holder)
+    if mine is not None and mine == theirs:
+        return
+    if mine is None or theirs is None:
+        unknown = candidate.version if mine is None else holder.version
+        why = f"version {unknown} records no evaluation setting (registered before they were recorded)"
+    else:
+        why = f"they were evaluated differently ({'; '.join(mine.differences(theirs))})"
+    raise PromotionRefused(
+        f"cannot compare {metric} of version {candidate.version} and {alias} version {holder.version}: {why}; "
+        "evaluate both on the same data, split and views, or use --force --reason"
+    )
 
 
 def check_validated(candidate: ModelVersion) -> None:
@@ -212,11 +241,13 @@ def check_gate(
     metric: str,
     margin: float,
 ) -> None:
-    """Raise PromotionRefused unless ``candidate`` is validated and not worse than ``holder``."""
+    """Raise PromotionRefused unless ``candidate`` is validated, was evaluated like ``holder`` (same
+    evaluation fingerprint) and is not worse than it."""
     check_validated(candidate)
     value = run_metric(client, candidate, metric)
     if holder is None or holder.version == candidate.version:
         return
+    check_comparable(candidate, holder, alias, metric)
     best = run_metric(client, holder, metric)
     if value < best - margin:
         raise PromotionRefused(

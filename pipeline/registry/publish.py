@@ -26,7 +26,8 @@ import torch
 from pipeline.core.config import config_md5
 from pipeline.core.errors import StageError
 from pipeline.data.provenance import TOOLCHAIN_TAG, data_fingerprint, shards_toolchain
-from pipeline.registry.tracking import git_commit, setup_mlflow
+from pipeline.evaluation.setting import EvalRecord
+from pipeline.registry.tracking import dvc_experiment_tags, git_commit, setup_mlflow, store_lock
 from pipeline.serving.package import CODE_DIR, entry_file, pip_requirements, signature, stage_code
 from pipeline.serving.program import PT2_FILE, export_program
 from pipeline.serving.pyfunc import CLASSES, DEFAULT_BOUNDS, PREPROCESSING, PROGRAM
@@ -102,19 +103,24 @@ def log_and_register(
     lineage: Lineage,
     bounds: Mapping[str, float] | None = None,
     net_config: Mapping[str, Any] | None = None,
+    evaluation: EvalRecord | None = None,
 ) -> RegisteredModel:
     """Log ``model`` (pt2) to the run ``run_id`` and register it as a new version of ``model_name``.
 
     ``bounds`` override the served model's request bounds (``DEFAULT_BOUNDS``); ``net_config``
-    (the checkpoint's ``model.net``, plain values) lets ``a2net explain`` rebuild the eager net. The MLflow
-    tracking URI must already be set. Returns the new version's coordinates.
+    (the checkpoint's ``model.net``, plain values) lets ``a2net explain`` rebuild the eager net.
+    ``evaluation`` (the evaluate stage's record) gives the version its metrics and the setting they
+    were measured in (tag ``evaluation``, for the promotion gate); without it the metrics are read
+    from the run and the setting is unknown. The MLflow tracking URI must already be set. Returns
+    the new version's coordinates.
     """
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log_model copies the artifacts
     import mlflow
     from mlflow import MlflowClient
 
     client = MlflowClient()
-    metrics = headline_metrics(client.get_run(run_id).data.metrics, run_id)
+    recorded = evaluation.metrics if evaluation is not None else client.get_run(run_id).data.metrics
+    metrics = headline_metrics(recorded, run_id)
     metadata = {"architecture": architecture, "classes": classes, "preprocessing": asdict(preprocessing)}
     if net_config is not None:
         metadata["net"] = dict(net_config)
@@ -140,12 +146,16 @@ def log_and_register(
                 pip_requirements=pip_requirements(),
             )
     tags = {**lineage.tags(), "architecture": architecture, **{name: f"{value:.4f}" for name, value in metrics.items()}}
-    version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+    tags |= dvc_experiment_tags()
+    if evaluation is not None:
+        tags |= evaluation_tags(evaluation)
     description = (
         f"**{architecture}** trained in run `{run_id}`, validation "
         f"**{lineage.validation}**.\n\n{metrics_table(metrics)}\n"
     )
-    client.update_model_version(model_name, version.version, description=description)
+    with store_lock(mlflow.get_tracking_uri(), "register"):  # two registrations at once: one number each
+        version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+        client.update_model_version(model_name, version.version, description=description)
     return RegisteredModel(
         name=model_name,
         version=str(version.version),
@@ -153,6 +163,15 @@ def log_and_register(
         model_uri=f"models:/{model_name}/{version.version}",
         logged_model_uri=info.model_uri,
     )
+
+
+EVALUATION_TAG = "evaluation"  # model-version tag: the evaluation's setting, fingerprint, metrics (JSON)
+
+
+def evaluation_tags(record: EvalRecord) -> dict[str, str]:
+    """A version's evaluation as tags: ``evaluation`` (JSON, what the gate reads), ``eval.fingerprint``."""
+    body = {"setting": asdict(record.setting), "shards_dir": record.shards_dir, "metrics": record.metrics}
+    return {EVALUATION_TAG: json.dumps(body, sort_keys=True), "eval.fingerprint": record.setting.fingerprint}
 
 
 def preprocessing_of(checkpoint: Checkpoint, num_clips: int, num_crops: int) -> Preprocessing:
@@ -202,14 +221,15 @@ def register_training(
     experiment: str,
     shards_dir: Path,
     validation_summary: Path,
-    num_clips: int,
-    num_crops: int,
+    evaluation_file: Path,
     allow_unfinished: bool,
     serving: Mapping[str, float] | None = None,
 ) -> tuple[RegisteredModel, Lineage]:
     """Register ``<out_dir>/last.pt`` under ``model_name`` with its lineage; its coordinates and lineage.
 
-    ``serving`` is ``register.serving``: the served model's request bounds.
+    The metrics, and the views the model is served with, are those of the evaluate stage's record
+    ``evaluation_file``, which must have scored this training's run. ``serving`` is
+    ``register.serving``: the served model's request bounds.
     """
     from mlflow import MlflowClient
 
@@ -220,6 +240,12 @@ def register_training(
     model = checkpoint.build_net(checkpoint_path).eval()
     unfinished = checkpoint.refuse_unfinished(checkpoint_path, "register.allow_unfinished", allow_unfinished)
     run_id = run_id_file.read_text().strip()
+    evaluation = EvalRecord.read(evaluation_file)
+    if evaluation.run_id != run_id:
+        raise StageError(
+            f"{evaluation_file} scores run {evaluation.run_id}, not the training run {run_id} of {out_dir}; "
+            "rerun the evaluate stage"
+        )
     setup_mlflow(experiment)
     run_tags = MlflowClient().get_run(run_id).data.tags
     lineage = lineage_of(checkpoint, run_tags, shards_dir, validation_outcome(validation_summary), unfinished)
@@ -229,9 +255,10 @@ def register_training(
         model_name=model_name,
         architecture=checkpoint.model_name,
         classes=list(checkpoint.classes),
-        preprocessing=preprocessing_of(checkpoint, num_clips, num_crops),
+        preprocessing=preprocessing_of(checkpoint, evaluation.setting.num_clips, evaluation.setting.num_crops),
         lineage=lineage,
         bounds=serving_bounds(serving or {}),
         net_config=checkpoint.config["model"]["net"],
+        evaluation=evaluation,
     )
     return registered, lineage

@@ -1,7 +1,16 @@
-"""MLflow plumbing shared by the stages: where the store is, which experiment, the code's commit."""
+"""MLflow plumbing shared by the stages: where the store is, which experiment, the code's commit.
+
+Without ``$MLFLOW_TRACKING_URI`` the store is the project's ``mlflow/mlflow.db``. DVC runs queued
+and ``--temp`` experiments in a temporary copy of the repository (``.dvc/tmp/exps/...``), where a
+relative ``mlflow/`` would be a new store deleted afterwards; it tells every stage command the
+workspace the experiment came from in ``$DVC_ROOT``, and the store is found there. Experiment
+runs are tagged with DVC's ``$DVC_EXP_NAME`` and ``$DVC_EXP_BASELINE_REV``.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import os
 import sqlite3
@@ -9,6 +18,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -37,18 +47,58 @@ def git_commit() -> str:
     return out.stdout.strip() if out.returncode == 0 else "unknown"
 
 
+DVC_EXPERIMENT_TAGS = {"dvc.exp_name": "DVC_EXP_NAME", "dvc.baseline_rev": "DVC_EXP_BASELINE_REV"}
+
+
+def project_root() -> Path:
+    """The workspace whose store a stage writes: ``$DVC_ROOT`` (set by DVC for every stage command;
+    for a queued or temp experiment, the workspace it was queued from), else the working directory."""
+    root = os.environ.get("DVC_ROOT")
+    if not root:
+        return Path.cwd()
+    if not Path(root, "dvc.yaml").is_file():
+        raise StageError(
+            f"DVC_ROOT={root} is not a DVC project (no dvc.yaml there), so the experiment's MLflow store "
+            "cannot be found; run the experiment from its project or set MLFLOW_TRACKING_URI"
+        )
+    return Path(root)
+
+
+def dvc_experiment_tags() -> dict[str, str]:
+    """``dvc.exp_name`` and ``dvc.baseline_rev`` of the DVC experiment running this stage (none outside one)."""
+    return {tag: os.environ[var] for tag, var in DVC_EXPERIMENT_TAGS.items() if os.environ.get(var)}
+
+
 def tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, else the project's SQLite store ``mlflow/mlflow.db`` (absolute).
 
-    For the stages, which run in the project root: the folder is created when missing.
+    For the stages: the project is ``project_root()``, and the folder is created when missing.
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         check_store(uri)
         return uri
-    DEFAULT_STORE_DIR.mkdir(exist_ok=True)
+    store = project_root() / DEFAULT_STORE_DIR
+    store.mkdir(exist_ok=True)
     # Absolute: MLflow caches stores by URI, so a relative one would follow no later chdir.
-    return f"sqlite:///{(DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(store / 'mlflow.db').resolve()}"
+
+
+@contextlib.contextmanager
+def store_lock(uri: str, purpose: str) -> Iterator[None]:
+    """Hold an exclusive file lock ``<mlflow.db>.<purpose>.lock`` beside a local SQLite store (nothing
+    for other stores): what SQLite's busy timeout cannot make safe between processes (creating the
+    tables or an experiment, numbering versions, a promotion's read-then-write) runs under it."""
+    db = sqlite_file(uri)
+    if db is None:
+        yield
+        return
+    with open(db.with_name(f"{db.name}.{purpose}.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def project_store(start: Path) -> Path | None:
@@ -170,10 +220,17 @@ def setup_mlflow(experiment: str) -> str:
     import mlflow
 
     uri = tracking_uri()
-    db = sqlite_file(uri)
+    mlflow.set_tracking_uri(uri)
+    with store_lock(uri, "setup"):  # two first runs at once would both create the tables
+        return _experiment_id(experiment, sqlite_file(uri))
+
+
+def _experiment_id(experiment: str, db: Path | None) -> str:
+    """The id of ``experiment`` in the current store (created when new; see ``setup_mlflow``)."""
+    import mlflow
+
     if db is not None and db.is_file():
         relocate_moved_store(db)
-    mlflow.set_tracking_uri(uri)
     existing = mlflow.get_experiment_by_name(experiment)
     if existing is not None:
         if existing.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:

@@ -22,7 +22,7 @@ from pipeline.core.config import config_md5
 from pipeline.core.files import write_atomic
 from pipeline.data.layout import MANIFEST_FILE
 from pipeline.data.provenance import data_fingerprint
-from pipeline.registry.tracking import git_commit, setup_mlflow
+from pipeline.registry.tracking import dvc_experiment_tags, git_commit, setup_mlflow
 
 WHERE_NOT_WHAT = {
     "train.out_dir",
@@ -144,6 +144,7 @@ def log_run_start(cfg: DictConfig, net: nn.Module, clip_shape: tuple[int, ...]) 
             "config_md5": config_md5(container),
             "mlflow.note.content": run_description(cfg, data_tags),
             **data_tags,
+            **dvc_experiment_tags(),
         }
     )
     log_dataset(Path(cfg.data.shards_dir), data_tags)
