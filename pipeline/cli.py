@@ -94,7 +94,14 @@ def cmd_promote(args: argparse.Namespace) -> int:
         return EXIT_REFUSED
     moved = f" (was version {done.previous}, now @previous_{done.alias})" if done.previous else ""
     kind = {"promote": "", "force": " [forced]", "rollback": " [rollback]"}[done.kind]
-    print(f"models:/{done.name}@{done.alias} -> version {done.version}{moved}{kind}")
+    compared = done.comparison
+    rescored = (
+        f"; both scored on the candidate's evaluation data ({compared.fingerprint}): {cfg.promote.metric} "
+        f"{compared.candidate:.4f} vs the holder's {compared.holder:.4f}"
+        if compared is not None and compared.rescored
+        else ""
+    )
+    print(f"models:/{done.name}@{done.alias} -> version {done.version}{moved}{kind}{rescored}")
     return 0
 
 

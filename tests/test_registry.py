@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+import shutil
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +22,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from pipeline.cli import main
 from pipeline.core.config import config_md5, load_config, write_params
+from pipeline.core.files import write_atomic
 from pipeline.data.video import encode_video
+from pipeline.evaluation.setting import EvalRecord, record_path
 from pipeline.register import main as register_main
 from pipeline.registry.predict import load_model
 from pipeline.registry.publish import validation_outcome
@@ -29,7 +32,7 @@ from pipeline.registry.tracking import setup_mlflow
 from pipeline.serving.views import video_scores, video_views
 from pipeline.training.checkpoint import Checkpoint
 
-from helpers import enter_project_store, promote_concurrently, register_stand_in
+from helpers import enter_project_store, promote_concurrently, read_manifest, register_stand_in
 from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, STAND_IN_SETTING, StandInNet
 
 server = pytest.mark.slow  # tests on the server: its start and several model exports, ~60 s
@@ -306,8 +309,8 @@ def write_training_output(
     cfg: DictConfig, classes: list[str], tags: dict[str, str] | None = None
 ) -> tuple[torch.nn.Module, mlflow.entities.Run]:
     """What train and evaluate leave for the register stage: ``train.out_dir/last.pt`` of a
-    finished (untrained) ``cfg.model`` and ``run_id.txt`` naming a run with the headline metrics
-    and ``tags``; returns (the net, the run)."""
+    finished (untrained) ``cfg.model``, ``run_id.txt`` naming a run with the headline metrics
+    and ``tags``, and the evaluation record scoring that run; returns (the net, the run)."""
     import a2model
 
     net = a2model.build_model(cfg.model.net.name, num_classes=len(classes)).eval()
@@ -320,6 +323,14 @@ def write_training_output(
         mlflow.log_metrics(GOOD_METRICS)
         mlflow.set_tags(tags or {})
     (out_dir / "run_id.txt").write_text(run.info.run_id + "\n")
+    setting = replace(
+        STAND_IN_SETTING,
+        num_clips=cfg.eval.num_clips,
+        num_crops=cfg.eval.num_crops,
+        crop_size=cfg.model.clip.crop_size,
+    )
+    record = EvalRecord(run.info.run_id, setting, cfg.data.shards_dir, GOOD_METRICS)
+    write_atomic(record_path(Path(cfg.eval.metrics_file)), record.to_json())
     return net, run
 
 
@@ -548,6 +559,7 @@ def test_concurrent_promotions_on_the_local_store_are_serialised(project: Path, 
                 classes=CLASSES,
                 preprocessing=PREPROCESSING,
                 lineage=Lineage("c", "p", "s", "passed"),
+                evaluation=EvalRecord(run.info.run_id, STAND_IN_SETTING, "", GOOD_METRICS),
             ).version
         )
     MlflowClient().set_registered_model_alias("local", "staging", versions[0])
@@ -598,3 +610,72 @@ def test_the_project_store_is_found_from_a_subfolder(tmp_path) -> None:
     assert project_store(tmp_path / "docs/deep") is None  # no dvc.yaml, no database: not a project
     (tmp_path / "dvc.yaml").write_text("stages: {}\n")
     assert project_store(tmp_path / "docs/deep") == tmp_path / "mlflow"
+
+
+def constant_net(num_classes: int, answer: int) -> torch.nn.Module:
+    """A tiny_plain net that answers class ``answer`` whatever it sees (zero weights, one-hot bias)."""
+    import a2model
+
+    net = a2model.build_model("tiny_plain", num_classes=num_classes).eval()
+    with torch.no_grad():
+        net.fc.weight.zero_()
+        net.fc.bias.copy_(10.0 * torch.nn.functional.one_hot(torch.tensor(answer), num_classes))
+    return net
+
+
+def test_unlike_evaluations_are_scored_again_on_the_candidates_data(project, training_data, capsys, tmp_path) -> None:
+    """Champion/challenger: the holder was evaluated elsewhere, so both are scored on the
+    candidate's validation shards with its views. A candidate that claims 0.99 on its own record
+    but answers a class no validation video has is refused; one as good as the holder there is
+    taken, with both scores as tags; with its data gone, the refusal says so."""
+    from pipeline.evaluation.setting import EvalSetting, split_digest
+    from pipeline.registry.publish import Lineage, log_and_register
+    from pipeline.serving.views import Preprocessing
+
+    root, shards = training_data
+    classes = (root / "classes.txt").read_text().splitlines()
+    rows = read_manifest(shards).values()
+    labels = [int(r["label_index"]) for r in rows if r["split"] == "validate" and r["status"] == "ok"]
+    right = max(set(labels), key=labels.count)
+    wrong = next(i for i in range(len(classes)) if i not in labels)
+    share = labels.count(right) / len(labels)  # the holder's video top-1 on these shards
+    here = EvalSetting(split_digest(shards, "validate"), "validate", num_clips=1, num_crops=1, crop_size=32)
+    prep = Preprocessing(10, 32, 90, 4, 1, 32, 1, 1, (0.45,) * 3, (0.225,) * 3)
+    experiment = setup_mlflow("a2nets")
+
+    def register(answer: int, setting: EvalSetting, top1: float, shards_dir: Path) -> str:
+        with mlflow.start_run(experiment_id=experiment) as run:
+            pass
+        record = EvalRecord(run.info.run_id, setting, str(shards_dir), metrics(top1))
+        lineage = Lineage("c", "p", "s", "passed")
+        net = constant_net(len(classes), answer)
+        return log_and_register(
+            net, run_id=run.info.run_id, model_name="duel", architecture="tiny_plain", classes=classes,
+            preprocessing=prep, lineage=lineage, evaluation=record,
+        ).version  # fmt: skip
+
+    holder = register(right, replace(here, data_digest="f" * 64, num_crops=3), 0.30, tmp_path / "gone")
+    assert promote(capsys, "duel", "--version", holder, "--to", "staging")[0] == 0
+
+    boaster = register(wrong, here, 0.99, shards)
+    code, _, err = promote(capsys, "duel", "--version", boaster, "--to", "staging")
+    assert code == 1 and err == (
+        f"refused: version {boaster} has video_top1=0.0000, worse than staging version {holder} ({share:.4f}) "
+        f"(both scored on the candidate's evaluation data {here.fingerprint}) by more than the margin 0.01; "
+        "use --force --reason to override\n"
+    )
+
+    peer = register(right, here, 0.20, shards)  # its record says worse; on the same data it is as good
+    code, out, _ = promote(capsys, "duel", "--version", peer, "--to", "staging")
+    assert code == 0 and out.endswith(f"video_top1 {share:.4f} vs the holder's {share:.4f}\n"), out
+    tags = MlflowClient().get_model_version("duel", peer).tags
+    assert tags["gate.rescored_on"] == here.fingerprint
+    assert float(tags["gate.candidate_video_top1"]) == float(tags["gate.holder_video_top1"]) == pytest.approx(share)
+
+    moved = tmp_path / "moved"
+    shutil.copytree(shards, moved)
+    orphan = register(right, replace(here, num_crops=3), 0.9, moved)
+    shutil.rmtree(moved)
+    code, _, err = promote(capsys, "duel", "--version", orphan, "--to", "staging")
+    assert code == 1 and f"the candidate's evaluation data ({moved}) is not on disk as it was" in err
+    assert "num_crops 3 ≠ 1" in err and aliases("duel")["staging"] == peer

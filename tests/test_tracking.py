@@ -171,3 +171,52 @@ def test_a2net_ui_links_each_experiment_in_the_model_training_view(store: Path, 
     assert f"a2nets: http://127.0.0.1:5123/#/experiments/{experiment_id}?workflowType=machine_learning" in (
         capsys.readouterr().out
     )
+
+
+def test_a_stage_in_a_dvc_temp_copy_writes_the_store_of_the_workspace_in_dvc_root(tmp_path, monkeypatch, empty_db):
+    """What DVC gives a queued experiment's stage: a cwd in a temp copy, $DVC_ROOT the workspace."""
+    from pipeline.core.errors import StageError
+    from pipeline.registry.tracking import dvc_experiment_tags, tracking_uri
+
+    workspace, temp_copy = tmp_path / "workspace", tmp_path / "workspace/.dvc/tmp/exps/tmp1234"
+    temp_copy.mkdir(parents=True)
+    (workspace / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(temp_copy)
+    monkeypatch.setenv("DVC_ROOT", str(workspace))
+    monkeypatch.setenv("DVC_EXP_NAME", "brisk-lamb")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "f" * 40)
+    assert tracking_uri() == f"sqlite:///{workspace / 'mlflow/mlflow.db'}"
+    assert not (temp_copy / "mlflow").exists()
+    assert dvc_experiment_tags() == {"dvc.exp_name": "brisk-lamb", "dvc.baseline_rev": "f" * 40}
+
+    monkeypatch.delenv("DVC_ROOT")  # dvc repro and hand-run stages: the working directory's store
+    assert tracking_uri() == f"sqlite:///{temp_copy / 'mlflow/mlflow.db'}"
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "gone"))
+    with pytest.raises(StageError, match=r"^DVC_ROOT=\S+/gone is not a DVC project \(no dvc.yaml there\)"):
+        tracking_uri()
+
+
+def test_two_first_runs_at_once_share_one_new_store(tmp_path: Path) -> None:
+    """Two processes set up a store that does not exist yet at the same moment (two queue workers
+    in a fresh clone): the setup lock lets one create the tables and the experiment, both log."""
+    script = (
+        "import os, sys, mlflow\n"
+        "from pipeline.registry.tracking import setup_mlflow\n"
+        "with mlflow.start_run(experiment_id=setup_mlflow('a2nets')):\n"
+        "    mlflow.log_metric('x', float(sys.argv[1]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"} | {"DVC_ROOT": str(tmp_path)}
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    repo = Path(__file__).resolve().parents[1]
+    env["PYTHONPATH"] = str(repo)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(i)], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+        )
+        for i in range(3)
+    ]
+    errors = [w.communicate(timeout=300)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0], errors
+    runs = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow/mlflow.db'}").search_runs(["1"])
+    assert sorted(r.data.metrics["x"] for r in runs) == [0.0, 1.0, 2.0]

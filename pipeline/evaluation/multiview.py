@@ -48,9 +48,11 @@ def score_split(
     device: torch.device,
     amp: str = "fp32",
     num_workers: int = 0,
+    progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Softmax scores ``(videos, num_clips·num_crops, classes)`` of ``net`` on every video of
-    ``split`` and the videos' labels; ``batch_size`` views per forward pass."""
+    ``split`` and the videos' labels; ``batch_size`` views per forward pass (a progress bar on
+    stderr unless not ``progress``)."""
     dataset = open_split(
         shards_dir,
         split,
@@ -60,7 +62,7 @@ def score_split(
     per_video = views.num_clips * views.num_crops
     loader = DataLoader(dataset, batch_size=max(1, batch_size // per_video), num_workers=num_workers)
     scores, labels = [], []
-    for batch in tqdm(loader, desc="evaluate", dynamic_ncols=True, leave=False):
+    for batch in tqdm(loader, desc="evaluate", dynamic_ncols=True, leave=False, disable=not progress):
         frames = batch["frames"]  # (N, V, C, T, H, W) uint8
         clips = normalize(frames.to(device).flatten(0, 1), views.mean, views.std)
         with autocast(device, amp):

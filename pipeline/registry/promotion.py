@@ -55,6 +55,26 @@ class PromotionRaced(PromotionRefused):
 
 
 @dataclass(frozen=True)
+class Comparison:
+    """The two scores the gate compared, and the evaluation setting they were measured in."""
+
+    candidate: float
+    holder: float
+    fingerprint: str
+    rescored: bool = False  # both scored again on the candidate's data (their records differed)
+
+    def record(self, metric: str) -> dict[str, str]:
+        """Tags / history fields of a re-scored comparison (nothing for recorded metrics)."""
+        if not self.rescored:
+            return {}
+        return {
+            "gate.rescored_on": self.fingerprint,
+            f"gate.candidate_{metric}": f"{self.candidate:.6g}",
+            f"gate.holder_{metric}": f"{self.holder:.6g}",
+        }
+
+
+@dataclass(frozen=True)
 class Promotion:
     """What a promotion did: ``previous`` is the version that held the alias before, if any."""
 
@@ -64,6 +84,7 @@ class Promotion:
     previous: str | None
     forced: bool
     kind: str = "promote"  # promote | force | rollback
+    comparison: Comparison | None = None  # how the gate compared it with the holder
 
 
 def current_user() -> str:
@@ -198,20 +219,32 @@ def evaluation_setting(version: ModelVersion) -> EvalSetting | None:
         return None
 
 
-def check_comparable(candidate: ModelVersion, holder: ModelVersion, alias: str, metric: str) -> None:
-    """PromotionRefused unless both versions' metrics were measured on the same data and views."""
+def compare(client: MlflowClient, candidate: ModelVersion, holder: ModelVersion, alias: str, metric: str) -> Comparison:
+    """``metric`` of both versions measured alike: their recorded values when their evaluation
+    settings are equal; else both scored again on the candidate's evaluation data when it is on
+    disk unchanged (``pipeline.registry.rescore``); else PromotionRefused naming what differs."""
     mine, theirs = evaluation_setting(candidate), evaluation_setting(holder)
     if mine is not None and mine == theirs:
-        return
+        return Comparison(run_metric(client, candidate, metric), run_metric(client, holder, metric), mine.fingerprint)
     if mine is None or theirs is None:
         unknown = candidate.version if mine is None else holder.version
         why = f"version {unknown} records no evaluation setting (registered before they were recorded)"
     else:
         why = f"they were evaluated differently ({'; '.join(mine.differences(theirs))})"
-    raise PromotionRefused(
-        f"cannot compare {metric} of version {candidate.version} and {alias} version {holder.version}: {why}; "
-        "evaluate both on the same data, split and views, or use --force --reason"
-    )
+    refusal = f"cannot compare {metric} of version {candidate.version} and {alias} version {holder.version}: {why}"
+    if mine is None:
+        raise PromotionRefused(f"{refusal}; evaluate both on the same data, split and views, or use --force --reason")
+    from pipeline.registry.rescore import present_shards, rescore
+
+    shards_dir = recorded_evaluation(candidate).get("shards_dir", "")
+    shards = present_shards(shards_dir, mine)
+    if shards is None:
+        raise PromotionRefused(
+            f"{refusal}, and the candidate's evaluation data ({shards_dir or 'not recorded'}) is not on disk as it "
+            "was to score both on it; evaluate both on the same data, split and views, or use --force --reason"
+        )
+    scores = [rescore(f"models:/{v.name}/{v.version}", mine, shards)[metric] for v in (candidate, holder)]
+    return Comparison(*scores, mine.fingerprint, rescored=True)
 
 
 def check_validated(candidate: ModelVersion) -> None:
@@ -240,21 +273,24 @@ def check_gate(
     alias: str,
     metric: str,
     margin: float,
-) -> None:
-    """Raise PromotionRefused unless ``candidate`` is validated, was evaluated like ``holder`` (same
-    evaluation fingerprint) and is not worse than it."""
+) -> Comparison | None:
+    """Raise PromotionRefused unless ``candidate`` is validated and, measured like ``holder``
+    (``compare``), not worse than it; the comparison made (None without a holder)."""
     check_validated(candidate)
-    value = run_metric(client, candidate, metric)
+    run_metric(client, candidate, metric)
     if holder is None or holder.version == candidate.version:
-        return
-    check_comparable(candidate, holder, alias, metric)
-    best = run_metric(client, holder, metric)
-    if value < best - margin:
+        return None
+    comparison = compare(client, candidate, holder, alias, metric)
+    if comparison.candidate < comparison.holder - margin:
+        where = (
+            f" (both scored on the candidate's evaluation data {comparison.fingerprint})" if comparison.rescored else ""
+        )
         raise PromotionRefused(
-            f"version {candidate.version} has {metric}={value:.4f}, worse than {alias} "
-            f"version {holder.version} ({best:.4f}) by more than the margin {margin}; "
+            f"version {candidate.version} has {metric}={comparison.candidate:.4f}, worse than {alias} "
+            f"version {holder.version} ({comparison.holder:.4f}){where} by more than the margin {margin}; "
             "use --force --reason to override"
         )
+    return comparison
 
 
 def rollback_target(client: MlflowClient, name: str, alias: str) -> str:
@@ -307,10 +343,11 @@ def promote(
     if alias == "production" and not rollback:
         check_staged(client, name, candidate)
     holder = alias_holder(client, name, alias)
+    comparison = None
     if rollback and not force:
         check_validated(candidate)
     elif not force:
-        check_gate(client, candidate, holder, alias, metric, margin)
+        comparison = check_gate(client, candidate, holder, alias, metric, margin)
     from mlflow.exceptions import MlflowException
 
     previous = None if holder is None else str(holder.version)
@@ -319,6 +356,8 @@ def promote(
     tags = {"promoted_to": alias, "promoted_at": _utc_now(), "promoted_by": user}
     if force:
         tags |= {"forced_by": user, "force_reason": reason.strip()}
+    rescored = comparison.record(metric) if comparison is not None else {}
+    tags |= rescored
     entry = {
         "alias": alias,
         "version": str(candidate.version),
@@ -327,6 +366,7 @@ def promote(
         "by": user,
         "at": tags["promoted_at"],
         "reason": (reason or "").strip(),
+        **rescored,
     }
     try:
         _write_promotion(client, name, str(candidate.version), alias, previous, tags, entry)
@@ -337,7 +377,7 @@ def promote(
             "and promote again if needed"
         ) from None
     moved = previous if previous != str(candidate.version) else None
-    return Promotion(name, str(candidate.version), alias, moved, force, kind)
+    return Promotion(name, str(candidate.version), alias, moved, force, kind, comparison)
 
 
 @dataclass(frozen=True)
