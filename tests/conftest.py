@@ -2,6 +2,7 @@
 
 - ``pytest_collection_modifyitems``: files with slow or scaleout tests run first (xdist balance).
 - ``training_data`` (session): a dataset root and its shards, big enough to train on.
+- ``trained`` (module): a 1-epoch tiny_a2 training's out_dir, for the tests that only evaluate.
 - ``mlflow_uri`` (session) and ``workdir``: an SQLite MLflow store and a fresh cwd using it.
 - ``mlflow_server`` and ``register_version`` (module): a real ``mlflow server`` subprocess and
   stand-in models registered on it.
@@ -41,6 +42,21 @@ def training_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     root = write_kinetics_root(tmp / "root", faults=False, extra_train=TRAIN_CLIPS - 4)
     run_stage(root, tmp / "shards", samples_per_shard=3)
     return root, tmp / "shards"
+
+
+@pytest.fixture(scope="module")
+def trained(training_data: tuple[Path, Path], mlflow_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``train.out_dir`` of a 1-epoch tiny_a2 training on 4×32² clips, for the tests that only evaluate."""
+    from pipeline import train as train_stage
+
+    from helpers import tiny_overrides
+
+    out = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(out)
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+        assert train_stage.main(tiny_overrides(training_data, out, "train.epochs=1", "train.val_every=0")) == 0
+    return out / "model"
 
 
 @pytest.fixture(scope="session")

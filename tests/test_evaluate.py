@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -163,17 +162,6 @@ def test_attention_figure_names_sort_by_class_and_are_safe_file_names():
 
 
 # ------------------------------------------------- the eval settings, on one trained checkpoint
-
-
-@pytest.fixture(scope="module")
-def trained(training_data, mlflow_uri, tmp_path_factory) -> Path:
-    """``train.out_dir`` of a 1-epoch tiny_a2 training, for the tests that only evaluate."""
-    out = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(out)
-        mp.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-        assert train_stage.main(tiny_overrides(training_data, out, "train.epochs=1", "train.val_every=0")) == 0
-    return out / "model"
 
 
 def test_evaluate_scores_every_video_of_data_val_split_in_its_views(training_data, trained, workdir):

@@ -21,17 +21,6 @@ from pipeline.registry.predict import load_model
 from helpers import read_manifest, tiny_overrides
 
 
-@pytest.fixture(scope="module")
-def trained(training_data, mlflow_uri, tmp_path_factory) -> Path:
-    """``train.out_dir`` of a 1-epoch tiny_a2 training on 4×32² clips."""
-    out = tmp_path_factory.mktemp("trained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(out)
-        mp.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
-        assert train_stage.main(tiny_overrides(training_data, out, "train.epochs=1", "train.val_every=0")) == 0
-    return out / "model"
-
-
 @pytest.mark.parametrize(("batch_size", "num_workers"), [(6, 0), (16, 2), (60, 1)])
 def test_evaluation_does_not_depend_on_batch_size_or_loader_workers(training_data, trained, batch_size, num_workers):
     """The 8 training videos × 2 clips × 3 crops: one view per forward pass with no workers is the

@@ -243,9 +243,9 @@ def _experiments(project: Path) -> dict[str, dict]:
 @pytest.mark.slow
 def test_queued_experiments_on_two_workers_land_in_the_project_store(reproduced: Path, tmp_path: Path) -> None:
     """A sweep queued with DVC's syntax and run by two workers at once (each in a temp copy of the
-    repo): both runs and both versions are in the project's mlflow/mlflow.db, tagged with their
-    experiment; ``dvc exp show`` names each one's run and version; ``dvc exp apply`` leaves a
-    workspace whose register stage works."""
+    repo), then a ``--temp`` experiment: every run and version is in the project's
+    mlflow/mlflow.db, tagged with its experiment; ``dvc exp show`` names each one's run and
+    version; ``dvc exp apply`` leaves a workspace whose register stage works."""
     project = _copy(reproduced, tmp_path / "project")
     baseline = _committed(project)
     store = _store(project)
@@ -277,13 +277,22 @@ def test_queued_experiments_on_two_workers_land_in_the_project_store(reproduced:
     } == {0.02, 0.1}
     assert not list((project / ".dvc/tmp/exps").rglob("mlflow.db"))  # no store was made in the temp copies
 
+    temp = _run(["dvc", "exp", "run", "--temp", *tiny, "-S", "train.lr=0.03"], project)  # a temp copy, run now
+    [temp_name] = set(_experiments(project)) - set(experiments)
+    assert f"'{temp_name}'" in temp.stdout
+    [temp_run] = [
+        r for r in store.search_runs(store.get_experiment_by_name("a2nets").experiment_id) if r.info.run_id not in runs
+    ]
+    assert temp_run.data.tags["dvc.exp_name"] == temp_name and temp_run.data.params["train.lr"] == "0.03"
+    assert len(store.search_model_versions("name = 'a2net'")) == 4
+
     name = sorted(experiments)[0]
     _run(["dvc", "exp", "apply", name], project)
     applied = json.loads((project / "reports/registered_model.json").read_text())
     assert applied["version"] == experiments[name]["metrics"]["reports/run.json"]["model_version"]
     registered = _run([sys.executable, "-m", "pipeline.register"], project)  # the experiment's run, found
     assert f"(run {applied['run_id']}," in registered.stdout
-    assert len(store.search_model_versions("name = 'a2net'")) == 4
+    assert len(store.search_model_versions("name = 'a2net'")) == 5
 
 
 def _wait_for_queue(project: Path, timeout_s: float = 600) -> None:
