@@ -62,7 +62,7 @@ def evaluation_record(cfg: DictConfig, metrics: dict[str, float], crop_size: int
         crop_size,
     )
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
-    return EvalRecord(run_id, setting, str(Path(cfg.data.shards_dir).resolve()), metrics)
+    return EvalRecord(run_id, setting, str(cfg.data.shards_dir), metrics)
 
 
 def main(argv: list[str] | None = None) -> int:

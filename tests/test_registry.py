@@ -679,3 +679,15 @@ def test_unlike_evaluations_are_scored_again_on_the_candidates_data(project, tra
     code, _, err = promote(capsys, "duel", "--version", orphan, "--to", "staging")
     assert code == 1 and f"the candidate's evaluation data ({moved}) is not on disk as it was" in err
     assert "num_crops 3 ≠ 1" in err and aliases("duel")["staging"] == peer
+
+
+def test_a_recorded_relative_shards_dir_is_the_projects_wherever_promote_runs(tmp_path) -> None:
+    """evaluate records data.shards_dir as configured (a queued experiment's temp copy is deleted);
+    a2net promote, run from docs/ or the root, finds the workspace's shards."""
+    from pipeline.registry.rescore import project_path
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "docs").mkdir()
+    assert project_path("data/shards", tmp_path / "docs") == tmp_path.resolve() / "data/shards"
+    assert project_path("data/shards", tmp_path) == tmp_path.resolve() / "data/shards"
+    assert project_path("/abs/shards", tmp_path / "docs") == Path("/abs/shards")

@@ -80,7 +80,7 @@ class EvalRecord:
 
     run_id: str | None
     setting: EvalSetting
-    shards_dir: str  # where its data was (to score another model on the same bytes)
+    shards_dir: str  # where its data was, as configured (relative: to the project), to score others on it
     metrics: dict[str, float]
 
     def to_json(self) -> str:

@@ -24,9 +24,20 @@ from pipeline.registry.predict import load_model
 BATCH_SIZE = 16  # views per forward pass
 
 
+def project_path(path: str, start: Path | None = None) -> Path:
+    """``path`` as a stage wrote it: relative paths are the project's (the nearest folder with a
+    ``dvc.yaml`` around ``start``, default the working directory), wherever the command runs."""
+    if Path(path).is_absolute():
+        return Path(path)
+    start = (start or Path.cwd()).resolve()
+    root = next((folder for folder in (start, *start.parents) if (folder / "dvc.yaml").is_file()), start)
+    return root / path
+
+
 def present_shards(shards_dir: str, setting: EvalSetting) -> Path | None:
-    """``shards_dir`` when it still holds exactly the bytes ``setting`` was measured on, else None."""
-    path = Path(shards_dir)
+    """The recorded ``shards_dir`` when it still holds exactly the bytes ``setting`` was measured
+    on (a queued experiment's temp copy is gone, but the workspace has the same shards), else None."""
+    path = project_path(shards_dir)
     if not (path / MANIFEST_FILE).is_file():
         return None
     return path if split_digest(path, setting.split) == setting.data_digest else None
