@@ -120,7 +120,8 @@ def test_the_gate_compares_only_evaluations_of_the_same_data_and_views(register_
     assert code == 1 and err.count("\n") == 1
     assert err == (
         f"refused: cannot compare video_top1 of version {candidate} and staging version {holder}: they were "
-        f"evaluated differently (data_digest {'e' * 12} ≠ {'d' * 12}; num_clips 1 ≠ 3; num_crops 1 ≠ 3); evaluate "
+        f"evaluated differently (data_digest {'e' * 12} ≠ {'d' * 12}; num_clips 1 ≠ 3; num_crops 1 ≠ 3), and the "
+        "candidate's evaluation data (/stand-in/shards) is not on disk as it was to score both on it; evaluate "
         "both on the same data, split and views, or use --force --reason\n"
     )
     assert aliases("reg-alike") == {"staging": holder}
