@@ -192,3 +192,25 @@ def test_every_shipped_config_satisfies_the_schema() -> None:
             cfg = compose(overrides)
             OmegaConf.resolve(cfg)
             assert config_problem(cfg) is None, overrides
+
+
+HOSTILE = [  # (stage, override, what the one line says): a traceback or a 100 KB echo before
+    ("pipeline.train", "~train", "'~train': every stage needs a train config; choose another one"),
+    ("pipeline.preprocess", "~data", "'~data': every stage needs a data config"),
+    ("pipeline.toolchain", "~video", "the config has no 'video', which this stage needs; do not delete it"),
+    ("pipeline.toolchain", "~video.ffmpeg", "the config has no 'video.ffmpeg', which this stage needs"),
+    ("pipeline.train", "train.lr=" + "1" * 130_000, "… (130,011 characters) is not key=value"),
+    ("pipeline.train", "+train.x=" + "[" * 60_000 + "]" * 60_000, "or its value is too large or too deeply nested"),
+    ("pipeline.train", "train.device=" + "x" * 100_000, "… (100,002 characters) is not valid: set it to one of"),
+]
+
+
+@pytest.mark.parametrize(("stage", "override", "says"), HOSTILE, ids=lambda v: str(v)[:24])
+def test_a_hostile_override_is_one_short_line_and_exit_2(tmp_path, monkeypatch, capsys, stage, override, says) -> None:
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    assert importlib.import_module(stage).main([override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err[:300]
+    assert len(err) < 300 and list(tmp_path.iterdir()) == []

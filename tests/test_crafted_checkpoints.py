@@ -87,3 +87,26 @@ def test_a_file_that_is_not_a_checkpoint_of_this_format_is_one_line(tmp_path, mo
     assert main([]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"models/train/last.pt {says}" in err.replace(":", ""), err
+
+
+@pytest.mark.parametrize(
+    "overrides, says",
+    [
+        (["model.net._target_=os.system", "+model.net.command='touch {m}'"], "model.net._target_ is 'os.system'"),
+        (["+model.net.block={{_target_: os.system, command: 'touch {m}'}}"], "model.net.block is not a plain value"),
+        (["+model.net._args_=['touch {m}']"], "model.net._args_ is not a plain value"),
+    ],
+)
+def test_an_override_naming_code_runs_nothing_and_is_one_line(training_data, workdir, capsys, overrides, says) -> None:
+    """The command line (and `dvc exp run -S`) is no way in either: the train stage builds its net by
+    name from the project's factory; another _target_, nested or not, is one line and runs nothing."""
+    import pipeline.train as train_stage
+
+    from helpers import tiny_overrides
+
+    marker = workdir / "code-ran"
+    argv = tiny_overrides(training_data, workdir, *(o.format(m=marker) for o in overrides))
+    assert train_stage.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the config's model.net: ") and err.count("\n") == 1 and says in err, err
+    assert not marker.exists() and not (workdir / "model/last.pt").exists()

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from pipeline.core.errors import ConfigError, StageError
+from pipeline.core.errors import ConfigError, StageError, shown
 from pipeline.core.files import write_atomic
 
 if TYPE_CHECKING:
@@ -46,9 +47,11 @@ def check_group_choices(overrides: Sequence[Override]) -> None:
     for override in overrides:
         group, value = override.key_or_group, override.value()
         choices = group_choices(group) if group in groups else []
+        if choices and override.is_delete():
+            raise ConfigError(f"{shown(override.input_line)}: every stage needs a {group} config; choose another one")
         if choices and value not in choices:
             raise ConfigError(
-                f"{override.input_line!r}: no {group} config {value!r}; choose one of {', '.join(choices)} "
+                f"{shown(override.input_line)}: no {group} config {shown(value)}; choose one of {', '.join(choices)} "
                 f"(pipeline/conf/{group}/)"
             )
 
@@ -78,11 +81,15 @@ def parse_overrides(overrides: Sequence[str]) -> list[Override]:
     for text in overrides:
         try:
             override = parser.parse_overrides([text])[0]
-        except HydraException:
-            raise ConfigError(f"override {text!r} is not key=value, +key=value or ~key (e.g. train.epochs=3)") from None
+        except (HydraException, ValueError, RecursionError):  # ValueError: a 130,000-digit number
+            raise ConfigError(
+                f"override {shown(text)} is not key=value, +key=value or ~key (e.g. train.epochs=3), "
+                "or its value is too large or too deeply nested"
+            ) from None
         if override.is_sweep_override():
             raise ConfigError(
-                f"override {text!r} is a sweep; a stage runs one config (use `dvc exp run` or the ablation for several)"
+                f"override {shown(text)} is a sweep; a stage runs one config "
+                "(use `dvc exp run` or the ablation for several)"
             )
         parsed.append(override)
     return parsed
@@ -94,17 +101,17 @@ def apply_override(cfg: DictConfig, override: Override) -> None:
     present = OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT
     if override.is_delete():
         if not present:
-            raise ConfigError(f"override {text!r}: no config key {key!r} to delete")
+            raise ConfigError(f"override {shown(text)}: no config key {shown(key)} to delete")
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
         if override.value() is not None and parent[leaf] != override.value():
-            raise ConfigError(f"override {text!r}: {key} is {parent[leaf]!r}, not {override.value()!r}")
+            raise ConfigError(f"override {shown(text)}: {key} is {shown(parent[leaf])}, not {shown(override.value())}")
         del parent[leaf]
         return
     if override.is_add() and present:
-        raise ConfigError(f"override {text!r}: {key} exists already; drop the + to change it (or use ++)")
+        raise ConfigError(f"override {shown(text)}: {key} exists already; drop the + to change it (or use ++)")
     if not (present or override.is_add() or override.is_force_add()):
-        raise ConfigError(f"unknown config key {key!r} (prefix it with + to add a new key)")
+        raise ConfigError(f"unknown config key {shown(key)} (prefix it with + to add a new key)")
     OmegaConf.update(cfg, key, override.value(), merge=True, force_add=True)
 
 
@@ -162,6 +169,9 @@ def stage_main(core, argv: Sequence[str] | None = None) -> int:
         result = core(cfg)
     except (StageError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ConfigAttributeError, ConfigKeyError) as err:  # a section the stage needs was deleted (~video)
+        print(f"error: the config has no {err.full_key!r}, which this stage needs; do not delete it", file=sys.stderr)
         return 2
     except OSError as err:  # a read-only or full output directory, a path that is not a folder...
         where = f"{err.filename}: " if err.filename else ""

@@ -9,3 +9,10 @@ class StageError(Exception):
 
 class ConfigError(StageError, ValueError):
     """A configuration that cannot be used; the message says what to change."""
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` for a one-line message: cut to ``limit`` characters with its length said, so a
+    10 MB override or a 130,000-digit number is never echoed whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"

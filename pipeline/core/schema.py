@@ -16,6 +16,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from pipeline.core.errors import shown
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -164,5 +166,5 @@ def config_problem(cfg: DictConfig) -> str | None:
         if OmegaConf.is_config(value):
             value = OmegaConf.to_container(value)
         if not rule.accepts(value):
-            return f"{key}={value!r} is not valid: set it to {rule.expect}"
+            return f"{key}={shown(value)} is not valid: set it to {rule.expect}"
     return None

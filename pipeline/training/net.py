@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.core.errors import ConfigError, StageError
+from pipeline.core.errors import ConfigError, StageError, shown
 
 NET_FACTORY = "a2model.build_model"  # the only callable a checkpoint's model.net may name
 
@@ -36,11 +36,16 @@ def _video_model_name(name: Any) -> str:
 
 
 def build_net(net_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
-    """Instantiate the project's own ``model.net`` config (``a2model.build_model``) for ``num_classes``."""
-    from hydra.utils import instantiate
+    """The project's own ``model.net`` config (``a2model.build_model``) for ``num_classes``.
 
-    _video_model_name(net_cfg.get("name"))
-    return instantiate(net_cfg, num_classes=num_classes)
+    Built by name like a checkpoint's (``net_values``), never by Hydra's ``instantiate``: an
+    override of ``_target_`` (``model.net._target_=builtins.print``, or a nested one) names no code.
+    """
+    from omegaconf import OmegaConf
+
+    values = OmegaConf.to_container(net_cfg, resolve=True) if OmegaConf.is_config(net_cfg) else dict(net_cfg)
+    fix = f"only {NET_FACTORY} builds nets (pipeline/conf/model)"
+    return _built(values, num_classes, "the config's model.net", fix, ConfigError)
 
 
 def net_from_values(net_values: Mapping[str, Any], num_classes: int, source: str) -> nn.Module:
@@ -50,20 +55,23 @@ def net_from_values(net_values: Mapping[str, Any], num_classes: int, source: str
     writes) and every other key is a plain keyword value (bool, int, float, str) of that factory,
     so a crafted checkpoint cannot make Hydra instantiate a callable of its choosing.
     """
+    fix = f"a checkpoint is data and only builds {NET_FACTORY} by name: retrain with `python -m pipeline.train`"
+    return _built(dict(net_values), num_classes, source, fix, StageError)
+
+
+def _built(values: dict[str, Any], num_classes: int, source: str, fix: str, error: type[StageError]) -> nn.Module:
+    """``a2model.build_model(values["name"], num_classes, **plain values)``; ``error`` (one line
+    ending with ``fix``) for another ``_target_`` or a value that is not plain."""
     import a2model
 
-    values = dict(net_values)
     target = values.pop("_target_", NET_FACTORY)
     if target != NET_FACTORY:
-        raise StageError(
-            f"{source}: model.net._target_ is {target!r}; a checkpoint is data and only builds "
-            f"{NET_FACTORY} by name: retrain with `python -m pipeline.train`"
-        )
+        raise error(f"{source}: model.net._target_ is {shown(target)}; {fix}")
     name = _video_model_name(values.pop("name", None))
     for key, value in values.items():
         if key.startswith("_") or not isinstance(value, (bool, int, float, str)):
-            raise StageError(
+            raise error(
                 f"{source}: model.net.{key} is not a plain value ({type(value).__name__}); "
-                "a checkpoint's model config holds a model name and plain keyword values only"
+                f"model.net holds a model name and plain keyword values only; {fix}"
             )
     return a2model.build_model(name, num_classes, **values)
