@@ -73,7 +73,28 @@ def test_a_model_without_a2_blocks_is_one_line(registered, noise_video, tmp_path
 def test_a_missing_video_is_one_line(registered, tmp_path, capsys) -> None:
     missing = tmp_path / "missing.mp4"
     assert main(["explain", str(missing), "--model", registered["tiny_a2"], "--out", str(tmp_path / "o")]) == 2
-    assert capsys.readouterr().err == f"error: {missing}: no such file\n"
+    assert capsys.readouterr().err == f"error: {missing}: no such file; give a video file\n"
+
+
+@pytest.mark.parametrize(
+    "make_out, says",
+    [
+        (lambda d: (d / "file.png").write_bytes(b"x") and d / "file.png", "is a file, not a folder"),
+        (lambda d: (d / "file").write_bytes(b"x") and d / "file/sub", "is a file, not a folder"),
+        (lambda d: Path("/sys/a2net-out"), "Operation not permitted; give a folder you can write"),  # even for root
+    ],
+)
+def test_an_unusable_out_is_one_line_before_the_inference(registered, noise_video, tmp_path, capsys, monkeypatch,
+                                                            make_out, says) -> None:  # fmt: skip
+    import pipeline.registry.explain as explain
+
+    folder = tmp_path / "outs"
+    folder.mkdir()
+    out = make_out(folder)
+    monkeypatch.setattr(explain, "eager_net", lambda model: pytest.fail("the inference ran first"))
+    assert main(["explain", str(noise_video), "--model", registered["tiny_a2"], "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --out {out}") and says in err and err.count("\n") == 1, err
 
 
 def test_the_figure_draws_each_blocks_top_maps(registered, noise_video) -> None:

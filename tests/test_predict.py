@@ -68,7 +68,7 @@ def test_cli_reports_bad_files_in_one_line_and_predicts_the_rest(stand_in_store,
     errors = done.stderr.splitlines()
     assert len(errors) == 2
     assert errors[0].startswith(f"error: {not_video}: not a readable video (")
-    assert errors[1] == f"error: {missing}: no such file"
+    assert errors[1] == f"error: {missing}: no such file; give a video file"
     lines = done.stdout.splitlines()
     assert lines[0] == f"models:/a2net@staging is version {stand_in_store['version']}"  # the default model
     assert lines[1] == f"{noise_video}:" and len(lines) == 7  # the good video still gets its top 5
@@ -228,3 +228,13 @@ def test_a_bad_top_k_is_one_line(top_k, capsys) -> None:
         err
         == f"error: a2net predict: argument --top-k: {top_k!r} is not a whole number >= 1 (see a2net predict --help)\n"
     )
+
+
+@pytest.mark.parametrize(
+    "path, what",
+    [("/dev/zero", "not a regular file"), ("/dev/null", "not a regular file"), ("{tmp}", "a folder")],
+)
+def test_a_path_that_is_no_video_file_says_what_it_is(stand_in_store, tmp_path, capsys, path, what) -> None:
+    path = path.format(tmp=tmp_path)
+    assert main(["predict", path]) == 2
+    assert capsys.readouterr().err == f"error: {path}: {what}; give a video file\n"

@@ -115,6 +115,17 @@ def test_too_many_rows_is_a_400_and_the_server_keeps_serving(served, noise_video
     assert status == 200 and answer["predictions"][0]["error"] is None
 
 
+@pytest.mark.parametrize("top_k", [-1, 0, None, 7, 10**12])  # the stand-in knows 6 classes
+def test_a_top_k_out_of_bounds_is_an_error_per_row_without_a_traceback(served, noise_video, top_k) -> None:
+    status, answer = post(served, [b64(noise_video.read_bytes())] * 2, top_k=top_k)
+    assert status == 200, answer
+    says = f"params.top_k={str(top_k)!r} is not valid; give a whole number from 1 to 6"
+    assert [row["error"] for row in answer["predictions"]] == [f"row 0: {says}", f"row 1: {says}"]
+    assert "Traceback" not in json.dumps(answer)
+    status, answer = post(served, [b64(noise_video.read_bytes())], top_k=6)
+    assert status == 200 and len(answer["predictions"][0]["labels"]) == 6
+
+
 @pytest.mark.parametrize(
     "bound, says",
     [

@@ -8,6 +8,7 @@ values, never code) and loaded with the program's own weights. The video is prep
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,8 +41,21 @@ def eager_net(model: LoadedModel) -> torch.nn.Module:
     return net.eval()
 
 
+def writable_folder(path: Path) -> None:
+    """Make ``path`` (a folder) if needed; a StageError naming it when it is a file or not writable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StageError(f"--out {path} is a file, not a folder; give a folder for attention.png and .npz") from None
+    except OSError as err:
+        raise StageError(f"--out {path}: {err.strerror}; give a folder you can write") from None
+    if not os.access(path, os.W_OK):
+        raise StageError(f"--out {path}: not writable; give a folder you can write")
+
+
 def explain_video(model: LoadedModel, video: Path, out_dir: Path) -> Explanation:
     """Write ``out_dir/attention.png`` and ``out_dir/attention.npz`` for ``video``'s central view."""
+    writable_folder(out_dir)  # before the work, not after it
     net = eager_net(model)
     prep = model.preprocessing
     view = central_view(video_frames(video, prep), prep.num_crops)

@@ -99,11 +99,22 @@ class VideoClassifier(PythonModel):
             raise MlflowException.invalid_parameter_value(
                 f"{len(rows)} videos in one request; send at most {self.bounds['max_rows']}"
             )
-        top_k = int((params or {}).get("top_k", DEFAULT_TOP_K))
         answers = []
         for index, value in enumerate(rows):
             try:
+                top_k = self.top_k(params)
                 answers.append(self.classify(decode_row(value, int(self.bounds["max_video_bytes"])), top_k))
             except VideoError as err:
                 answers.append({"labels": [], "probabilities": [], "error": f"row {index}: {err}"})
         return answers
+
+    def top_k(self, params: dict[str, Any] | None) -> int:
+        """``params.top_k``: 1 to the number of classes (default 5, or all classes when fewer);
+        a VideoError naming the bounds otherwise."""
+        classes = len(self.parts.classes)
+        if "top_k" not in (params or {}):
+            return min(DEFAULT_TOP_K, classes)
+        value = params["top_k"]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= classes:
+            raise VideoError(f"params.top_k={str(value)[:20]!r} is not valid; give a whole number from 1 to {classes}")
+        return value

@@ -62,7 +62,8 @@ def video_frames(path: Path, prep: Preprocessing, max_seconds: float | None = No
     A video longer than ``max_seconds`` is refused without decoding the rest of it.
     """
     if not path.is_file():
-        raise VideoError(f"{path}: no such file")
+        what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
+        raise VideoError(f"{path}: {what}; give a video file")
     max_frames = None if max_seconds is None else int(max_seconds * prep.fps)
     try:
         jpegs, _, _ = clip_jpegs(
