@@ -220,3 +220,15 @@ def test_two_first_runs_at_once_share_one_new_store(tmp_path: Path) -> None:
     assert [w.returncode for w in workers] == [0, 0, 0], errors
     runs = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow/mlflow.db'}").search_runs(["1"])
     assert sorted(r.data.metrics["x"] for r in runs) == [0.0, 1.0, 2.0]
+
+
+def test_the_default_experiment_moves_with_the_store_too(store: Path, tmp_path: Path, monkeypatch) -> None:
+    """MLflow makes experiment 0 under the first command's cwd; it is given a place beside the store
+    and follows a copy of the store like the project's experiments."""
+    setup_mlflow("a2nets")
+    assert mlflow.get_experiment("0").artifact_location == f"{(store / 'artifacts').as_uri()}/0"
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy}/mlflow.db")
+    setup_mlflow("a2nets")
+    assert mlflow.get_experiment("0").artifact_location == f"{(copy / 'artifacts').as_uri()}/0"

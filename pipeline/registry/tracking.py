@@ -180,6 +180,7 @@ def relocate_moved_store(db: Path) -> str | None:
         if not con.execute("select 1 from sqlite_master where name = 'experiment_tags'").fetchone():
             return None  # a new, empty store
         adopt_legacy_experiments(con)
+        adopt_default_experiment(con, new_root)
         tagged = dict(con.execute("select experiment_id, value from experiment_tags where key = ?", (ROOT_TAG,)))
         old_roots = {root for root in tagged.values() if root != new_root}
         for old in old_roots:
@@ -194,6 +195,24 @@ def relocate_moved_store(db: Path) -> str | None:
             f"note: MLflow store {db} was moved: its artifact paths now lead to {new_root}, not {old}", file=sys.stderr
         )
     return next(iter(sorted(old_roots)), None)
+
+
+def adopt_default_experiment(con: sqlite3.Connection, root: str) -> None:
+    """Give experiment 0 ("Default") a place beside the store, tagged like the project's, so that it
+    moves with the store: MLflow makes it under the first command's working directory
+    (``<cwd>/mlruns/0``), outside the store and left behind by a move. Its runs' paths follow."""
+    row = con.execute("select artifact_location from experiments where experiment_id = 0").fetchone()
+    tagged = con.execute("select 1 from experiment_tags where experiment_id = 0 and key = ?", (ROOT_TAG,)).fetchone()
+    if row is None or tagged:
+        return
+    old, new = str(row[0]), f"{root}/0"
+    con.execute("update experiments set artifact_location = ? where experiment_id = 0", (new,))
+    con.execute(
+        "update runs set artifact_uri = ? || substr(artifact_uri, ?) where experiment_id = 0 "
+        "and substr(artifact_uri, 1, ?) = ?",
+        (new, len(old) + 1, len(old), old),
+    )
+    con.execute("insert into experiment_tags (key, value, experiment_id) values (?, ?, 0)", (ROOT_TAG, root))
 
 
 def adopt_legacy_experiments(con: sqlite3.Connection) -> None:
