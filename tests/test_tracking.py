@@ -232,3 +232,48 @@ def test_the_default_experiment_moves_with_the_store_too(store: Path, tmp_path: 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy}/mlflow.db")
     setup_mlflow("a2nets")
     assert mlflow.get_experiment("0").artifact_location == f"{(copy / 'artifacts').as_uri()}/0"
+
+
+def _halved(db: Path) -> None:
+    db.write_bytes(db.read_bytes()[: db.stat().st_size // 2])
+
+
+def _smashed_header(db: Path) -> None:
+    data = bytearray(db.read_bytes())
+    data[16:100] = bytes(84)  # page size, format numbers, counters
+    db.write_bytes(bytes(data))
+
+
+BROKEN_STORES = [  # (how the store breaks, what the one line says)
+    (lambda db: db.write_bytes(b""), "is empty (0 bytes), not a store"),
+    (lambda db: db.write_bytes(os.urandom(4096)), "is not an SQLite database"),
+    (_halved, "is damaged ("),
+    (_smashed_header, "is damaged ("),
+]
+
+
+@pytest.mark.parametrize(("damage", "says"), BROKEN_STORES)
+@pytest.mark.parametrize(
+    "command", [["promote", "--list"], ["predict", "x.mp4"], ["promote", "--version", "1", "--to", "staging"]]
+)
+def test_a_broken_store_is_one_line_and_left_as_it_is(tmp_path, monkeypatch, capsys, empty_db, damage, says, command):
+    from pipeline.cli import main
+    from pipeline.registry.tracking import check_store
+
+    check_store.cache_clear()
+    (tmp_path / "mlflow").mkdir()
+    db = tmp_path / "mlflow/mlflow.db"
+    shutil.copy(empty_db, db)
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    run = client.create_run(client.create_experiment("x"))
+    client.log_batch(run.info.run_id, params=[mlflow.entities.Param(f"p{i}", "v" * 200) for i in range(50)])
+    damage(db)
+    before = db.read_bytes()
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: MLflow store {db} {says}" + err.split(says, 1)[1] and err.count("\n") == 1, err
+    assert err.endswith("; restore it from a backup, or move it away to start a new store\n")
+    assert db.read_bytes() == before

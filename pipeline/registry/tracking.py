@@ -80,8 +80,34 @@ def tracking_uri() -> str:
         return uri
     store = project_root() / DEFAULT_STORE_DIR
     store.mkdir(exist_ok=True)
+    check_local_store(store / "mlflow.db")
     # Absolute: MLflow caches stores by URI, so a relative one would follow no later chdir.
     return f"sqlite:///{(store / 'mlflow.db').resolve()}"
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_local_store(db: Path) -> None:
+    """StageError (one line) when the SQLite store ``db`` exists but cannot be used: empty (MLflow
+    would silently make a new store in it), not SQLite, or damaged (``PRAGMA quick_check``, which
+    reads the whole file: a few ms for a project's store). Nothing is written to such a file."""
+    if not db.is_file():
+        return
+    fix = "restore it from a backup, or move it away to start a new store"
+    with open(db, "rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if not header:
+        raise StageError(f"MLflow store {db} is empty (0 bytes), not a store; {fix}")
+    if header != SQLITE_HEADER:
+        raise StageError(f"MLflow store {db} is not an SQLite database; {fix}")
+    try:
+        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+            verdict = con.execute("pragma quick_check(1)").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        verdict = str(err)
+    if verdict != "ok":
+        raise StageError(f"MLflow store {db} is damaged ({verdict[:80]}); {fix}")
 
 
 @contextlib.contextmanager
@@ -130,6 +156,7 @@ def existing_tracking_uri() -> str:
         uri = f"sqlite:///{(store / 'mlflow.db').resolve()}"
     db = sqlite_file(uri)
     if db is not None and db.is_file():
+        check_local_store(db)
         relocate_moved_store(db)
     return uri
 
@@ -137,8 +164,8 @@ def existing_tracking_uri() -> str:
 @functools.cache
 def check_store(uri: str, timeout_s: float = 5.0) -> None:
     """StageError (one line) unless the tracking store ``uri`` answers: a server's ``/health``
-    (MLflow's own client would retry a dead server for minutes), or a PostgreSQL database's login.
-    Once per process and URI."""
+    (MLflow's own client would retry a dead server for minutes), a PostgreSQL database's login, an
+    SQLite file's ``check_local_store``. Once per process and URI."""
     scheme = urlsplit(uri).scheme
     if scheme in ("http", "https"):
         try:
@@ -155,6 +182,8 @@ def check_store(uri: str, timeout_s: float = 5.0) -> None:
         from pipeline.registry.database import check_database
 
         check_database(uri)
+    elif sqlite_file(uri) is not None:
+        check_local_store(sqlite_file(uri))
 
 
 def sqlite_file(uri: str) -> Path | None:
