@@ -109,12 +109,9 @@ class VideoClassifier(PythonModel):
         return answers
 
     def top_k(self, params: dict[str, Any] | None) -> int:
-        """``params.top_k``: 1 to the number of classes (default 5, or all classes when fewer);
-        a VideoError naming the bounds otherwise."""
-        classes = len(self.parts.classes)
-        if "top_k" not in (params or {}):
-            return min(DEFAULT_TOP_K, classes)
-        value = params["top_k"]
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= classes:
-            raise VideoError(f"params.top_k={str(value)[:20]!r} is not valid; give a whole number from 1 to {classes}")
-        return value
+        """``params.top_k`` (default 5; MLflow fills the default in), at most the number of classes;
+        a VideoError naming the bounds for anything but a whole number >= 1."""
+        value = (params or {}).get("top_k", DEFAULT_TOP_K)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise VideoError(f"params.top_k={str(value)[:20]!r} is not valid; give a whole number >= 1")
+        return min(value, len(self.parts.classes))
