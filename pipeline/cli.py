@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import StageError
-from pipeline.registry.tracking import artifact_root, existing_tracking_uri, sqlite_file
+from pipeline.registry.tracking import artifact_root, existing_tracking_uri, full_disk_is_one_line, sqlite_file
 
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2
@@ -73,7 +73,8 @@ def cmd_promote(args: argparse.Namespace) -> int:
             "give --version N --to staging|production, or --rollback --to staging|production (or --list, --history)"
         )
     try:
-        with promotion_lock(existing_tracking_uri()):
+        uri = existing_tracking_uri()
+        with full_disk_is_one_line(uri, "a2net promote"), promotion_lock(uri):
             version = rollback_target(client, name, args.to) if args.rollback else args.version
             done = promote(
                 client,

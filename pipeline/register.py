@@ -18,26 +18,29 @@ from pipeline.core.config import stage_main
 from pipeline.core.files import write_atomic
 from pipeline.evaluation.setting import record_path
 from pipeline.registry.publish import register_training
+from pipeline.registry.tracking import full_disk_is_one_line
 
 REGISTERED_MODEL_FILE = Path("reports/registered_model.json")
 RUN_FILE = Path("reports/run.json")
 
 
 def run(cfg: DictConfig) -> None:
-    """Register the training's checkpoint and record where the new version is."""
-    registered, lineage = register_training(
-        Path(cfg.train.out_dir),
-        cfg.register.model_name,
-        cfg.mlflow.experiment,
-        Path(cfg.data.shards_dir),
-        Path(cfg.validate.report_dir) / "summary.json",
-        record_path(Path(cfg.eval.metrics_file)),
-        bool(cfg.register.get("allow_unfinished", False)),
-        dict(cfg.register.get("serving") or {}),
-    )
-    write_atomic(REGISTERED_MODEL_FILE, json.dumps(asdict(registered), indent=2) + "\n")
-    run_record = {"mlflow_run": registered.run_id, "model_version": registered.version}
-    write_atomic(RUN_FILE, json.dumps(run_record, indent=2) + "\n")
+    """Register the training's checkpoint and record where the new version is; a full disk (the
+    store's, its artifacts' or the temp folder's) is one line, with the training run left as it was."""
+    with full_disk_is_one_line(None, "python -m pipeline.register"):
+        registered, lineage = register_training(
+            Path(cfg.train.out_dir),
+            cfg.register.model_name,
+            cfg.mlflow.experiment,
+            Path(cfg.data.shards_dir),
+            Path(cfg.validate.report_dir) / "summary.json",
+            record_path(Path(cfg.eval.metrics_file)),
+            bool(cfg.register.get("allow_unfinished", False)),
+            dict(cfg.register.get("serving") or {}),
+        )
+        write_atomic(REGISTERED_MODEL_FILE, json.dumps(asdict(registered), indent=2) + "\n")
+        run_record = {"mlflow_run": registered.run_id, "model_version": registered.version}
+        write_atomic(RUN_FILE, json.dumps(run_record, indent=2) + "\n")
     print(f"registered {registered.model_uri} (run {registered.run_id}, validation {lineage.validation})")
 
 

@@ -7,6 +7,7 @@
 - ``tiny_overrides`` / ``tiny_config``: the composed config of a 2-epoch tiny training run.
 - ``record_built_nets``: every network the train stage builds, with its weights as built.
 - ``register_stand_in``: a training run with metrics and a stand-in model registered from it;
+  ``write_training_output``: what train and evaluate leave for the register stage;
   ``promote_concurrently``: promotions of one alias racing each other from threads.
 
 The preprocess stage and the shard reader (they import torch) are imported inside
@@ -290,6 +291,45 @@ def register_stand_in(
         lineage=Lineage(git_commit=git_commit, config_md5="p" * 32, shards_md5="s" * 32, validation=validation),
         evaluation=evaluation,
     )
+
+
+def write_training_output(cfg: DictConfig, classes: list[str], tags: dict[str, str] | None = None) -> tuple:
+    """What train and evaluate leave for the register stage: ``train.out_dir/last.pt`` of a
+    finished (untrained) ``cfg.model`` recording its run, ``run_id.txt`` naming that run (FINISHED,
+    with the headline metrics and ``tags``), and the evaluation record scoring it; returns (the
+    net, the run)."""
+    from dataclasses import replace
+
+    import mlflow
+    from omegaconf import OmegaConf
+
+    import a2model
+    from pipeline.core.files import write_atomic
+    from pipeline.evaluation.setting import EvalRecord, record_path
+    from pipeline.registry.tracking import setup_mlflow
+    from pipeline.training.checkpoint import Checkpoint
+
+    from mlflow_server import GOOD_METRICS, STAND_IN_SETTING
+
+    net = a2model.build_model(cfg.model.net.name, num_classes=len(classes)).eval()
+    out_dir = Path(cfg.train.out_dir)
+    out_dir.mkdir(parents=True)
+    with mlflow.start_run(experiment_id=setup_mlflow(cfg.mlflow.experiment)) as run:
+        mlflow.log_metrics(GOOD_METRICS)
+        mlflow.set_tags(tags or {})
+    weights, config = net.state_dict(), OmegaConf.to_container(cfg)
+    checkpoint = Checkpoint(weights, config, classes, epoch=cfg.train.epochs, mlflow_run_id=run.info.run_id)
+    checkpoint.save(out_dir / "last.pt")
+    (out_dir / "run_id.txt").write_text(run.info.run_id + "\n")
+    setting = replace(
+        STAND_IN_SETTING,
+        num_clips=cfg.eval.num_clips,
+        num_crops=cfg.eval.num_crops,
+        crop_size=cfg.model.clip.crop_size,
+    )
+    record = EvalRecord(run.info.run_id, setting, cfg.data.shards_dir, GOOD_METRICS)
+    write_atomic(record_path(Path(cfg.eval.metrics_file)), record.to_json())
+    return net, run
 
 
 def promote_concurrently(name: str, versions: list[str], monkeypatch, lock_uri: str) -> list:

@@ -18,21 +18,25 @@ import pytest
 import torch
 import yaml
 from mlflow import MlflowClient
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from pipeline.cli import main
 from pipeline.core.config import config_md5, load_config, write_params
-from pipeline.core.files import write_atomic
 from pipeline.data.video import encode_video
-from pipeline.evaluation.setting import EvalRecord, record_path
+from pipeline.evaluation.setting import EvalRecord
 from pipeline.register import main as register_main
 from pipeline.registry.predict import load_model
 from pipeline.registry.publish import validation_outcome
 from pipeline.registry.tracking import setup_mlflow
 from pipeline.serving.views import video_scores, video_views
-from pipeline.training.checkpoint import Checkpoint
 
-from helpers import enter_project_store, promote_concurrently, read_manifest, register_stand_in
+from helpers import (
+    enter_project_store,
+    promote_concurrently,
+    read_manifest,
+    register_stand_in,
+    write_training_output,
+)
 from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, STAND_IN_SETTING, StandInNet
 
 server = pytest.mark.slow  # tests on the server: its start and several model exports, ~60 s
@@ -304,35 +308,6 @@ def project(tmp_path, monkeypatch) -> Path:
     write_params(tmp_path / "params.yaml")
     yield tmp_path
     mlflow.set_tracking_uri(None)
-
-
-def write_training_output(
-    cfg: DictConfig, classes: list[str], tags: dict[str, str] | None = None
-) -> tuple[torch.nn.Module, mlflow.entities.Run]:
-    """What train and evaluate leave for the register stage: ``train.out_dir/last.pt`` of a
-    finished (untrained) ``cfg.model``, ``run_id.txt`` naming a run with the headline metrics
-    and ``tags``, and the evaluation record scoring that run; returns (the net, the run)."""
-    import a2model
-
-    net = a2model.build_model(cfg.model.net.name, num_classes=len(classes)).eval()
-    out_dir = Path(cfg.train.out_dir)
-    out_dir.mkdir(parents=True)
-    Checkpoint(
-        weights=net.state_dict(), config=OmegaConf.to_container(cfg), classes=classes, epoch=cfg.train.epochs
-    ).save(out_dir / "last.pt")
-    with mlflow.start_run(experiment_id=setup_mlflow(cfg.mlflow.experiment)) as run:
-        mlflow.log_metrics(GOOD_METRICS)
-        mlflow.set_tags(tags or {})
-    (out_dir / "run_id.txt").write_text(run.info.run_id + "\n")
-    setting = replace(
-        STAND_IN_SETTING,
-        num_clips=cfg.eval.num_clips,
-        num_crops=cfg.eval.num_crops,
-        crop_size=cfg.model.clip.crop_size,
-    )
-    record = EvalRecord(run.info.run_id, setting, cfg.data.shards_dir, GOOD_METRICS)
-    write_atomic(record_path(Path(cfg.eval.metrics_file)), record.to_json())
-    return net, run
 
 
 def test_register_stage_registers_last_pt_with_the_runs_lineage(project: Path) -> None:

@@ -14,7 +14,9 @@ Every promotion appends an entry to the registered model's history (tags
 ``promotion.<alias>.<time>-<nonce>``, never overwritten). Promotions on the local SQLite store are
 serialised by a file lock beside the database, so a second concurrent one names the first as its
 predecessor; against a server, a re-read after the write detects a concurrent promotion of the
-same alias and reports the race (``PromotionRaced``) instead of claiming success.
+same alias and reports the race (``PromotionRaced``) instead of claiming success. A store error
+while writing is a race only when the re-read shows another writer; a full disk, or any other
+store failure, is one line of its own.
 
 An alias moved past the gate (the MLflow UI's alias editor or "Promote model" button, or the
 API) leaves no history entry; ``list_versions`` marks it (``set_outside_gate``) so that
@@ -36,7 +38,7 @@ from typing import TYPE_CHECKING
 from pipeline.core.errors import StageError
 from pipeline.evaluation.setting import EvalSetting
 from pipeline.registry.publish import EVALUATION_TAG, HEADLINE_METRICS
-from pipeline.registry.tracking import store_lock
+from pipeline.registry.tracking import full_disk_error, store_lock
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -151,10 +153,14 @@ def set_outside_gate(aliases: Mapping[str, str], tags: Mapping[str, str]) -> set
     return {alias for alias, version in aliases.items() if expected.get(alias) != str(version)}
 
 
-def _record(client: MlflowClient, name: str, entry: dict) -> str:
-    """Append ``entry`` to the history under a key no other promotion can take; return the key."""
+def history_key(alias: str) -> str:
+    """A new history entry's tag key: ``promotion.<alias>.<time>-<nonce>``, which no other promotion takes."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    key = f"{HISTORY_TAG}.{entry['alias']}.{stamp}-{secrets.token_hex(4)}"
+    return f"{HISTORY_TAG}.{alias}.{stamp}-{secrets.token_hex(4)}"
+
+
+def _record(client: MlflowClient, name: str, entry: dict, key: str) -> str:
+    """Append ``entry`` to the history under ``key``; return the key."""
     client.set_registered_model_tag(name, key, json.dumps(entry, sort_keys=True))
     return key
 
@@ -172,6 +178,49 @@ def _check_no_race(client: MlflowClient, name: str, alias: str, version: str, pr
             f"{other.get('by')}) ran at the same time; @{alias} is now version {now}: "
             "check `a2net promote --list` and promote again if needed"
         )
+
+
+def _write_failure(
+    client: MlflowClient, name: str, alias: str, version: str, previous: str | None, ours: set[str], err: Exception
+) -> StageError:
+    """What a store error while writing a promotion was, as one line: a full disk (naming it), a
+    race (``PromotionRaced``: the re-read shows another writer), else the store's own failure.
+    ``ours`` are the history keys read before the write and the one this promotion wrote."""
+    full = full_disk_error(err, client.tracking_uri, "a2net promote")
+    if full is not None:
+        return full
+    said = str(getattr(err, "message", err)).splitlines()[0][:120]
+    other = _other_writer(client, name, alias, version, previous, ours)
+    if other is not None:
+        return PromotionRaced(
+            f"another promotion of @{alias} ({other}) wrote at the same time ({said}); "
+            "check `a2net promote --list` and promote again if needed"
+        )
+    return StageError(
+        f"the MLflow store {client.tracking_uri} failed while promoting version {version} to @{alias} ({said}); "
+        "the promotion may be partly written: check `a2net promote --list`, fix the store, then promote again"
+    )
+
+
+def _other_writer(
+    client: MlflowClient, name: str, alias: str, version: str, previous: str | None, ours: set[str]
+) -> str | None:
+    """Who else wrote ``alias`` since this promotion read it: a history entry that is not ours, or
+    the alias on a version that is neither the holder read nor ours; None when the re-read shows
+    no one (or cannot be made)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        return None
+    theirs = [e for e in history_from_tags(model.tags, alias) if e["key"] not in ours]
+    if theirs:
+        return f"version {theirs[-1]['version']} by {theirs[-1].get('by')}"
+    now = model.aliases.get(alias)
+    if now is not None and str(now) not in {version, str(previous)}:
+        return f"@{alias} is now version {now}"
+    return None
 
 
 def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
@@ -304,16 +353,24 @@ def rollback_target(client: MlflowClient, name: str, alias: str) -> str:
 
 
 def _write_promotion(
-    client: MlflowClient, name: str, version: str, alias: str, previous: str | None, tags: dict[str, str], entry: dict
+    client: MlflowClient,
+    name: str,
+    version: str,
+    alias: str,
+    previous: str | None,
+    tags: dict[str, str],
+    entry: dict,
+    key: str,
 ) -> None:
-    """Tag the version, keep the old holder as ``previous_<alias>``, move the alias, record, verify."""
-    for key, value in tags.items():
-        client.set_model_version_tag(name, version, key, value)
+    """Tag the version, keep the old holder as ``previous_<alias>``, move the alias, record under
+    ``key``, verify."""
+    for tag, value in tags.items():
+        client.set_model_version_tag(name, version, tag, value)
     if previous is not None and previous != version:
         client.set_registered_model_alias(name, f"previous_{alias}", previous)
         client.set_model_version_tag(name, previous, f"previous_{alias}", tags["promoted_at"])
     client.set_registered_model_alias(name, alias, version)
-    _check_no_race(client, name, alias, version, previous, _record(client, name, entry))
+    _check_no_race(client, name, alias, version, previous, _record(client, name, entry, key))
 
 
 def promote(
@@ -368,14 +425,12 @@ def promote(
         "reason": (reason or "").strip(),
         **rescored,
     }
+    seen = {e["key"] for e in promotion_history(client, name, alias)}
+    key = history_key(alias)
     try:
-        _write_promotion(client, name, str(candidate.version), alias, previous, tags, entry)
-    except MlflowException as err:  # a concurrent writer of the same tag (a server's unique key)
-        raise PromotionRaced(
-            f"another promotion of @{alias} wrote at the same time "
-            f"({str(err.message).splitlines()[0][:120]}); check `a2net promote --list` "
-            "and promote again if needed"
-        ) from None
+        _write_promotion(client, name, str(candidate.version), alias, previous, tags, entry, key)
+    except MlflowException as err:
+        raise _write_failure(client, name, alias, str(candidate.version), previous, seen | {key}, err) from None
     moved = previous if previous != str(candidate.version) else None
     return Promotion(name, str(candidate.version), alias, moved, force, kind, comparison)
 

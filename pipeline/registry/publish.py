@@ -12,14 +12,18 @@ description with the metrics table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import torch
 
@@ -33,6 +37,10 @@ from pipeline.serving.program import PT2_FILE, export_program
 from pipeline.serving.pyfunc import CLASSES, DEFAULT_BOUNDS, PREPROCESSING, PROGRAM
 from pipeline.serving.views import Preprocessing
 from pipeline.training.checkpoint import CHECKPOINT_FILE, RUN_ID_FILE, Checkpoint
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import LoggedModel, Run
 
 HEADLINE_METRICS = ("video_top1", "video_top5", "clip_top1", "clip_top5")
 
@@ -92,6 +100,72 @@ def headline_metrics(run_metrics: Mapping[str, float], run_id: str) -> dict[str,
     return {m: float(run_metrics[m]) for m in HEADLINE_METRICS}
 
 
+DISCARDED_TAG = "a2nets.discarded"  # logged-model tag: why a model that never became READY is FAILED
+
+
+def local_folder(uri: str) -> Path | None:
+    """The folder of a ``file://`` artifact location; None for a server's or a bucket's."""
+    parts = urlsplit(uri)
+    return Path(url2pathname(parts.path)) if parts.scheme == "file" else None
+
+
+def discard_model(client: MlflowClient, model: LoggedModel, why: str) -> None:
+    """Mark a logged model that never became READY FAILED (tag ``a2nets.discarded``: ``why``),
+    its local files deleted first: a partial model.pt2 on a full disk frees the room the store needs."""
+    from mlflow.entities import LoggedModelStatus
+
+    folder = local_folder(model.artifact_location)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            folder.parent.rmdir()  # models/<model id>/, when nothing else is in it
+    client.set_logged_model_tags(model.model_id, {DISCARDED_TAG: why})
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+
+
+def pending_models(client: MlflowClient, run: Run) -> list[LoggedModel]:
+    """The logged models of ``run`` still PENDING (their ``log_model`` never ended)."""
+    from mlflow.entities import LoggedModelStatus
+
+    found, token = [], None
+    while True:
+        page = client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'", page_token=token
+        )
+        found += [model for model in page if model.status == LoggedModelStatus.PENDING]
+        token = page.token
+        if not token:
+            return found
+
+
+@contextlib.contextmanager
+def pending_model(client: MlflowClient, run_id: str) -> Iterator[LoggedModel]:
+    """A new PENDING logged model of the run ``run_id``, for ``Model.log(model_id=...)`` to fill
+    and make READY; the run is never re-opened (``mlflow.start_run`` would set a finished training
+    RUNNING, and a kill would leave it so). The run's models left PENDING by a register killed
+    while logging are marked FAILED first; this one is too, its files deleted, if the block fails.
+    Under the store's register lock: a concurrent register of the run never discards this one."""
+    import mlflow
+
+    run = client.get_run(run_id)
+    with store_lock(client.tracking_uri, "register"):
+        for stale in pending_models(client, run):
+            discard_model(client, stale, "a register of its run was interrupted while logging it")
+            print(
+                f"note: logged model {stale.model_id} of run {run_id} was left PENDING by an interrupted register; "
+                "marked FAILED"
+            )
+        model = mlflow.initialize_logged_model(
+            name="model", source_run_id=run_id, params=dict(run.data.params), experiment_id=run.info.experiment_id
+        )
+        try:
+            yield model
+        except BaseException:
+            with contextlib.suppress(Exception):  # the store may be what failed; the next register retries
+                discard_model(client, model, "logging it failed")
+            raise
+
+
 def log_and_register(
     model: torch.nn.Module,
     *,
@@ -117,6 +191,7 @@ def log_and_register(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log_model copies the artifacts
     import mlflow
     from mlflow import MlflowClient
+    from mlflow.models import Model
 
     client = MlflowClient()
     recorded = evaluation.metrics if evaluation is not None else client.get_run(run_id).data.metrics
@@ -124,7 +199,7 @@ def log_and_register(
     metadata = {"architecture": architecture, "classes": classes, "preprocessing": asdict(preprocessing)}
     if net_config is not None:
         metadata["net"] = dict(net_config)
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
+    with tempfile.TemporaryDirectory() as tmp:
         files = Path(tmp)
         (files / "classes.txt").write_text("".join(f"{c}\n" for c in classes))
         (files / "preprocessing.json").write_text(json.dumps(asdict(preprocessing), indent=2) + "\n")
@@ -133,10 +208,15 @@ def log_and_register(
             CLASSES: str(files / "classes.txt"),
             PREPROCESSING: str(files / "preprocessing.json"),
         }
-        with warnings.catch_warnings():  # the signature is explicit; an example would be a video
+        with warnings.catch_warnings(), pending_model(client, run_id) as logged:  # the run is not re-opened
+            # the signature is explicit; an example would be a video
             warnings.filterwarnings("ignore", message=".*An input example was not provided")  # colour codes first
-            info = mlflow.pyfunc.log_model(
+            info = Model.log(
+                artifact_path=None,  # deprecated for name, yet required
                 name="model",
+                flavor=mlflow.pyfunc,
+                run_id=run_id,
+                model_id=logged.model_id,
                 python_model=str(entry_file()),
                 artifacts=artifacts,
                 code_paths=[str(stage_code(files / CODE_DIR))],

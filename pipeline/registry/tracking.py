@@ -10,12 +10,16 @@ runs are tagged with DVC's ``$DVC_EXP_NAME`` and ``$DVC_EXP_BASELINE_REV``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
+import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -125,6 +129,99 @@ def store_lock(uri: str, purpose: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+FULL_DISK_SAYS = ("database or disk is full", "No space left on device")  # SQLite's SQLITE_FULL, ENOSPC
+
+
+def causes(err: BaseException) -> Iterator[BaseException]:
+    """``err`` and the errors it wraps (``__cause__``, else ``__context__``), outermost first."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether ``err`` or an error it wraps says a disk is full: an OSError ENOSPC, or SQLite's
+    'database or disk is full' (raised by sqlite3, or wrapped by SQLAlchemy and MLflow)."""
+    return any(
+        (isinstance(e, OSError) and e.errno == errno.ENOSPC) or any(says in str(e) for says in FULL_DISK_SAYS)
+        for e in causes(err)
+    )
+
+
+def mount_point(path: Path) -> Path:
+    """The mount point of the filesystem holding ``path`` (which may not exist yet)."""
+    path = Path(os.path.abspath(path))
+    while not path.exists():
+        path = path.parent
+    while not os.path.ismount(path):
+        path = path.parent
+    return path
+
+
+def written_path(err: BaseException, uri: str | None) -> Path:
+    """The file a disk-full ``err`` was writing: the OSError's destination (``filename2`` of a copy),
+    a local store's database for SQLite's error, else the fullest of the store and temp folders."""
+    for e in causes(err):
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC and (e.filename2 or e.filename):
+            return Path(os.fsdecode(e.filename2 or e.filename))
+    db = sqlite_file(uri) if uri else None
+    if db is not None and any("database or disk is full" in str(e) for e in causes(err)):
+        return db
+    folders = [Path(tempfile.gettempdir()), Path.cwd(), *([db.parent] if db is not None else [])]
+    return min(folders, key=lambda folder: shutil.disk_usage(mount_point(folder)).free)
+
+
+def stage_store_uri() -> str | None:
+    """The store a stage writes (``tracking_uri``'s), neither created nor checked; None when unknown."""
+    try:
+        root = project_root()
+    except StageError:
+        return None
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / DEFAULT_STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def full_disk_error(err: BaseException, uri: str | None, command: str) -> StageError | None:
+    """One line for a full disk under ``err`` (None for any other error): which filesystem, what
+    was being written, how much is free, and to run ``command`` again after freeing space. ``uri``
+    is the store written (None: the stages' store, ``stage_store_uri``)."""
+    if not disk_full(err):
+        return None
+    path = written_path(err, uri or stage_store_uri())
+    mount = mount_point(path)
+    free = shutil.disk_usage(mount).free
+    return StageError(
+        f"no space left on the disk mounted at {mount} (writing {path}; {free:,} bytes free now): "
+        f"free space there, then run {command} again"
+    )
+
+
+SQL_ERROR_LOGGER = "mlflow.store.db.utils"  # logs a failed SQL statement's traceback, then raises it
+
+
+@contextlib.contextmanager
+def full_disk_is_one_line(uri: str | None, command: str) -> Iterator[None]:
+    """Turn a full disk met inside the block (the store's database, its artifacts, temp files) into
+    ``full_disk_error``'s StageError instead of a traceback; other errors pass unchanged. MLflow's
+    own log of a failed SQL statement is held back meanwhile: the error it raises says the same."""
+    logger = logging.getLogger(SQL_ERROR_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except StageError:
+        raise
+    except Exception as err:
+        full = full_disk_error(err, uri, command)
+        if full is None:
+            raise
+        raise full from None
+    finally:
+        logger.setLevel(level)
 
 
 def project_store(start: Path) -> Path | None:

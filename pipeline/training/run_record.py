@@ -1,8 +1,8 @@
 """The training's MLflow run: what identifies it, its per-epoch metrics, and runs left behind.
 
 Epochs are logged only after their checkpoint is on disk, so a resumed run backfills the epochs
-it lacks and never logs one twice; a run killed with ``kill -9`` is marked KILLED by the next
-training in the same ``train.out_dir``.
+it lacks and never logs one twice; a run killed with ``kill -9`` in training is marked KILLED by
+the next training in the same ``train.out_dir`` (one that trained to its last epoch never is).
 """
 
 from __future__ import annotations
@@ -19,10 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from pipeline.core.config import config_md5
+from pipeline.core.errors import StageError
 from pipeline.core.files import write_atomic
 from pipeline.data.layout import MANIFEST_FILE
 from pipeline.data.provenance import data_fingerprint
 from pipeline.registry.tracking import dvc_experiment_tags, git_commit, setup_mlflow
+from pipeline.training.checkpoint import CHECKPOINT_FILE, Checkpoint
 
 WHERE_NOT_WHAT = {
     "train.out_dir",
@@ -163,11 +165,16 @@ def backfill_epoch_metrics(run_id: str, history: list[dict[str, float | None]]) 
             log_epoch_metrics(row)
 
 
+ABANDONED_TAG = "a2nets.abandoned"
+
+
 def mark_abandoned_run(run_id_file: Path, experiment: str) -> None:
-    """A new training in ``out_dir``: mark its previous run KILLED if it never finished.
+    """A new training in ``out_dir``: mark its previous run KILLED if its training died.
 
     A ``kill -9`` leaves the MLflow run RUNNING forever; the next run in the same place is the
-    first to know it died.
+    first to know it died. Only a RUNNING run is looked at, and it is judged by what its training
+    recorded (``trained_to_the_end``): one that reached its last epoch did not die in training
+    (an old register re-opened it) and is set back to FINISHED, never marked.
     """
     if not run_id_file.is_file():
         return
@@ -179,9 +186,25 @@ def mark_abandoned_run(run_id_file: Path, experiment: str) -> None:
         previous = client.get_run(run_id_file.read_text().strip())
     except MlflowException:
         return
-    if previous.info.status == "RUNNING":
-        client.set_tag(previous.info.run_id, "a2nets.abandoned", "killed before its last epoch; a new run replaced it")
-        client.set_terminated(previous.info.run_id, status="KILLED")
+    run_id = previous.info.run_id
+    if previous.info.status != "RUNNING":
+        return
+    if trained_to_the_end(run_id_file.with_name(CHECKPOINT_FILE), run_id):
+        client.set_terminated(run_id, status="FINISHED")
+        print(f"note: run {run_id} had trained to its last epoch but was left RUNNING; it is FINISHED again")
+        return
+    client.set_tag(run_id, ABANDONED_TAG, "killed before its last epoch; a new run replaced it")
+    client.set_terminated(run_id, status="KILLED")
+
+
+def trained_to_the_end(checkpoint_path: Path, run_id: str) -> bool:
+    """Whether ``checkpoint_path`` is the checkpoint of run ``run_id`` after its last epoch (a
+    missing or unreadable one says no: that training's end is not on record)."""
+    try:
+        checkpoint = Checkpoint.load(checkpoint_path)
+    except StageError:
+        return False
+    return checkpoint.mlflow_run_id == run_id and checkpoint.finished
 
 
 def write_metrics_csv(path: Path, history: list[dict[str, float | None]]) -> None:
