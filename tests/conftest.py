@@ -8,6 +8,8 @@
   stand-in models registered on it.
 - ``stand_in_store`` and ``noise_video`` (module): an SQLite store with a stand-in model
   @staging in a project cwd, and a small H.264 video (predict and serving tests).
+- ``fast_video`` and ``huge_frame`` (session): decode bombs, 100,000 tiny frames and one
+  16000x16000 frame in small files (untrusted-video and serving tests).
 
 Imports happen inside the fixtures that need them: modules that use none of these fixtures
 collect as fast as they would without this file.
@@ -184,3 +186,21 @@ def noise_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     frames = np.random.default_rng(0).integers(0, 256, size=(62, 48, 64, 3), dtype=np.uint8)
     return encode_video(frames, tmp_path_factory.mktemp("videos") / "clip.mp4", fps=25)
+
+
+@pytest.fixture(scope="session")
+def fast_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """10 s of 16x16 frames at 10,000 fps: 100,000 source frames in 1.5 MB (about 1.4 s of CPU to decode)."""
+    from helpers import lavfi_video
+
+    path = tmp_path_factory.mktemp("bombs") / "fast.mp4"
+    return lavfi_video(path, "testsrc=size=16x16:rate=10000:duration=10", "-c:v", "libx264", "-preset", "ultrafast")
+
+
+@pytest.fixture(scope="session")
+def huge_frame(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One 16000x16000 PNG frame in a Matroska file of 780 kB (a 768 MB picture decoded)."""
+    from helpers import lavfi_video
+
+    path = tmp_path_factory.mktemp("bombs") / "huge.mkv"
+    return lavfi_video(path, "color=c=red:size=16000x16000:rate=25", "-frames:v", "1", "-c:v", "png")

@@ -20,6 +20,7 @@ import csv
 import hashlib
 import os
 import socket
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,3 +362,37 @@ def promote_concurrently(name: str, versions: list[str], monkeypatch, lock_uri: 
     for thread in threads:
         thread.join()
     return [results[v] for v in versions]
+
+
+def hostile_files(folder: Path, target: Path) -> dict[str, Path]:
+    """Files whose bytes make a permissive ffmpeg read ``target`` (another file on the machine) or
+    hold no video container at all: a DASH manifest, an ffconcat list, an HLS playlist, an SDP
+    description, a PNG image."""
+    from pipeline.data.video import ffmpeg_exe
+
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = {
+        "dash.mpd": '<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
+        'mediaPresentationDuration="PT2.5S"><Period><AdaptationSet mimeType="video/mp4"><Representation '
+        f'id="1" bandwidth="1000"><BaseURL>{target}</BaseURL></Representation></AdaptationSet></Period></MPD>',
+        "list.ffconcat": f"ffconcat version 1.0\nfile '{target}'\n",
+        "playlist.m3u8": f"#EXTM3U\n#EXT-X-TARGETDURATION:3\n#EXTINF:2.5,\nfile://{target}\n#EXT-X-ENDLIST\n",
+        "stream.sdp": "v=0\no=- 0 0 IN IP4 127.0.0.1\ns=x\nc=IN IP4 127.0.0.1\nt=0 0\nm=video 5004 RTP/AVP 96\n",
+    }
+    files = {name: folder / name for name in texts}
+    for name, text in texts.items():
+        files[name].write_text(text)
+    files["image.png"] = folder / "image.png"
+    command = [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v", "1"]
+    subprocess.run([*command, "-y", str(files["image.png"])], check=True)
+    return files
+
+
+def lavfi_video(path: Path, source: str, *codec: str) -> Path:
+    """A video of ffmpeg's lavfi ``source`` (e.g. ``testsrc=size=64x48:rate=25:duration=1``) at
+    ``path``, its container from the suffix, encoded with the ``codec`` arguments."""
+    from pipeline.data.video import ffmpeg_exe
+
+    command = [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", source, *codec, "-y", str(path)]
+    subprocess.run(command, check=True)
+    return path

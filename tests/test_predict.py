@@ -17,6 +17,7 @@ from pipeline.cli import main
 from pipeline.registry.predict import load_model
 from pipeline.serving.views import video_scores, video_views
 
+from helpers import hostile_files
 from mlflow_server import CLASSES, PREPROCESSING, StandInNet
 
 A2NET = Path(sys.executable).with_name("a2net")
@@ -56,8 +57,9 @@ def test_cli_reports_bad_files_in_one_line_and_predicts_the_rest(stand_in_store,
     not_video = tmp_path / "notes.mp4"
     not_video.write_text("this is not a video\n")
     missing = tmp_path / "missing.mp4"
+    manifest = hostile_files(tmp_path / "hostile", noise_video)["dash.mpd"]  # names the good video: read nothing of it
     done = subprocess.run(
-        [str(A2NET), "predict", str(not_video), str(missing), str(noise_video)],
+        [str(A2NET), "predict", str(not_video), str(missing), str(manifest), str(noise_video)],
         cwd=stand_in_store["root"],
         capture_output=True,
         text=True,
@@ -66,9 +68,10 @@ def test_cli_reports_bad_files_in_one_line_and_predicts_the_rest(stand_in_store,
     )
     assert done.returncode == 2, done.stderr
     errors = done.stderr.splitlines()
-    assert len(errors) == 2
+    assert len(errors) == 3
     assert errors[0].startswith(f"error: {not_video}: not a readable video (")
     assert errors[1] == f"error: {missing}: no such file; give a video file"
+    assert errors[2].startswith(f"error: {manifest}: not a readable video (not in a video container read here (")
     lines = done.stdout.splitlines()
     assert lines[0] == f"models:/a2net@staging is version {stand_in_store['version']}"  # the default model
     assert lines[1] == f"{noise_video}:" and len(lines) == 7  # the good video still gets its top 5

@@ -28,6 +28,7 @@ from pipeline.register import main as register_main
 from pipeline.registry.predict import load_model
 from pipeline.registry.publish import validation_outcome
 from pipeline.registry.tracking import setup_mlflow
+from pipeline.serving.bounds import ServingBounds
 from pipeline.serving.views import video_scores, video_views
 
 from helpers import (
@@ -346,25 +347,44 @@ def test_the_registered_model_serves_within_the_register_serving_bounds(
     project: Path, noise_video: Path, tmp_path: Path
 ) -> None:
     """The register stage writes register.serving into the model: more rows than max_rows are
-    refused, a row over max_video_mb or longer than max_seconds gets an error (the defaults,
-    32 rows, 32 MB and 60 s, would answer all three); an empty row gets its own error, and a
-    video within the bounds its labels and probabilities."""
+    refused; a row over max_video_mb, longer than max_seconds, of more declared source frames than
+    max_source_frames or of larger frames than max_frame_pixels gets an error (the defaults would
+    answer all of them); an empty row gets its own error, a video within the bounds its labels and
+    probabilities; the keys with no effect on this request are in the model's config as given."""
     from mlflow.exceptions import MlflowException
 
     small = ["model=tiny_plain", "train.epochs=1", "model.clip.num_frames=4", "model.clip.crop_size=32"]  # fast export
     write_training_output(load_config(small), ["archery", "bowling", "cartwheeling"])
-    bounds = ["register.serving.max_rows=2", "register.serving.max_video_mb=0.5", "register.serving.max_seconds=1.5"]
-    assert register_main(bounds) == 0
+    bounds = {
+        "max_rows": 2,
+        "max_video_mb": 0.5,
+        "max_seconds": 1.5,
+        "max_source_frames": 40,
+        "max_frame_pixels": 64 * 48,
+        "decode_cpu_seconds": 7,
+        "request_seconds": 40,
+        "concurrent_decodes": 3,
+        "max_request_mb": 1.5,
+    }
+    assert register_main([f"register.serving.{key}={value}" for key, value in bounds.items()]) == 0
 
     served = mlflow.pyfunc.load_model(json.loads(Path("reports/registered_model.json").read_text())["model_uri"])
+    assert ServingBounds.from_config(served.model_config) == ServingBounds.from_register(bounds)
+    assert served.model_config["max_request_bytes"] == 3 * 2**19 and served.model_config["concurrent_decodes"] == 3
     with pytest.raises(MlflowException, match="3 videos in one request; send at most 2"):
         served.predict(pd.DataFrame({"video": [""] * 3}))
     over_half_a_mb = base64.b64encode(bytes(2**19 + 1)).decode()
-    a_2_5_s_video = base64.b64encode(noise_video.read_bytes()).decode()  # 150 kB
-    too_big, too_long = served.predict(pd.DataFrame({"video": [over_half_a_mb, a_2_5_s_video]}))
-    empty, within = served.predict(pd.DataFrame({"video": ["", a_1_s_video(tmp_path)]}))
+    too_big, too_long = served.predict(pd.DataFrame({"video": [over_half_a_mb, noise_b64(tmp_path, 2.0)]}))
+    too_many, too_large = served.predict(
+        pd.DataFrame({"video": [base64.b64encode(noise_video.read_bytes()).decode(), noise_b64(tmp_path, 1.0, 96)]})
+    )
+    empty, within = served.predict(pd.DataFrame({"video": ["", noise_b64(tmp_path, 1.0)]}))
     assert too_big["error"] == f"row 0: over the {2**19}-byte limit per video"
     assert too_long["error"] == "row 1: longer than 15 frames (1.5 s at 10 fps); give a clip of at most 1.5 s"
+    assert too_many["error"] == (
+        "row 0: 62 source frames (25 fps for 2.5 s), over the 40-frame limit (register.serving.max_source_frames)"
+    )
+    assert too_large["error"] == "row 1: 96x72 frames, over the 3072-pixel limit (register.serving.max_frame_pixels)"
     assert empty == {"labels": [], "probabilities": [], "error": "row 0: empty; give the base64 bytes of a video file"}
     assert set(within) == {"labels", "probabilities", "error"} and within["error"] is None
     assert sorted(within["labels"]) == ["archery", "bowling", "cartwheeling"]  # top_k 5 of 3 classes: all
@@ -372,10 +392,13 @@ def test_the_registered_model_serves_within_the_register_serving_bounds(
     assert sum(within["probabilities"]) == pytest.approx(1, abs=1e-5)
 
 
-def a_1_s_video(folder: Path) -> str:
-    """Base64 of a 1 s, 10 fps, 64×48 noise video (within max_seconds=1.5 and 0.5 MiB)."""
-    frames = np.random.default_rng(1).integers(0, 256, size=(10, 48, 64, 3), dtype=np.uint8)
-    return base64.b64encode(encode_video(frames, folder / "one_second.mp4", fps=10).read_bytes()).decode()
+def noise_b64(folder: Path, seconds: float, width: int = 64) -> str:
+    """Base64 of a 10 fps noise video of ``seconds``, ``width`` x 3/4 ``width`` (64x48: within 0.5 MiB)."""
+    frames = np.random.default_rng(1).integers(
+        0, 256, size=(round(seconds * 10), width * 3 // 4, width, 3), dtype=np.uint8
+    )
+    path = folder / f"noise_{seconds:g}s_{width}.mp4"
+    return base64.b64encode(encode_video(frames, path, fps=10).read_bytes()).decode()
 
 
 def test_a2net_promote_gates_on_promote_metric_within_promote_margin(project: Path, capsys) -> None:

@@ -5,27 +5,31 @@ from __future__ import annotations
 
 import ast
 import base64
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import mlflow
 import pandas as pd
+import psutil
 import pytest
 
-from pipeline.data.video import ffmpeg_exe
+from pipeline.data.video import CONTAINER_NAMES, ffmpeg_exe
 from pipeline.registry.predict import load_model, predict
 from pipeline.registry.server import wait_healthy
 from pipeline.serving.package import SERVING_DISTRIBUTIONS, carried_files, entry_file, foreign_code
 
-from helpers import free_port
+from helpers import free_port, hostile_files
 from mlflow_server import CLASSES, MLFLOW
 
 
@@ -136,12 +140,59 @@ def test_a_top_k_above_the_classes_gives_every_class(served, noise_video, top_k)
     [
         ({"max_seconds": 1.0}, "row 0: longer than 10 frames (1 s at 10 fps); give a clip of at most 1 s"),
         ({"max_video_bytes": 1000}, "row 0: over the 1000-byte limit per video"),
+        (
+            {"max_source_frames": 50},
+            "row 0: 62 source frames (25 fps for 2.5 s), over the 50-frame limit (register.serving.max_source_frames)",
+        ),
+        (
+            {"max_frame_pixels": 3000},
+            "row 0: 64x48 frames, over the 3000-pixel limit (register.serving.max_frame_pixels)",
+        ),
     ],
 )
 def test_a_row_over_a_bound_gets_an_error(stand_in_store, noise_video, bound, says) -> None:
     served = mlflow.pyfunc.load_model("models:/a2net@staging", model_config=bound)  # overrides register.serving
     [row] = served.predict(pd.DataFrame({"video": [b64(noise_video.read_bytes())]}))
     assert row["labels"] == [] and row["error"] == says, row
+
+
+def test_a_request_ends_on_time_and_its_ffmpeg_with_it(stand_in_store, noise_video, fast_video) -> None:
+    """request_seconds=1: the row decoding then is stopped (its ffmpeg killed), the rows after it
+    are not started; each gets an error naming the bound, the request takes about 1 s."""
+    bounds = {"request_seconds": 1.0, "max_source_frames": 10**6}  # the 100,000 frames pass the header check
+    served = mlflow.pyfunc.load_model("models:/a2net@staging", model_config=bounds)
+    started = time.monotonic()
+    rows = served.predict(pd.DataFrame({"video": [b64(fast_video.read_bytes()), b64(noise_video.read_bytes())]}))
+    assert time.monotonic() - started < 3
+    assert [row["error"] for row in rows] == [
+        "row 0: the request's time ran out while decoding it (register.serving.request_seconds)",
+        "row 1: not decoded: the request's time ran out before this row (register.serving.request_seconds)",
+    ]
+    assert not [p for p in psutil.Process().children(recursive=True) if "ffmpeg" in p.name()]
+
+
+def test_rows_naming_server_files_and_decode_bombs_get_an_error_each(
+    served, noise_video, fast_video, huge_frame, tmp_path
+) -> None:
+    """A DASH manifest, an ffconcat list and an HLS playlist naming a video on the server decode
+    nothing of it (before: its labels, or its length); a PNG is no video; a 16000x16000 frame and
+    100,000 frames are refused from their headers. The whole request is answered in seconds and the
+    good row after them gets its labels."""
+    hostile = hostile_files(tmp_path, noise_video)
+    names = ["dash.mpd", "list.ffconcat", "playlist.m3u8", "image.png"]
+    rows = [b64(hostile[name].read_bytes()) for name in names]
+    rows += [b64(huge_frame.read_bytes()), b64(fast_video.read_bytes()), b64(noise_video.read_bytes())]
+    started = time.monotonic()
+    status, answer = post(served, rows)
+    assert status == 200 and time.monotonic() - started < 10
+    *refused, good = answer["predictions"]
+    container = f"not a readable video (not in a video container read here ({CONTAINER_NAMES}))"
+    assert [row["error"] for row in refused] == [f"row {i}: {container}" for i in range(4)] + [
+        "row 4: 16000x16000 frames, over the 8294400-pixel limit (register.serving.max_frame_pixels)",
+        "row 5: 100000 source frames (10000 fps for 10.0 s), over the 7200-frame limit "
+        "(register.serving.max_source_frames)",
+    ]
+    assert good["error"] is None and len(good["labels"]) == 5
 
 
 def test_the_model_runs_its_own_code_outside_the_project(stand_in_store, noise_video, tmp_path) -> None:
@@ -222,6 +273,7 @@ def test_a2net_serve_serves_a_checked_copy_and_stops_all_of_it_on_ctrl_c(stand_i
         status, answer = post(url, [b64(noise_video.read_bytes())])
         assert status == 200 and answer["predictions"][0]["error"] is None
         assert [p.name for p in scratch.iterdir() if p.name.startswith("a2net-model-")]  # the checked copy
+        check_request_guard(port)
     finally:
         process.send_signal(signal.SIGINT)  # as Ctrl-C, even where the test runner ignores SIGINT
         try:
@@ -233,6 +285,33 @@ def test_a2net_serve_serves_a_checked_copy_and_stops_all_of_it_on_ctrl_c(stand_i
     assert not [p for p in scratch.iterdir() if p.name.startswith("a2net-model-")]
     with pytest.raises(urllib.error.URLError):  # the server (MLflow's uvicorn child included) is gone
         urllib.request.urlopen(f"{url}/health", timeout=5)
+
+
+def raw_post(port: int, headers: str, chunks: Iterable[bytes] = ()) -> tuple[int, dict]:
+    """POST to /invocations on a raw socket: ``headers``, then ``chunks`` until the server answers."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        head = "POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"{head}{headers}\r\n".encode())
+        with contextlib.suppress(OSError):  # the server may answer and close before the last chunk
+            for chunk in chunks:
+                sock.sendall(chunk)
+        head, _, body = sock.makefile("rb").read().partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def check_request_guard(port: int) -> None:
+    """a2net serve's guard: a declared body over max_request_mb is a 413 unread, a chunked one as
+    soon as it passes the limit, JSON nested 100,000 deep a 400 (MLflow alone: a 500)."""
+    limit = "over the 67108864-byte limit per request (register.serving.max_request_mb)"
+    status, answer = raw_post(port, "Content-Length: 1000000000000\r\n")
+    says = f"a body of 1000000000000 bytes, {limit}; send fewer or smaller videos per request"
+    assert (status, answer["message"]) == (413, says)
+    mib = b"%x\r\n" % 2**20 + b" " * 2**20 + b"\r\n"
+    status, answer = raw_post(port, "Transfer-Encoding: chunked\r\n", [mib] * 80)
+    assert status == 413 and answer["message"].startswith(f"a body of more than 67108864 bytes, {limit}")
+    deep = b"[" * 100_000
+    status, answer = raw_post(port, f"Content-Length: {len(deep)}\r\n", [deep])
+    assert status == 400 and answer["message"].startswith("the request nests JSON deeper than 32 levels")
 
 
 def test_a2net_serve_refuses_a_model_with_foreign_code_before_serving(stand_in_store, tmp_path, capsys) -> None:

@@ -18,7 +18,7 @@ import simplejpeg
 from tqdm import tqdm
 
 from pipeline.data.kinetics import Annotation
-from pipeline.data.video import WHEEL_FFMPEG, DecodeError, stream_jpeg_planes
+from pipeline.data.video import WHEEL_FFMPEG, DecodeBudget, DecodeError, stream_jpeg_planes
 
 
 class TooLong(DecodeError):
@@ -51,17 +51,19 @@ class ClipResult:
 
 def clip_jpegs(video: Path, *, fps: float, short_side: int, jpeg_quality: int,
                start: float | None = None, end: float | None = None,
-               ffmpeg_setting: str = WHEEL_FFMPEG, max_frames: int | None = None) -> tuple[list[bytes], int, int]:
+               ffmpeg_setting: str = WHEEL_FFMPEG, max_frames: int | None = None,
+               budget: DecodeBudget | None = None) -> tuple[list[bytes], int, int]:
     """(JPEG frames, height, width) of ``video``, as the shards store them; raises DecodeError.
 
     The planes are compressed at libjpeg quality ``jpeg_quality``: no colour conversion or
     chroma downsampling in the encoder, half the bytes of RGB through the pipe. A video of more
     than ``max_frames`` frames at ``fps`` is refused (TooLong) as soon as the next frame arrives
-    (ffmpeg is stopped), so a short file that decodes to hours of frames costs no more than the bound.
+    (ffmpeg is stopped), so a short file that decodes to hours of frames costs no more than the bound;
+    ``budget`` bounds the decoding work of an untrusted video (``DecodeBudget``).
     """
     jpegs, height, width = [], 0, 0
     planes = stream_jpeg_planes(video, fps=fps, short_side=short_side, start=start, end=end,
-                                ffmpeg_setting=ffmpeg_setting)
+                                ffmpeg_setting=ffmpeg_setting, budget=budget)
     with contextlib.closing(planes):
         for luma, cb, cr in planes:
             if max_frames is not None and len(jpegs) == max_frames:

@@ -32,9 +32,10 @@ from pipeline.core.errors import StageError
 from pipeline.data.provenance import TOOLCHAIN_TAG, data_fingerprint, shards_toolchain
 from pipeline.evaluation.setting import EvalRecord
 from pipeline.registry.tracking import dvc_experiment_tags, git_commit, setup_mlflow, store_lock
+from pipeline.serving.bounds import ServingBounds
 from pipeline.serving.package import CODE_DIR, entry_file, pip_requirements, signature, stage_code
 from pipeline.serving.program import PT2_FILE, export_program
-from pipeline.serving.pyfunc import CLASSES, DEFAULT_BOUNDS, PREPROCESSING, PROGRAM
+from pipeline.serving.pyfunc import CLASSES, PREPROCESSING, PROGRAM
 from pipeline.serving.views import Preprocessing
 from pipeline.training.checkpoint import CHECKPOINT_FILE, RUN_ID_FILE, Checkpoint
 
@@ -175,13 +176,13 @@ def log_and_register(
     classes: list[str],
     preprocessing: Preprocessing,
     lineage: Lineage,
-    bounds: Mapping[str, float] | None = None,
+    bounds: ServingBounds | None = None,
     net_config: Mapping[str, Any] | None = None,
     evaluation: EvalRecord | None = None,
 ) -> RegisteredModel:
     """Log ``model`` (pt2) to the run ``run_id`` and register it as a new version of ``model_name``.
 
-    ``bounds`` override the served model's request bounds (``DEFAULT_BOUNDS``); ``net_config``
+    ``bounds`` are the served model's request bounds (default ``ServingBounds()``); ``net_config``
     (the checkpoint's ``model.net``, plain values) lets ``a2net explain`` rebuild the eager net.
     ``evaluation`` (the evaluate stage's record) gives the version its metrics and the setting they
     were measured in (tag ``evaluation``, for the promotion gate); without it the metrics are read
@@ -220,7 +221,7 @@ def log_and_register(
                 python_model=str(entry_file()),
                 artifacts=artifacts,
                 code_paths=[str(stage_code(files / CODE_DIR))],
-                model_config={**DEFAULT_BOUNDS, **(bounds or {})},
+                model_config=(bounds or ServingBounds()).model_config(),
                 signature=signature(),
                 metadata=metadata,
                 pip_requirements=pip_requirements(),
@@ -269,14 +270,6 @@ def preprocessing_of(checkpoint: Checkpoint, num_clips: int, num_crops: int) -> 
         mean=tuple(data["mean"]),
         std=tuple(data["std"]),
     )
-
-
-def serving_bounds(serving: Mapping[str, float]) -> dict[str, float]:
-    """The served model's ``model_config`` from ``register.serving`` (``max_video_mb`` in bytes)."""
-    bounds = {k: v for k, v in serving.items() if k != "max_video_mb"}
-    if "max_video_mb" in serving:
-        bounds["max_video_bytes"] = int(serving["max_video_mb"] * 2**20)
-    return bounds
 
 
 def lineage_of(
@@ -337,7 +330,7 @@ def register_training(
         classes=list(checkpoint.classes),
         preprocessing=preprocessing_of(checkpoint, evaluation.setting.num_clips, evaluation.setting.num_crops),
         lineage=lineage,
-        bounds=serving_bounds(serving or {}),
+        bounds=ServingBounds.from_register(serving or {}),
         net_config=checkpoint.config["model"]["net"],
         evaluation=evaluation,
     )

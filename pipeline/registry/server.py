@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline.core.errors import StageError
 from pipeline.registry.database import LocalCluster, check_database, masked
 from pipeline.registry.predict import checked_mlmodel, model_folder, resolve_version
+from pipeline.registry.scoring_app import MODEL_ENV
 
 # What a server here does not need: MLflow's job runner (huey consumers for GenAI evaluation jobs,
 # started with the server by default) and usage telemetry. The caller's environment wins, so
@@ -93,14 +94,16 @@ def run_tracking_server(server: TrackingServer, free_port: int) -> int:
             stop_group(process)
 
 
-def serve_command(folder: Path, host: str, port: int) -> list[str]:
-    """``mlflow models serve`` of the local model ``folder`` in this environment (one worker)."""
-    mlflow = [sys.executable, "-m", "mlflow"]
-    return [*mlflow, "models", "serve", "-m", str(folder), "--env-manager", "local", "-h", host, "-p", str(port)]
+def serve_command(host: str, port: int) -> list[str]:
+    """uvicorn running MLflow's scoring app behind ``scoring_app.RequestGuard`` (one worker); the
+    model folder goes in ``$A2NET_SERVE_MODEL``."""
+    app = "pipeline.registry.scoring_app:create_app"
+    return [sys.executable, "-m", "uvicorn", "--factory", app, "--host", host, "--port", str(port)]
 
 
 def serve_verified(model_uri: str, host: str, port: int) -> int:
-    """Serve ``model_uri`` from a local copy whose code was checked (``checked_mlmodel``) first.
+    """Serve ``model_uri`` from a local copy whose code was checked (``checked_mlmodel``) first,
+    with MLflow's scoring app behind the request guard (``scoring_app``).
 
     The copy is the one served, so the code checked is the code that runs; it is removed when
     the server stops. The server runs in its own process group: Ctrl-C or SIGTERM to this
@@ -112,7 +115,8 @@ def serve_verified(model_uri: str, host: str, port: int) -> int:
         checked_mlmodel(folder, model_uri)
         which = f"{model_uri} (version {version})" if version and not model_uri.endswith(f"/{version}") else model_uri
         print(f"serving {which} on http://{host}:{port}/invocations; its code is this checkout's", flush=True)
-        process = subprocess.Popen(serve_command(folder, host, port), start_new_session=True)
+        env = {**os.environ, MODEL_ENV: str(folder)}
+        process = subprocess.Popen(serve_command(host, port), env=env, start_new_session=True)
         try:
             with stops_on_signals():
                 return process.wait()

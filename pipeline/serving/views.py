@@ -21,7 +21,8 @@ from pipeline.data.clips import uniform_clip_indices
 from pipeline.data.frames import TooLong, clip_jpegs
 from pipeline.data.shards import decode_frames
 from pipeline.data.transforms import TestTransform, normalize
-from pipeline.data.video import DecodeError
+from pipeline.data.video import DecodeBudget, DecodeError, OverBudget
+from pipeline.serving.bounds import BUDGET_KEYS
 
 
 class VideoError(StageError):
@@ -56,10 +57,13 @@ class Preprocessing:
         return cls(**fields)
 
 
-def video_frames(path: Path, prep: Preprocessing, max_seconds: float | None = None) -> torch.Tensor:
+def video_frames(
+    path: Path, prep: Preprocessing, max_seconds: float | None = None, budget: DecodeBudget | None = None
+) -> torch.Tensor:
     """The eval views of ``path`` before normalisation, uint8 (V, C, T, S, S), clip-major: V = clips × crops.
 
-    A video longer than ``max_seconds`` is refused without decoding the rest of it.
+    A video longer than ``max_seconds`` is refused without decoding the rest of it; one that
+    would cost more than ``budget`` (a served row) is refused naming the ``register.serving`` key.
     """
     if not path.is_file():
         what = "a folder" if path.is_dir() else "not a regular file" if path.exists() else "no such file"
@@ -67,8 +71,15 @@ def video_frames(path: Path, prep: Preprocessing, max_seconds: float | None = No
     max_frames = None if max_seconds is None else int(max_seconds * prep.fps)
     try:
         jpegs, _, _ = clip_jpegs(
-            path, fps=prep.fps, short_side=prep.short_side, jpeg_quality=prep.jpeg_quality, max_frames=max_frames
+            path,
+            fps=prep.fps,
+            short_side=prep.short_side,
+            jpeg_quality=prep.jpeg_quality,
+            max_frames=max_frames,
+            budget=budget,
         )
+    except OverBudget as err:
+        raise VideoError(f"{path}: {err} (register.serving.{BUDGET_KEYS[err.limit]})") from None
     except TooLong as err:
         raise VideoError(f"{path}: {err}; give a clip of at most {max_seconds:g} s") from None
     except DecodeError as err:
@@ -78,9 +89,11 @@ def video_frames(path: Path, prep: Preprocessing, max_seconds: float | None = No
     return TestTransform(prep.crop_size, prep.num_crops)(views)
 
 
-def video_views(path: Path, prep: Preprocessing, max_seconds: float | None = None) -> torch.Tensor:
+def video_views(
+    path: Path, prep: Preprocessing, max_seconds: float | None = None, budget: DecodeBudget | None = None
+) -> torch.Tensor:
     """Decode ``path`` into the normalised eval views, float32 (V, C, T, S, S)."""
-    return normalize(video_frames(path, prep, max_seconds), prep.mean, prep.std)
+    return normalize(video_frames(path, prep, max_seconds, budget), prep.mean, prep.std)
 
 
 @torch.inference_mode()
