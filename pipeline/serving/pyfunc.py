@@ -1,7 +1,8 @@
 """The served model: an MLflow pyfunc that takes video files (base64) and answers top-k labels.
 
 Input: a DataFrame with a string column ``video``, each row the base64 bytes of one video file
-(any container ffmpeg reads), e.g. ``{"dataframe_split": {"columns": ["video"], "data": [["AAAA…"]]}}``.
+(mp4/mov, mkv/webm, avi, mpeg-ts, mpeg-ps, flv, ogg: ``pipeline.data.video.CONTAINERS``),
+e.g. ``{"dataframe_split": {"columns": ["video"], "data": [["AAAA…"]]}}``.
 Output, one record per row, in order: ``{"labels": [...], "probabilities": [...], "error": null}``;
 a row that is not a usable video (empty, not base64, not a video, no frames, over a bound) gets
 ``labels: [], probabilities: [], error: "row <i>: <why>"`` and never fails the other rows.
