@@ -355,22 +355,17 @@ def test_the_registered_model_serves_within_the_register_serving_bounds(
 
     small = ["model=tiny_plain", "train.epochs=1", "model.clip.num_frames=4", "model.clip.crop_size=32"]  # fast export
     write_training_output(load_config(small), ["archery", "bowling", "cartwheeling"])
-    bounds = {
-        "max_rows": 2,
-        "max_video_mb": 0.5,
-        "max_seconds": 1.5,
-        "max_source_frames": 40,
-        "max_frame_pixels": 64 * 48,
-        "decode_cpu_seconds": 7,
-        "request_seconds": 40,
-        "concurrent_decodes": 3,
-        "max_request_mb": 1.5,
-    }
-    assert register_main([f"register.serving.{key}={value}" for key, value in bounds.items()]) == 0
+    bounds = ["register.serving.max_rows=2", "register.serving.max_video_mb=0.5", "register.serving.max_seconds=1.5",
+              "register.serving.max_source_frames=40", "register.serving.max_frame_pixels=3072",
+              "register.serving.decode_cpu_seconds=7", "register.serving.request_seconds=40",
+              "register.serving.concurrent_decodes=3", "register.serving.max_request_mb=1.5"]  # fmt: skip
+    assert register_main(bounds) == 0
 
     served = mlflow.pyfunc.load_model(json.loads(Path("reports/registered_model.json").read_text())["model_uri"])
-    assert ServingBounds.from_config(served.model_config) == ServingBounds.from_register(bounds)
-    assert served.model_config["max_request_bytes"] == 3 * 2**19 and served.model_config["concurrent_decodes"] == 3
+    assert ServingBounds.from_config(served.model_config) == ServingBounds(
+        max_rows=2, max_video_bytes=2**19, max_seconds=1.5, max_frame_pixels=3072, max_source_frames=40,
+        decode_cpu_seconds=7, request_seconds=40.0, concurrent_decodes=3, max_request_bytes=3 * 2**19,
+    )  # fmt: skip
     with pytest.raises(MlflowException, match="3 videos in one request; send at most 2"):
         served.predict(pd.DataFrame({"video": [""] * 3}))
     over_half_a_mb = base64.b64encode(bytes(2**19 + 1)).decode()

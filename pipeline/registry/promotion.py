@@ -180,6 +180,10 @@ def _check_no_race(client: MlflowClient, name: str, alias: str, version: str, pr
         )
 
 
+# what a store says when two writers insert the same row (SQLAlchemy IntegrityError, SQLite, PostgreSQL)
+DUPLICATE_KEY_SAYS = ("IntegrityError", "UNIQUE constraint failed", "duplicate key value violates unique constraint")
+
+
 def _write_failure(
     client: MlflowClient, name: str, alias: str, version: str, previous: str | None, ours: set[str], err: Exception
 ) -> StageError:
@@ -191,6 +195,8 @@ def _write_failure(
         return full
     said = str(getattr(err, "message", err)).splitlines()[0][:120]
     other = _other_writer(client, name, alias, version, previous, ours)
+    if other is None and any(says in str(err) for says in DUPLICATE_KEY_SAYS):
+        other = "a write of the same alias or tag"  # two writers of one row: the store's unique key
     if other is not None:
         return PromotionRaced(
             f"another promotion of @{alias} ({other}) wrote at the same time ({said}); "
