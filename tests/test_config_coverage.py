@@ -93,6 +93,7 @@ KEY_TESTS: dict[str, str] = {
     "train.channels_last": "tests/test_train_gpu_settings.py::test_clips_take_the_channels_last_layout_on_any_device",
     "train.scale_jitter": CLIP_GEOMETRY,
     "train.max_crop_shift": CLIP_GEOMETRY,
+    "train.system_metrics_s": "tests/test_train.py::test_a_training_run_carries_the_machines_system_metrics",
     "train.val_every": SCHEDULE,
     "train.metrics_csv": SCHEDULE,
     "generate.seed": GENERATE,

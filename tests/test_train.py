@@ -71,6 +71,20 @@ def test_training_writes_checkpoint_weights_metrics_and_one_mlflow_run(training_
     assert [m.step for m in history] == [1, 2]
 
 
+@pytest.mark.parametrize("every, logged", [("train.system_metrics_s=0.2", True), ("train.system_metrics_s=0", False)])
+def test_a_training_run_carries_the_machines_system_metrics(training_data, workdir, every, logged):
+    """CPU and memory series sampled during the training land on its run (GPU ones too where
+    nvidia-ml-py finds a GPU), so a starved device shows in the UI; 0 turns them off."""
+    train(tiny_config(training_data, workdir, every))
+    run_id = (workdir / "model/run_id.txt").read_text().strip()
+    system = {key for key in mlflow.get_run(run_id).data.metrics if key.startswith("system/")}
+    expected = {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"}
+    assert (expected <= system) is logged and bool(system) is logged, system
+    if logged:
+        history = mlflow.tracking.MlflowClient().get_metric_history(run_id, "system/cpu_utilization_percentage")
+        assert history and all(0 <= m.value <= 100 * os.cpu_count() for m in history)
+
+
 def test_resume_after_an_interruption_ends_with_the_weights_of_a_straight_run(training_data, workdir, monkeypatch):
     straight = tiny_config(training_data, workdir / "straight")
     train(straight)

@@ -123,6 +123,7 @@ RULES: dict[str, Rule] = {
     "train.scale_jitter": numbers(2, number(above=0)),
     "train.max_crop_shift": optional(number(at_least=0)),
     "train.val_every": integer(0),
+    "train.system_metrics_s": number(at_least=0),
     "train.metrics_csv": TEXT,
     "generate.seed": integer(0),
     "generate.train_per_class": integer(1),

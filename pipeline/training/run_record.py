@@ -56,16 +56,26 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 @contextmanager
 def mlflow_run(cfg: DictConfig, run_id: str | None, enabled: bool) -> Iterator[str | None]:
-    """Start (or, given ``run_id``, continue) the training's MLflow run; no-op when not enabled."""
+    """Start (or, given ``run_id``, continue) the training's MLflow run; no-op when not enabled.
+
+    The run samples system metrics every ``train.system_metrics_s`` (CPU, memory, disk, network,
+    and the GPU's utilisation and memory where nvidia-ml-py finds one), so a starved GPU shows in
+    the UI next to the loss; 0 turns them off.
+    """
     if not enabled:
         yield None
         return
 
     experiment_id = setup_mlflow(cfg.mlflow.experiment)
+    interval = float(cfg.train.system_metrics_s)
+    if interval > 0:
+        mlflow.set_system_metrics_sampling_interval(interval)
+        mlflow.set_system_metrics_samples_before_logging(1)
+    system = {"log_system_metrics": interval > 0}
     if run_id:
-        context = mlflow.start_run(run_id=run_id)
+        context = mlflow.start_run(run_id=run_id, **system)
     else:
-        context = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg))
+        context = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg), **system)
     with context as run:
         yield run.info.run_id
 
