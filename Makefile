@@ -14,7 +14,7 @@ export GX_ANALYTICS_ENABLED := False
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup params lint test test-fast mutants repro bench ablation ui server clean
+.PHONY: help setup params lint test test-fast mutants repro bench gpu-check ablation ui server clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,7 +48,10 @@ repro: $(STAMP) ## Run the whole pipeline (generate → … → register) with D
 	$(VENV)/bin/dvc repro
 
 bench: $(STAMP) ## Run the benchmarks (prints Markdown tables of measured ratios)
-	@for b in models attention attention_profile preprocess loader train_step train_determinism ui_footprint serving attention_objects; do echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
+	@for b in models attention attention_profile preprocess loader train_step train_determinism ui_footprint serving attention_objects decode_bombs; do echo "== $$b"; $(PY) benchmarks/$$b.py || exit 1; done
+
+gpu-check: ## One GPU check (≤ 8 min; a clean no-op without a GPU); needs only torch + a2model, no setup
+	PYTHONPATH=. $(if $(wildcard $(VENV)/bin/python),$(VENV)/bin/python,python3) benchmarks/gpu_check.py --out gpu_check $(ARGS)
 
 ablation: $(STAMP) ## Miniature ablation on the synthetic set (writes docs/ablation/; ARGS="key=value ...")
 	$(PY) -m pipeline.ablation $(ARGS)
