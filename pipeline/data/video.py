@@ -154,18 +154,25 @@ _OVER_PIXELS = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel
 _CPU_SPENT = "received signal 24"  # SIGXCPU: ffmpeg's -timelimit CPU seconds are spent
 
 
-def check_budget(path: Path, budget: DecodeBudget, ffmpeg_setting: str = WHEEL_FFMPEG) -> None:
-    """OverBudget when the header of ``path`` declares larger or more frames than ``budget`` allows.
+def check_budget(source: tuple[str, dict[str, str | int]], budget: DecodeBudget,
+                 ffmpeg_setting: str = WHEEL_FFMPEG) -> None:
+    """OverBudget when the header of ``source`` (``_input_options``) declares larger or more frames
+    than ``budget`` allows.
 
-    ffmpeg opens the input without decoding it further (no output); a header it cannot read is
-    left to the decode, which names the reason.
+    ffmpeg opens the input without decoding it further (no output), within the budget's CPU
+    seconds and deadline; a header it cannot read is left to the decode, which names the reason.
     """
-    url, options = _input_options(path, budget)
+    url, options = source
     command = [ffmpeg_exe(ffmpeg_setting), "-hide_banner", "-nostdin", "-timelimit", str(budget.cpu_seconds)]
     for key, value in options.items():
         command += [f"-{key}", str(value)]
-    log = subprocess.run([*command, "-i", url], stdin=subprocess.DEVNULL, capture_output=True,
-                         timeout=budget.cpu_seconds + 5).stderr.decode("utf-8", "replace")
+    wall = budget.cpu_seconds + 5.0 if budget.deadline is None else max(0.0, budget.deadline - time.monotonic())
+    try:
+        log = subprocess.run([*command, "-i", url], stdin=subprocess.DEVNULL, capture_output=True,
+                             timeout=wall).stderr.decode("utf-8", "replace")
+    except subprocess.TimeoutExpired:
+        raise budget_failure("", budget, killed=budget.deadline is not None) or OverBudget(
+            "cpu_seconds", f"reading its header took over {wall:g} s") from None
     over = budget_failure(log, budget, killed=False)
     if over:
         raise over
@@ -178,11 +185,10 @@ def check_budget(path: Path, budget: DecodeBudget, ffmpeg_setting: str = WHEEL_F
         raise _too_large(width, height, budget)
     rate, duration = _RATE.search(stream.group(0)), _DURATION.search(log)
     if rate and duration:
-        fps = float(rate.group(1)) * (1000 if rate.group(2) else 1)
-        frames = fps * _seconds(*duration.groups())
-        if frames > budget.max_source_frames:
-            raise OverBudget("max_source_frames", f"{frames:.0f} source frames ({fps:g} fps for "
-                             f"{_seconds(*duration.groups()):.1f} s), over the {budget.max_source_frames}-frame limit")
+        fps, seconds = float(rate.group(1)) * (1000 if rate.group(2) else 1), _seconds(*duration.groups())
+        if fps * seconds > budget.max_source_frames:
+            raise OverBudget("max_source_frames", f"{fps * seconds:.0f} source frames ({fps:g} fps for "
+                             f"{seconds:.1f} s), over the {budget.max_source_frames}-frame limit")
 
 
 def _too_large(width: int, height: int, budget: DecodeBudget) -> OverBudget:
@@ -260,11 +266,11 @@ def _frame_size(stderr_fd: int) -> tuple[int, int] | None:
     return None if size is None else (int(size.group(1)), int(size.group(2)))
 
 
-def _scale_chain(path: Path, fps: float, short_side: int, start: float | None, end: float | None,
-                 budget: DecodeBudget | None, **scale_args: str) -> ffmpeg.nodes.FilterableStream:
-    """ffmpeg-python stream of ``path`` (``start..end`` cut), at ``fps``, short side scaled."""
+def _scale_chain(source: tuple[str, dict[str, str | int]], fps: float, short_side: int, start: float | None,
+                 end: float | None, **scale_args: str) -> ffmpeg.nodes.FilterableStream:
+    """ffmpeg-python stream of ``source`` (``_input_options``; ``start..end`` cut), at ``fps``, short side scaled."""
     window = {k: v for k, v in (("ss", start), ("to", end)) if v is not None}
-    url, options = _input_options(path, budget)
+    url, options = source
     return (
         ffmpeg.input(url, threads=1, **options, **window)
         .video.filter("fps", fps=fps)
@@ -393,10 +399,10 @@ def stream_jpeg_planes(
     video gets a ``budget``, checked on its header first (``check_budget``). Errors: see
     ``_stream_raw``.
     """
+    source = _input_options(path, budget)  # the container is told once
     if budget is not None:
-        check_budget(path, budget, ffmpeg_setting)
-    chain = _scale_chain(path, fps, short_side, start, end, budget, out_range="full",
-                         out_color_matrix="bt601")
+        check_budget(source, budget, ffmpeg_setting)
+    chain = _scale_chain(source, fps, short_side, start, end, out_range="full", out_color_matrix="bt601")
     for frame, width, height in _stream_raw(chain, "yuv420p", _yuv420_bytes, ffmpeg_setting, fps,
                                             (start, end), budget):
         luma, chroma = width * height, ((width + 1) // 2) * ((height + 1) // 2)

@@ -47,10 +47,11 @@ class ServingBounds:
     @classmethod
     def from_register(cls, serving: Mapping[str, Any]) -> ServingBounds:
         """From ``register.serving`` (``*_mb`` keys in MiB); keys it leaves out keep their defaults."""
-        values = {
-            (key[:-3] + "_bytes" if key.endswith("_mb") else key): (int(value * MIB) if key.endswith("_mb") else value)
-            for key, value in serving.items()
-        }
+        values = {}
+        for key, value in serving.items():
+            if key.endswith("_mb"):
+                key, value = key.removesuffix("_mb") + "_bytes", int(value * MIB)
+            values[key] = value
         return cls.from_config(values)
 
     @classmethod
