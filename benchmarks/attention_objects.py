@@ -29,11 +29,11 @@ from torch.nn import functional as F
 
 import a2model
 from pipeline.data.clips import uniform_clip_indices
+from pipeline.data.shards import ClipDataset
 from pipeline.data.synthetic import _shape_mask, clip_annotation, clip_rng, plan_jobs, render_clip  # the tracks' shapes
 from pipeline.data.transforms import TestTransform, UniformClips
 from pipeline.evaluation.attention import central_view, map_shares, view_attention
 from pipeline.training.checkpoint import CHECKPOINT_FILE, Checkpoint
-from pipeline.training.loaders import open_split
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def main() -> None:
     torch.manual_seed(0)
     untrained = a2model.build_model(checkpoint.model_name, num_classes=len(checkpoint.classes)).eval()
     clip = params["model"]["clip"]
-    dataset = open_split(
+    dataset = ClipDataset(
         REPO / data["shards_dir"],
         data["val_split"],
         UniformClips(clip["num_frames"], clip["stride"], params["eval"]["num_clips"]),

@@ -79,6 +79,7 @@ KEY_TESTS: dict[str, str] = {
     "train.epochs": SCHEDULE,
     "train.batch_size": BAD_TRAIN_CONFIGS,
     "train.num_workers": f"{TRAIN}::test_the_loaders_read_with_train_num_workers_worker_processes",
+    "train.decode_on": "tests/test_device_decode.py::test_a_training_decoding_on_the_device_ends_with_the_weights_of_the_cpu_path",  # noqa: E501
     "train.lr": SCHEDULE,
     "train.momentum": SGD_STEPS,
     "train.weight_decay": SGD_STEPS,

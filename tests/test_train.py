@@ -296,7 +296,9 @@ def test_train_transform_mirrors_about_half_the_items_left_to_right():
 
 def test_data_hflip_reaches_the_training_clips(training_data, tmp_path):
     def clips(hflip: bool) -> list[torch.Tensor]:
-        dataset = loaders(tiny_config(training_data, tmp_path, f"data.hflip={hflip}"), DistInfo(), False).dataset
+        dataset = loaders(
+            tiny_config(training_data, tmp_path, f"data.hflip={hflip}"), DistInfo(), torch.device("cpu")
+        ).dataset
         return [dataset[i]["frames"] for i in range(len(dataset))]
 
     pairs = list(zip(clips(False), clips(True), strict=True))
@@ -432,7 +434,7 @@ def test_training_clips_are_the_configured_window_of_the_configured_frames(train
         "train.max_crop_shift=0",
         "data.hflip=false",
     )
-    dataset = loaders(cfg, DistInfo(), False).dataset
+    dataset = loaders(cfg, DistInfo(), torch.device("cpu")).dataset
     whole = ClipDataset(training_data[1], "train", lambda n, generator: [list(range(n))])  # every frame
     for index in range(len(dataset)):
         clip = dataset[index]["frames"][0]  # (C, T, S, S)
@@ -450,7 +452,7 @@ def test_train_seed_picks_the_order_and_the_augmentation_of_the_clips(training_d
     """The same train.seed gives the same epoch (sampler order, sampled clips), another seed another one."""
 
     def epoch(*overrides: str) -> tuple[list[int], list[torch.Tensor]]:
-        data = loaders(tiny_config(training_data, tmp_path, *overrides), DistInfo(), False)
+        data = loaders(tiny_config(training_data, tmp_path, *overrides), DistInfo(), torch.device("cpu"))
         return list(data.sampler), [data.dataset[i]["frames"] for i in range(len(data.dataset))]
 
     (order, clips), (same_order, same_clips) = epoch("train.seed=7"), epoch("train.seed=7")
@@ -461,7 +463,7 @@ def test_train_seed_picks_the_order_and_the_augmentation_of_the_clips(training_d
 
 def test_the_loaders_read_with_train_num_workers_worker_processes(training_data, tmp_path):
     """train.num_workers DataLoader workers load the training and the per-epoch validation clips."""
-    data = loaders(tiny_config(training_data, tmp_path, "train.num_workers=2"), DistInfo(), False)
+    data = loaders(tiny_config(training_data, tmp_path, "train.num_workers=2"), DistInfo(), torch.device("cpu"))
     assert data.loader.num_workers == 2 and data.val_loader.num_workers == 2
 
 

@@ -108,6 +108,7 @@ RULES: dict[str, Rule] = {
     "train.epochs": integer(1),
     "train.batch_size": integer(1),
     "train.num_workers": integer(0),
+    "train.decode_on": choice("workers", "device"),
     "train.lr": number(above=0),
     "train.momentum": number(at_least=0, below=1),
     "train.weight_decay": number(at_least=0),

@@ -51,6 +51,15 @@ class ClipEntry:
         return len(self.offsets)
 
 
+@dataclass(frozen=True)
+class SampledClip:
+    """The drawn views of one clip before decoding: the JPEGs they need, each once, and their order."""
+
+    jpegs: list[bytes]
+    order: list[int]  # V·T positions into ``jpegs``, view-major
+    num_views: int
+
+
 def shard_paths(shards_dir: Path, split: str) -> list[Path]:
     """The shards of ``split`` in order: ``<shards_dir>/<split>/<split>-NNNNNN.tar``."""
     pattern = shard_pattern(split)
@@ -127,14 +136,18 @@ class ClipDataset(torch.utils.data.Dataset):
     opened lazily per process and released by ``close()`` (or when the dataset is collected).
     """
 
-    def __init__(self, shards_dir: Path, split: str, sampler: Sampler,
-                 transform: Transform | None = None, seed: int = 0):
+    def __init__(
+        self, shards_dir: Path, split: str, sampler: Sampler, transform: Transform | None = None, seed: int = 0
+    ):
         self._fds: dict[int, int] = {}  # shard index -> this process's descriptor
+        if not Path(shards_dir).is_dir():
+            raise StageError(
+                f"shards dir {shards_dir} not found (data.shards_dir); run `python -m pipeline.preprocess` first"
+            )
         self.paths = shard_paths(shards_dir, split)
         if not self.paths:
             raise StageError(
-                f"{Path(shards_dir) / split}: no {split}-NNNNNN.tar shards; "
-                "run python -m pipeline.preprocess first"
+                f"{Path(shards_dir) / split}: no {split}-NNNNNN.tar shards; run python -m pipeline.preprocess first"
             )
         self.entries = [e for i, p in enumerate(self.paths) for e in scan_shard(p, i)]
         _refuse_mixed_runs(Path(shards_dir), split, self.entries, self.paths)
@@ -168,15 +181,19 @@ class ClipDataset(torch.utils.data.Dataset):
             fd = self._fds[entry.shard] = os.open(self.paths[entry.shard], os.O_RDONLY)
         return _read_spans(fd, entry.offsets[list(frames)], entry.sizes[list(frames)])
 
+    def sample(self, index: int, generator: torch.Generator) -> SampledClip:
+        """Draw clip ``index``'s views from ``generator`` and read the JPEGs they need."""
+        views = self.sampler(self.entries[index].num_frames, generator)
+        needed = sorted({i for view in views for i in view})
+        position = {frame: k for k, frame in enumerate(needed)}
+        order = [position[i] for view in views for i in view]
+        return SampledClip(self.read_jpegs(index, needed), order, len(views))
+
     def __getitem__(self, index: int) -> dict:
         entry = self.entries[index]
         generator = item_generator(self.seed, self.epoch, index)
-        views = self.sampler(entry.num_frames, generator)
-        needed = sorted({i for view in views for i in view})
-        jpegs = self.read_jpegs(index, needed)
-        position = {frame: k for k, frame in enumerate(needed)}
-        flat = [position[i] for view in views for i in view]
-        frames = decode_frames(jpegs, flat).unflatten(0, (len(views), -1))
+        clip = self.sample(index, generator)
+        frames = decode_frames(clip.jpegs, clip.order).unflatten(0, (clip.num_views, -1))
         if self.transform is not None:
             frames = self.transform(frames, generator)
         return {"frames": frames, "label": int(entry.meta["label_index"]), "key": entry.key}

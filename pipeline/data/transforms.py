@@ -75,6 +75,25 @@ def to_clip_layout(views: torch.Tensor) -> torch.Tensor:
     return views.permute(0, 2, 1, 3, 4).contiguous()
 
 
+def resized_shape(height: int, width: int, short: int) -> tuple[int, int]:
+    """(H, W) of a ``height × width`` frame whose short side ``resize_short_side`` makes ``short``."""
+    if min(height, width) == short:
+        return height, width
+    if height <= width:
+        return short, int(short * width / height)
+    return int(short * height / width), short
+
+
+@dataclass(frozen=True)
+class CropPlan:
+    """One training item's geometry: the short side it is resized to, the crop's corner, the flip."""
+
+    short: int
+    top: int
+    left: int
+    flip: bool
+
+
 @dataclass(frozen=True)
 class TrainTransform:
     """Scale jitter + random crop + optional horizontal flip, one draw per item.
@@ -82,7 +101,8 @@ class TrainTransform:
     The short side is resized to ``crop_size × U(scale_jitter)`` and a ``crop_size²`` window is
     cut at a random position — anywhere, or with ``max_shift`` at most ``max_shift × crop_size``
     pixels from the centred window (for data whose subject is framed in the centre); every view
-    and frame of the item gets the same geometry.
+    and frame of the item gets the same geometry. The draw (``plan``) needs only the frame size,
+    so a worker can draw it for frames that are decoded later on the device (``apply``).
     """
 
     crop_size: int
@@ -92,18 +112,24 @@ class TrainTransform:
 
     def __call__(self, views: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """uint8 ``(V, T, C, H, W)`` → uint8 ``(V, C, T, crop, crop)``."""
+        return self.apply(views, self.plan(*views.shape[-2:], generator))
+
+    def plan(self, height: int, width: int, generator: torch.Generator) -> CropPlan:
+        """The item's random geometry for ``height × width`` frames (four draws, in this order)."""
         low, high = self.scale_jitter
         scale = low + (high - low) * float(torch.rand((), generator=generator))
         short = max(self.crop_size, round(self.crop_size * scale))
-        views = resize_short_side(views, short)
-        height, width = views.shape[-2:]
+        height, width = resized_shape(height, width, short)
         top = self._offset(height, generator)
         left = self._offset(width, generator)
-        views = views[..., top : top + self.crop_size, left : left + self.crop_size]
-        if self.hflip and bool(torch.rand((), generator=generator) < 0.5):
-            views = views.flip(-1)
-        return to_clip_layout(views)
+        flip = self.hflip and bool(torch.rand((), generator=generator) < 0.5)
+        return CropPlan(short, top, left, flip)
 
+    def apply(self, views: torch.Tensor, plan: CropPlan) -> torch.Tensor:
+        """uint8 ``(V, T, C, H, W)`` on any device → uint8 ``(V, C, T, crop, crop)`` cut as ``plan`` says."""
+        views = resize_short_side(views, plan.short)
+        views = views[..., plan.top : plan.top + self.crop_size, plan.left : plan.left + self.crop_size]
+        return to_clip_layout(views.flip(-1) if plan.flip else views)
 
     def _offset(self, length: int, generator: torch.Generator) -> int:
         """A random crop start along a side of ``length``, within ``max_shift`` of the centre."""

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from a2model import DoubleAttention
+from pipeline.data.shards import ClipDataset
 from pipeline.data.transforms import TestTransform, UniformClips
 from pipeline.evaluation.attention import central_view, plot_attention, view_attention
 from pipeline.training.checkpoint import Checkpoint
-from pipeline.training.loaders import open_split
 
 
 def first_per_class(labels: Sequence[int], max_classes: int) -> dict[int, int]:
@@ -44,7 +44,7 @@ def attention_examples(
     if not any(isinstance(m, DoubleAttention) for m in net.modules()):
         return []
     clip, data_cfg, classes = checkpoint.clip, checkpoint.config["data"], list(checkpoint.classes)
-    dataset = open_split(
+    dataset = ClipDataset(
         shards_dir,
         split,
         UniformClips(clip["num_frames"], clip["stride"], num_clips),

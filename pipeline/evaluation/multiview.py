@@ -17,10 +17,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pipeline.data.shards import ClipDataset
 from pipeline.data.transforms import TestTransform, UniformClips, normalize
 from pipeline.evaluation.meters import Evaluation
 from pipeline.training.checkpoint import CHECKPOINT_FILE, Checkpoint
-from pipeline.training.loaders import open_split
 from pipeline.training.loop import autocast
 from pipeline.training.net import resolve_device
 
@@ -53,7 +53,7 @@ def score_split(
     """Softmax scores ``(videos, num_clips·num_crops, classes)`` of ``net`` on every video of
     ``split`` and the videos' labels; ``batch_size`` views per forward pass (a progress bar on
     stderr unless not ``progress``)."""
-    dataset = open_split(
+    dataset = ClipDataset(
         shards_dir,
         split,
         UniformClips(views.num_frames, views.stride, views.num_clips),

@@ -86,7 +86,7 @@ def train(cfg: DictConfig) -> Path:
         if tc.batch_size % info.world_size:
             raise ConfigError(f"train.batch_size={tc.batch_size} is not divisible by the {info.world_size} processes")
         seed_everything(tc.seed, device)
-        data = training_data(cfg, info, pin_memory=device.type == "cuda")
+        data = training_data(cfg, info, device)
         state = initial_state(cfg, len(classes), len(data.loader), device, info)
         checkpoint_path = Path(tc.out_dir) / CHECKPOINT_FILE
         if tc.resume and checkpoint_path.is_file():

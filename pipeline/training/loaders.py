@@ -1,30 +1,26 @@
 """The training's data loaders over the clip shards: one random clip per training video, one
-centre clip per validation video, each process taking its share of the global batch."""
+centre clip per validation video, each process taking its share of the global batch.
+
+Training clips are decoded where ``train.decode_on`` says: in the DataLoader workers (``workers``,
+the CPU path) or in batches on the training device (``device``: the workers only read the JPEG
+bytes; ``pipeline.data.device_decode``). Both paths make the same crops and flips.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from pipeline.core.errors import ConfigError, StageError
+from pipeline.core.errors import ConfigError
+from pipeline.data.device_decode import DeviceDecoded, EncodedClips, collate_encoded
 from pipeline.data.shards import ClipDataset, shard_paths
 from pipeline.data.transforms import RandomClip, TestTransform, TrainTransform, UniformClips
 from pipeline.training.distributed import DistInfo
 from pipeline.training.seeding import seed_worker
-
-
-def open_split(shards_dir: Path, split: str, sampler: Any, transform: Any, seed: int = 0) -> ClipDataset:
-    """The ``ClipDataset`` of ``split``, or a one-line error when its shards are missing."""
-    if not Path(shards_dir).is_dir():
-        raise StageError(
-            f"shards dir {shards_dir} not found (data.shards_dir); run `python -m pipeline.preprocess` first"
-        )
-    return ClipDataset(shards_dir, split, sampler, transform, seed)
 
 
 @dataclass
@@ -33,7 +29,7 @@ class TrainingData:
 
     dataset: ClipDataset
     sampler: DistributedSampler
-    loader: DataLoader
+    loader: DataLoader | DeviceDecoded
     val_loader: DataLoader | None
 
     def set_epoch(self, epoch: int) -> None:
@@ -42,19 +38,17 @@ class TrainingData:
         self.dataset.set_epoch(epoch)
 
 
-def training_data(cfg: DictConfig, info: DistInfo, pin_memory: bool) -> TrainingData:
-    """Loaders of ``cfg.data``'s train and validation splits for process ``info.rank``.
+def training_data(cfg: DictConfig, info: DistInfo, device: torch.device) -> TrainingData:
+    """Loaders of ``cfg.data``'s train and validation splits for process ``info.rank`` training on ``device``.
 
     A ``DistributedSampler`` is used even for one process, so W processes split exactly the
-    global batches one process would take (``batch_size // W`` clips each).
+    global batches one process would take (``batch_size // W`` clips each). Batches are pinned
+    for a CUDA device (the loop copies them with ``non_blocking=True``).
     """
     tc, clip = cfg.train, cfg.model.clip
-    dataset = open_split(
-        Path(cfg.data.shards_dir),
-        cfg.data.train_split,
-        RandomClip(clip.num_frames, clip.stride),
-        TrainTransform(clip.crop_size, tuple(tc.scale_jitter), bool(cfg.data.hflip), tc.max_crop_shift),
-        tc.seed,
+    transform = TrainTransform(clip.crop_size, tuple(tc.scale_jitter), bool(cfg.data.hflip), tc.max_crop_shift)
+    dataset = ClipDataset(
+        Path(cfg.data.shards_dir), cfg.data.train_split, RandomClip(clip.num_frames, clip.stride), transform, tc.seed
     )
     if len(dataset) < tc.batch_size:
         raise ConfigError(
@@ -63,17 +57,20 @@ def training_data(cfg: DictConfig, info: DistInfo, pin_memory: bool) -> Training
     sampler = DistributedSampler(
         dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=tc.seed, drop_last=True
     )
+    on_device = tc.decode_on == "device"
     loader = DataLoader(
-        dataset,
+        EncodedClips(dataset) if on_device else dataset,
         batch_size=tc.batch_size // info.world_size,
         sampler=sampler,
         num_workers=tc.num_workers,
-        pin_memory=pin_memory,
+        collate_fn=collate_encoded if on_device else None,
+        pin_memory=device.type == "cuda",
         drop_last=True,
         worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(tc.seed),
     )
-    return TrainingData(dataset, sampler, loader, validation_loader(cfg, info))
+    training = DeviceDecoded(loader, transform, device) if on_device else loader
+    return TrainingData(dataset, sampler, training, validation_loader(cfg, info))
 
 
 def validation_loader(cfg: DictConfig, info: DistInfo) -> DataLoader | None:
@@ -85,7 +82,7 @@ def validation_loader(cfg: DictConfig, info: DistInfo) -> DataLoader | None:
     if not cfg.train.val_every or not shard_paths(Path(cfg.data.shards_dir), cfg.data.val_split):
         return None
     clip = cfg.model.clip
-    val_set = open_split(
+    val_set = ClipDataset(
         Path(cfg.data.shards_dir),
         cfg.data.val_split,
         UniformClips(clip.num_frames, clip.stride, 1),
