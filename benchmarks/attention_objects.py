@@ -33,7 +33,7 @@ from pipeline.data.shards import ClipDataset
 from pipeline.data.synthetic import _shape_mask, clip_annotation, clip_rng, plan_jobs, render_clip  # the tracks' shapes
 from pipeline.data.transforms import TestTransform, UniformClips
 from pipeline.evaluation.attention import central_view, map_shares, view_attention
-from pipeline.training.checkpoint import CHECKPOINT_FILE, Checkpoint
+from pipeline.runtime.checkpoint import CHECKPOINT_FILE, Checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

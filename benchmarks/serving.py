@@ -28,7 +28,7 @@ from ui_footprint import free_port, stop
 
 from pipeline.registry.predict import load_model, predict
 from pipeline.registry.server import wait_healthy
-from pipeline.registry.tracking import existing_tracking_uri
+from pipeline.tracking.store import existing_tracking_uri
 
 REPO = Path(__file__).resolve().parents[1]
 MLFLOW = Path(sys.executable).with_name("mlflow")

@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 
 import a2model
-from pipeline.training.loop import autocast
-from pipeline.training.net import resolve_device
+from pipeline.runtime.device import autocast, resolve_device
 from pipeline.training.optim import parameter_groups
 
 

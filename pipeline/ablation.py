@@ -23,10 +23,10 @@ from a2model import count_macs, count_params
 from pipeline.core.config import classes_file, load_config, stage_main
 from pipeline.core.files import atomic_path, write_atomic
 from pipeline.data.kinetics import load_classes
-from pipeline.evaluation.multiview import evaluate_config
-from pipeline.training.checkpoint import Checkpoint
+from pipeline.evaluation.multiview import evaluate_plan, load_trained
+from pipeline.runtime.checkpoint import Checkpoint
+from pipeline.settings import eval_plan, train_settings
 from pipeline.training.fit import train
-from pipeline.training.net import build_net
 
 
 @dataclass(frozen=True)
@@ -60,22 +60,22 @@ def run_overrides(variant: DictConfig, seed: int, work_dir: Path, experiment: st
 
 def train_and_test(cfg: DictConfig, label: str) -> RunResult:
     """Train ``cfg`` and test it with the evaluate stage's multi-view protocol (the library's cores)."""
-    checkpoint_path = train(cfg)
-    result = evaluate_config(cfg)
-    metrics = result.metrics()
+    settings, plan = train_settings(cfg), eval_plan(cfg)
+    checkpoint_path = train(settings)
+    trained = load_trained(plan)
+    metrics = evaluate_plan(plan, trained).metrics()
     history = Checkpoint.load(checkpoint_path).history
     clips_per_s = statistics.median(row["clips_per_s"] for row in history)
-    net = build_net(cfg.model.net, len(result.classes))
-    clip = cfg.model.clip
+    net, clip = trained.net.cpu(), settings.model.clip
     return RunResult(
         label=label,
-        model=str(cfg.model.net.name),
-        seed=int(cfg.train.seed),
+        model=settings.model.name,
+        seed=settings.seed,
         video_top1=metrics["video_top1"],
         clip_top1=metrics["clip_top1"],
         params=count_params(net),
         gmacs=count_macs(net, (1, 3, clip.num_frames, clip.crop_size, clip.crop_size)) / 1e9,
-        step_ms=1e3 * cfg.train.batch_size / clips_per_s,
+        step_ms=1e3 * settings.schedule.batch_size / clips_per_s,
     )
 
 

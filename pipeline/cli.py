@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pipeline.core.config import load_config
 from pipeline.core.errors import StageError
-from pipeline.registry.tracking import artifact_root, existing_tracking_uri, full_disk_is_one_line, sqlite_file
+from pipeline.tracking.store import artifact_root, existing_tracking_uri, full_disk_is_one_line, sqlite_file
 
 EXIT_REFUSED = 1
 EXIT_BAD_INPUT = 2

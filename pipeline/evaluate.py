@@ -13,56 +13,53 @@ the metrics: what the register stage puts on the model version for the promotion
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from omegaconf import DictConfig
 
 from pipeline.core.config import stage_main
 from pipeline.core.files import write_atomic
 from pipeline.evaluation.examples import attention_examples
-from pipeline.evaluation.multiview import evaluate_config
+from pipeline.evaluation.multiview import evaluate_plan, load_trained
+from pipeline.evaluation.plan import EvalPlan
 from pipeline.evaluation.reports import log_to_run, write_reports
 from pipeline.evaluation.setting import EvalRecord, EvalSetting, record_path, split_digest
-from pipeline.training.checkpoint import CHECKPOINT_FILE, RUN_ID_FILE
+from pipeline.runtime.checkpoint import RUN_ID_FILE
+from pipeline.settings import eval_plan
 
 
 def run(cfg: DictConfig) -> int:
-    """Stage entry: evaluate ``train.out_dir/last.pt``, write reports and the record, log them."""
-    result = evaluate_config(cfg)
+    """Stage entry: evaluate ``train.out_dir/last.pt`` (its net built once), write reports and the
+    record, draw the attention examples, log them."""
+    plan = eval_plan(cfg)
+    trained = load_trained(plan)
+    result = evaluate_plan(plan, trained)
     metrics = result.metrics()
-    plots_dir = Path(cfg.eval.plots_dir)
-    files = write_reports(result, Path(cfg.eval.metrics_file), Path(cfg.eval.per_class_file), plots_dir)
-    record = evaluation_record(cfg, metrics, result.crop_size)
-    write_atomic(record_path(Path(cfg.eval.metrics_file)), record.to_json())
-    files.append(record_path(Path(cfg.eval.metrics_file)))
+    files = write_reports(result, plan.metrics_file, plan.per_class_file, plan.plots_dir)
+    record = evaluation_record(plan, metrics, result.crop_size)
+    write_atomic(record_path(plan.metrics_file), record.to_json())
+    files.append(record_path(plan.metrics_file))
     figures = attention_examples(
-        Path(cfg.train.out_dir) / CHECKPOINT_FILE,
-        Path(cfg.data.shards_dir),
-        cfg.data.val_split,
-        cfg.eval.num_clips,
-        cfg.eval.num_crops,
-        plots_dir / "attention",
-        cfg.eval.attention_classes,
+        trained,
+        plan.shards_dir,
+        plan.split,
+        plan.num_clips,
+        plan.num_crops,
+        plan.plots_dir / "attention",
+        plan.attention_classes,
     )
-    log_to_run(
-        Path(cfg.train.out_dir), cfg.mlflow.experiment, metrics, files, result.unfinished, figures, record.setting
-    )
+    out_dir = plan.checkpoint.parent
+    log_to_run(out_dir, plan.experiment, metrics, files, result.unfinished, figures, record.setting)
     print(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()), f"(evaluation {record.setting.fingerprint})")
     return 0
 
 
-def evaluation_record(cfg: DictConfig, metrics: dict[str, float], crop_size: int) -> EvalRecord:
+def evaluation_record(plan: EvalPlan, metrics: dict[str, float], crop_size: int) -> EvalRecord:
     """What this evaluation scored (the training run), on which bytes and views, and its metrics."""
-    run_id_file = Path(cfg.train.out_dir) / RUN_ID_FILE
+    run_id_file = plan.checkpoint.parent / RUN_ID_FILE
     setting = EvalSetting(
-        split_digest(Path(cfg.data.shards_dir), cfg.data.val_split),
-        cfg.data.val_split,
-        cfg.eval.num_clips,
-        cfg.eval.num_crops,
-        crop_size,
+        split_digest(plan.shards_dir, plan.split), plan.split, plan.num_clips, plan.num_crops, crop_size
     )
     run_id = run_id_file.read_text().strip() if run_id_file.is_file() else None
-    return EvalRecord(run_id, setting, str(cfg.data.shards_dir), metrics)
+    return EvalRecord(run_id, setting, str(plan.shards_dir), metrics)
 
 
 def main(argv: list[str] | None = None) -> int:

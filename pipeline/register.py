@@ -18,7 +18,7 @@ from pipeline.core.config import stage_main
 from pipeline.core.files import write_atomic
 from pipeline.evaluation.setting import record_path
 from pipeline.registry.publish import register_training
-from pipeline.registry.tracking import full_disk_is_one_line
+from pipeline.tracking.store import full_disk_is_one_line
 
 REGISTERED_MODEL_FILE = Path("reports/registered_model.json")
 RUN_FILE = Path("reports/run.json")

@@ -1,7 +1,7 @@
 """Train stage: ``python -m pipeline.train [key=value ...]`` (or under ``torchrun`` for DDP).
 
 Trains ``model`` on ``data.shards_dir`` with ``train`` (see ``pipeline.training.fit``). Writes to
-``train.out_dir``: ``last.pt`` after every epoch (a ``pipeline.training.checkpoint.Checkpoint``;
+``train.out_dir``: ``last.pt`` after every epoch (a ``pipeline.runtime.checkpoint.Checkpoint``;
 resumable with ``train.resume=true``) and ``run_id.txt`` (the MLflow run, which evaluate and
 register log to as well); per-epoch metrics go to ``train.metrics_csv`` (a DVC plot) and MLflow.
 """
@@ -11,13 +11,15 @@ from __future__ import annotations
 from omegaconf import DictConfig
 
 from pipeline.core.config import stage_main
+from pipeline.settings import train_settings
 from pipeline.training.fit import train
 
 
 def run(cfg: DictConfig) -> int:
-    """Stage entry: train and say where the checkpoint is."""
-    checkpoint = train(cfg)
-    print(f"trained {cfg.model.net.name}: {checkpoint}")
+    """Stage entry: the config's typed settings, trained; say where the checkpoint is."""
+    settings = train_settings(cfg)
+    checkpoint = train(settings)
+    print(f"trained {settings.model.name}: {checkpoint}")
     return 0
 
 

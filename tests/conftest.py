@@ -132,7 +132,7 @@ def register_version(mlflow_server: str):
     ``helpers.register_stand_in`` on the module's server; returns the ``RegisteredModel``."""
     import functools
 
-    from pipeline.registry.tracking import setup_mlflow
+    from pipeline.tracking.store import setup_mlflow
 
     from helpers import register_stand_in
 
@@ -152,7 +152,7 @@ def stand_in_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
     from pipeline.cli import main
     from pipeline.registry.publish import Lineage, log_and_register
-    from pipeline.registry.tracking import setup_mlflow
+    from pipeline.tracking.store import setup_mlflow
 
     from helpers import enter_project_store
     from mlflow_server import CLASSES, GOOD_METRICS, PREPROCESSING, StandInNet

@@ -227,6 +227,30 @@ def tiny_config(data: tuple[Path, Path], out: Path, *extra: str) -> DictConfig:
     return load_config(tiny_overrides(data, out, *extra), params_file=out / "no-params.yaml")
 
 
+def train_config(cfg: DictConfig) -> Path:
+    """``train()`` on a config's typed settings, as the train stage calls it; the checkpoint path."""
+    from pipeline.settings import train_settings
+    from pipeline.training.fit import train
+
+    return train(train_settings(cfg))
+
+
+def config_loaders(cfg: DictConfig, info, device: torch.device):
+    """The training's loaders (``pipeline.training.loaders.training_data``) of a config."""
+    from pipeline.settings import train_settings
+    from pipeline.training.loaders import training_data
+
+    return training_data(train_settings(cfg), info, device)
+
+
+def config_model_input(cfg: DictConfig):
+    """What the trainer feeds a config's network: ``ModelInput`` of its frames and memory format."""
+    from pipeline.settings import train_settings
+
+    settings = train_settings(cfg)
+    return settings.model.model_input(settings.channels_last)
+
+
 @dataclass(frozen=True)
 class BuiltNet:
     """A network the train stage built and a copy of its weights before the first step."""
@@ -305,10 +329,12 @@ def write_training_output(cfg: DictConfig, classes: list[str], tags: dict[str, s
     from omegaconf import OmegaConf
 
     import a2model
+    from pipeline.core.config import config_md5
     from pipeline.core.files import write_atomic
     from pipeline.evaluation.setting import EvalRecord, record_path
-    from pipeline.registry.tracking import setup_mlflow
-    from pipeline.training.checkpoint import Checkpoint
+    from pipeline.runtime.checkpoint import Checkpoint
+    from pipeline.settings import model_spec, schedule
+    from pipeline.tracking.store import setup_mlflow
 
     from mlflow_server import GOOD_METRICS, STAND_IN_SETTING
 
@@ -318,8 +344,15 @@ def write_training_output(cfg: DictConfig, classes: list[str], tags: dict[str, s
     with mlflow.start_run(experiment_id=setup_mlflow(cfg.mlflow.experiment)) as run:
         mlflow.log_metrics(GOOD_METRICS)
         mlflow.set_tags(tags or {})
-    weights, config = net.state_dict(), OmegaConf.to_container(cfg)
-    checkpoint = Checkpoint(weights, config, classes, epoch=cfg.train.epochs, mlflow_run_id=run.info.run_id)
+    checkpoint = Checkpoint(
+        net.state_dict(),
+        model_spec(cfg),
+        schedule(cfg),
+        config_md5(OmegaConf.to_container(cfg)),
+        classes,
+        epoch=cfg.train.epochs,
+        mlflow_run_id=run.info.run_id,
+    )
     checkpoint.save(out_dir / "last.pt")
     (out_dir / "run_id.txt").write_text(run.info.run_id + "\n")
     setting = replace(

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 import a2model
 from pipeline.core.config import CONF_DIR, compose, load_config
-from pipeline.training.net import build_net
+from pipeline.runtime.net import build_net
 
 GROUPS = {group: sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")) for group in ("model", "data", "train")}
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import a2model
-from pipeline.training.checkpoint import FORMAT_VERSION, Checkpoint
+from pipeline.runtime.checkpoint import FORMAT_VERSION, Checkpoint, ClipGeometry, FrameFormat, ModelSpec, Schedule
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -19,15 +19,25 @@ def _write_checkpoint(workdir: Path, net_config: dict) -> Path:
     """A finished, well-formed checkpoint whose only fault is the model config it carries."""
     net = a2model.build_model("tiny_a2", num_classes=4)
     path = workdir / "models/train/last.pt"
-    path.parent.mkdir(parents=True)
-    config = {
-        "model": {"net": {"name": "tiny_a2", **net_config}, "clip": {"num_frames": 8, "stride": 4, "crop_size": 56}},
-        "train": {"epochs": 1},
-        "data": {},
-    }
-    Checkpoint(weights=net.state_dict(), config=config, classes=["a", "b", "c", "d"], epoch=1).save(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = ModelSpec(
+        net={"name": "tiny_a2", **net_config},
+        clip=ClipGeometry(num_frames=8, stride=4, crop_size=56),
+        frames=FrameFormat(fps=8.0, short_side=64, jpeg_quality=90, mean=(0.45,) * 3, std=(0.225,) * 3),
+        amp="fp32",
+    )
+    schedule = Schedule(lr=0.1, warmup_epochs=0.0, epochs=1, batch_size=8)
+    Checkpoint(net.state_dict(), model, schedule, "0" * 32, classes=["a", "b", "c", "d"], epoch=1).save(path)
     (path.parent / "run_id.txt").write_text("0" * 32 + "\n")
     return path
+
+
+def _retyped(path: Path, record: str, key: str, value: object) -> None:
+    """A checkpoint of this format whose ``model.<record>.<key>`` has another type."""
+    _write_checkpoint(path.parents[2], {})
+    saved = torch.load(path, weights_only=True)
+    saved["model"][record][key] = value
+    torch.save(saved, path)
 
 
 def _marker_command(marker: Path) -> dict:
@@ -70,6 +80,13 @@ def test_a_crafted_checkpoint_config_runs_nothing_and_is_one_line(
     [
         (lambda p: torch.save({"weights": torch.zeros(1)}, p), "is not a checkpoint of the train stage"),
         (lambda p: torch.save({"format": "a2nets.checkpoint", "format_version": 0}, p), "is checkpoint format 0"),
+        (  # the whole-config checkpoints of before the typed records
+            lambda p: torch.save({"format": "a2nets.checkpoint", "format_version": 1, "config": {}}, p),
+            "is checkpoint format 1, this code reads 2",
+        ),
+        (lambda p: _retyped(p, "clip", "num_frames", "8"), "malformed checkpoint (ClipGeometry.num_frames is str)"),
+        (lambda p: _retyped(p, "frames", "mean", ["a"] * 3), "malformed checkpoint (FrameFormat.mean is list)"),
+        (lambda p: _retyped(p, "frames", "fps", True), "malformed checkpoint (FrameFormat.fps is bool)"),
         (
             lambda p: torch.save({"format": "a2nets.checkpoint", "format_version": FORMAT_VERSION, "epoch": "1"}, p),
             "malformed checkpoint",

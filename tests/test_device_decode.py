@@ -13,11 +13,10 @@ import pipeline.train as train_stage
 from pipeline.core.errors import StageError
 from pipeline.data.device_decode import DeviceDecoded, EncodedClips, collate_encoded, decode_batch
 from pipeline.data.transforms import TrainTransform, resized_shape
-from pipeline.training.checkpoint import Checkpoint
+from pipeline.runtime.checkpoint import Checkpoint
 from pipeline.training.distributed import DistInfo
-from pipeline.training.loaders import training_data as loaders
 
-from helpers import tiny_config, tiny_overrides
+from helpers import config_loaders, tiny_config, tiny_overrides
 
 CPU = torch.device("cpu")
 # wide jitter, crops anywhere, flips: every part of the draw is exercised
@@ -38,7 +37,7 @@ def epoch_batches(training_data, tmp_path, decode_on: str, workers: int, epoch: 
     cfg = tiny_config(
         training_data, tmp_path, *GEOMETRY, f"train.decode_on={decode_on}", f"train.num_workers={workers}"
     )
-    data = loaders(cfg, DistInfo(), CPU)
+    data = config_loaders(cfg, DistInfo(), CPU)
     data.set_epoch(epoch)
     return list(data.loader)
 
@@ -76,7 +75,7 @@ def test_a_training_decoding_on_the_device_ends_with_the_weights_of_the_cpu_path
 
 def test_frames_other_than_the_shard_record_says_are_one_line(training_data, tmp_path) -> None:
     cfg = tiny_config(training_data, tmp_path, *GEOMETRY, "train.decode_on=device")
-    encoded = EncodedClips(loaders(cfg, DistInfo(), CPU).dataset)
+    encoded = EncodedClips(config_loaders(cfg, DistInfo(), CPU).dataset)
     item = encoded[0]
     lying = replace(item, layout=replace(item.layout, size=(48, 64)))
     with pytest.raises(StageError, match=rf"clip {item.layout.key}: frames are 32x\d+, its shard record says 48x64"):
@@ -86,7 +85,7 @@ def test_frames_other_than_the_shard_record_says_are_one_line(training_data, tmp
 def test_a_batch_carries_each_jpeg_once_in_one_buffer(training_data, tmp_path) -> None:
     """What a worker sends back: the bytes of the sampled frames, no decoded pixels."""
     cfg = tiny_config(training_data, tmp_path, *GEOMETRY, "train.decode_on=device")
-    encoded = EncodedClips(loaders(cfg, DistInfo(), CPU).dataset)
+    encoded = EncodedClips(config_loaders(cfg, DistInfo(), CPU).dataset)
     items = [encoded[i] for i in range(3)]
     batch = collate_encoded(items)
     assert batch.data.dtype == torch.uint8 and batch.data.dim() == 1
@@ -99,7 +98,7 @@ def test_a_batch_carries_each_jpeg_once_in_one_buffer(training_data, tmp_path) -
 def test_on_cuda_batches_are_pinned_and_decoded_within_decoder_tolerance(training_data, tmp_path) -> None:
     cuda = torch.device("cuda")
     cfg = tiny_config(training_data, tmp_path, *GEOMETRY, "train.decode_on=device", "train.num_workers=1")
-    data = loaders(cfg, DistInfo(), cuda)
+    data = config_loaders(cfg, DistInfo(), cuda)
     assert isinstance(data.loader, DeviceDecoded) and data.loader.loader.pin_memory
     reference = epoch_batches(training_data, tmp_path, "workers", 0, 0)
     for expected, got in zip(reference, data.loader, strict=True):

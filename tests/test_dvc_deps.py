@@ -67,7 +67,8 @@ def test_stage_deps_are_exactly_the_project_files_its_command_imports(name: str)
     assert not unused, f"stage {name!r} lists code it never imports or carries (remove from deps): {unused}"
 
 
-ENTRY_POINTS = {p.stem for p in (REPO / "pipeline").glob("*.py")} - {"__init__"}  # stages, cli, ablation
+STAGE_SHARED = {"settings"}  # config → typed settings: shared by the entry points, never imported by the library
+ENTRY_POINTS = {p.stem for p in (REPO / "pipeline").glob("*.py")} - {"__init__"} - STAGE_SHARED  # stages, cli, ablation
 
 
 def top_level_imports(path: Path) -> set[str]:
@@ -89,9 +90,99 @@ def test_no_stage_imports_another_and_the_library_imports_no_stage(path: Path) -
     )
 
 
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "pipeline").glob("*/**/*.py")), ids=lambda p: p.relative_to(REPO).as_posix()
+)
+def test_the_library_takes_typed_settings_not_the_config(path: Path) -> None:
+    """Below the stages nothing imports the stage-side settings module, and only ``core`` (the
+    config's own loading and schema) touches omegaconf: the library takes plain typed values."""
+    imported = imported_modules(path)
+    assert "pipeline.settings" not in imported, f"{path.relative_to(REPO)} imports pipeline.settings"
+    if path.parent.name != "core":
+        assert "omegaconf" not in path.read_text(), f"{path.relative_to(REPO)} reads the config; pass typed values"
+
+
 def test_the_model_library_imports_nothing_of_the_pipeline() -> None:
     imported = {name for path in (REPO / "a2model").glob("*.py") for name in imported_modules(path)}
     assert not {name for name in imported if name.startswith("pipeline")}
+
+
+# The library's packages, each importing only from packages of a lower layer (docs/architecture.md):
+# core → data → runtime, quality → tracking → training, evaluation, serving → registry → entry points.
+PACKAGE_LAYERS = {
+    "core": 0,
+    "data": 1,
+    "runtime": 2,  # device, model input, nets by name, the checkpoint: shared by training and evaluation
+    "quality": 2,
+    "tracking": 3,  # the MLflow store and the training run's record
+    "training": 4,
+    "evaluation": 4,
+    "serving": 4,
+    "registry": 5,
+}
+PACKAGES = sorted(p.name for p in (REPO / "pipeline").iterdir() if (p / "__init__.py").is_file())
+
+
+def package_graph() -> dict[str, set[str]]:
+    """``{package: the other pipeline packages its modules import}``."""
+    graph: dict[str, set[str]] = {name: set() for name in PACKAGES}
+    for name in PACKAGES:
+        for path in (REPO / "pipeline" / name).rglob("*.py"):
+            targets = {
+                m.split(".")[1] for m in imported_modules(path) if m.startswith("pipeline.") and m.count(".") > 1
+            }
+            graph[name] |= targets - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """A cycle of ``graph`` as ``[a, b, ..., a]`` (depth-first search), or [] when it is a DAG."""
+    state: dict[str, str] = {}  # "open" while on the search path, "done" after
+
+    def visit(node: str, path: list[str]) -> list[str]:
+        state[node] = "open"
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return path[path.index(target) :] + [node, target] if target in path else [node, target]
+            if target not in state and (cycle := visit(target, [*path, node])):
+                return cycle
+        state[node] = "done"
+        return []
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start, [])):
+            return cycle
+    return []
+
+
+@pytest.mark.parametrize(
+    ("graph", "cycle"),
+    [
+        ({"a": {"b"}, "b": {"c"}, "c": set()}, []),
+        ({"a": {"b", "c"}, "b": {"c"}, "c": set()}, []),
+        ({"a": {"b"}, "b": {"a"}}, ["a", "b", "a"]),
+        ({"a": {"b"}, "b": {"c"}, "c": {"b"}}, ["b", "c", "b"]),
+        ({"x": {"a"}, "a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c", "a"]),
+    ],
+)
+def test_find_cycle_finds_a_cycle_between_packages_and_only_one(graph: dict, cycle: list[str]) -> None:
+    assert find_cycle(graph) == cycle
+
+
+def test_the_packages_import_each_other_without_a_cycle() -> None:
+    cycle = find_cycle(package_graph())
+    assert not cycle, f"the pipeline packages import each other in a cycle: {' → '.join(cycle)}"
+
+
+def test_each_package_imports_only_packages_of_a_lower_layer() -> None:
+    assert set(PACKAGES) == set(PACKAGE_LAYERS), "place every pipeline package in PACKAGE_LAYERS"
+    upward = sorted(
+        f"{name} → {target}"
+        for name, targets in package_graph().items()
+        for target in targets
+        if PACKAGE_LAYERS[target] >= PACKAGE_LAYERS[name]
+    )
+    assert not upward, f"these package imports go sideways or up the layers (docs/architecture.md): {upward}"
 
 
 def write_code_deps(dvc_yaml: Path) -> None:

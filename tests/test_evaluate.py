@@ -122,7 +122,7 @@ class FirstViewShouts(torch.nn.Module):
 
 
 def test_videos_are_predicted_from_their_views_summed_softmax_not_their_logits(training_data, workdir, monkeypatch):
-    from pipeline.training.checkpoint import Checkpoint
+    from pipeline.runtime.checkpoint import Checkpoint
 
     argv = tiny_overrides(training_data, workdir, "train.epochs=1", "eval.num_clips=2", "eval.num_crops=3")
     assert train_stage.main(argv) == 0
@@ -198,7 +198,7 @@ class CountsViews(torch.nn.Module):
 
 def test_evaluate_forwards_at_most_eval_batch_size_views_at_once(training_data, trained, workdir, monkeypatch):
     """eval.batch_size=6 with 2 × 3 views per video: one video per forward pass (16 would take both)."""
-    from pipeline.training.checkpoint import Checkpoint
+    from pipeline.runtime.checkpoint import Checkpoint
 
     net = CountsViews()
     monkeypatch.setattr(Checkpoint, "build_net", lambda self, source: net)

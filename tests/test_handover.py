@@ -17,6 +17,7 @@ from pipeline import train as train_stage
 from pipeline.evaluation.multiview import evaluate
 from pipeline.evaluation.setting import EvalRecord, split_digest
 from pipeline.registry.predict import load_model
+from pipeline.runtime.checkpoint import Checkpoint
 
 from helpers import read_manifest, tiny_overrides
 
@@ -28,7 +29,9 @@ def test_evaluation_does_not_depend_on_batch_size_or_loader_workers(training_dat
     shards = training_data[1]
 
     def scored(batch: int, workers: int):
-        return evaluate(trained / "last.pt", shards, "train", 2, 3, batch, torch.device("cpu"), workers)
+        path = trained / "last.pt"
+        network = Checkpoint.load(path).trained_net(path, torch.device("cpu"), "eval.allow_unfinished", False)
+        return evaluate(network, shards, "train", 2, 3, batch, workers)
 
     reference, other = scored(1, 0), scored(batch_size, num_workers)
     assert torch.equal(reference.labels, other.labels)

@@ -27,9 +27,9 @@ from pipeline.evaluation.setting import EvalRecord
 from pipeline.register import main as register_main
 from pipeline.registry.predict import load_model
 from pipeline.registry.publish import validation_outcome
-from pipeline.registry.tracking import setup_mlflow
 from pipeline.serving.bounds import ServingBounds
 from pipeline.serving.views import video_scores, video_views
+from pipeline.tracking.store import setup_mlflow
 
 from helpers import (
     enter_project_store,
@@ -415,7 +415,7 @@ def test_a2net_promote_gates_on_promote_metric_within_promote_margin(project: Pa
 def test_a2net_promote_prints_the_move_the_table_and_the_history_on_the_local_store(project: Path, capsys) -> None:
     """The project's own SQLite store (the server tests repeat this over HTTP): the version table
     before and after, what each promotion prints, and one history line per move, oldest first."""
-    from pipeline.registry.publish import HEADLINE_METRICS
+    from pipeline.registry.version_tags import HEADLINE_METRICS
 
     experiment = setup_mlflow("a2nets")
     commit = "0123456789abcdef0123456789abcdef01234567"
@@ -537,7 +537,7 @@ def test_rollback_without_a_previous_version_or_to_an_unvalidated_one_is_refused
 def test_concurrent_promotions_on_the_local_store_are_serialised(project: Path, monkeypatch) -> None:
     from pipeline.registry.promotion import Promotion, promotion_history
     from pipeline.registry.publish import Lineage, log_and_register
-    from pipeline.registry.tracking import tracking_uri
+    from pipeline.tracking.store import tracking_uri
 
     experiment = setup_mlflow("a2nets")
     versions = []
@@ -597,7 +597,7 @@ def test_a2net_outside_a_project_says_where_it_looked_and_creates_nothing(tmp_pa
 
 
 def test_the_project_store_is_found_from_a_subfolder(tmp_path) -> None:
-    from pipeline.registry.tracking import project_store
+    from pipeline.tracking.store import project_store
 
     (tmp_path / "mlflow").mkdir()
     (tmp_path / "docs/deep").mkdir(parents=True)

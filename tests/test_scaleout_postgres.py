@@ -145,7 +145,7 @@ def test_the_gate_refuses_and_racing_promotions_never_share_a_predecessor(
     team_server, on_team_server, monkeypatch, capsys
 ) -> None:
     from pipeline.registry.promotion import Promotion, PromotionRaced
-    from pipeline.registry.tracking import setup_mlflow
+    from pipeline.tracking.store import setup_mlflow
 
     experiment = setup_mlflow("team-gate")  # not mlflow.set_experiment: no active experiment left behind
     name = "team-gate"

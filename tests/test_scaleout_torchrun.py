@@ -17,10 +17,9 @@ import psutil
 import pytest
 import torch
 
-from pipeline.training.checkpoint import Checkpoint
-from pipeline.training.fit import train
+from pipeline.runtime.checkpoint import Checkpoint
 
-from helpers import free_port, tiny_config, tiny_overrides
+from helpers import free_port, tiny_config, tiny_overrides, train_config
 
 pytestmark = pytest.mark.scaleout
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -101,7 +100,7 @@ def kill_node(agent: subprocess.Popen) -> None:
 def test_two_nodes_killed_and_restarted_end_with_the_weights_of_one_process(training_data, workdir) -> None:
     torch.set_num_threads(1)
     single = workdir / "single"
-    train(tiny_config(training_data, single, *SETTINGS))
+    train_config(tiny_config(training_data, single, *SETTINGS))
 
     nodes = workdir / "nodes"
     overrides = tiny_overrides(training_data, nodes, *SETTINGS)

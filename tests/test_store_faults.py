@@ -28,7 +28,7 @@ from pipeline.cli import main
 from pipeline.core.config import load_config, write_params
 from pipeline.register import main as register_main
 from pipeline.registry.publish import DISCARDED_TAG
-from pipeline.training.run_record import ABANDONED_TAG, mark_abandoned_run
+from pipeline.tracking.run_record import ABANDONED_TAG, mark_abandoned_run
 
 from helpers import enter_project_store, write_training_output
 
@@ -119,7 +119,7 @@ def test_a_register_killed_while_logging_leaves_the_training_run_finished_and_no
 def test_mark_abandoned_run_judges_a_running_run_by_how_far_its_training_got(project, epoch, status) -> None:
     """A run left RUNNING (an old register re-opened it and was killed) whose checkpoint reached its
     last epoch is set back to FINISHED, untagged; one whose checkpoint stopped short is KILLED."""
-    from pipeline.training.checkpoint import Checkpoint
+    from pipeline.runtime.checkpoint import Checkpoint
 
     cfg = load_config(SMALL)
     _, run = write_training_output(cfg, CLASSES)

@@ -18,8 +18,9 @@ import torch
 from pipeline.core.config import load_config
 from pipeline.data.layout import MANIFEST_COLUMNS, MANIFEST_FILE
 from pipeline.evaluation.meters import Evaluation
-from pipeline.registry.tracking import MODEL_TRAINING, ROOT_TAG, setup_mlflow
-from pipeline.training.run_record import log_run_start, mlflow_run, run_name
+from pipeline.settings import run_spec
+from pipeline.tracking.run_record import log_run_start, mlflow_run
+from pipeline.tracking.store import MODEL_TRAINING, ROOT_TAG, setup_mlflow
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +61,9 @@ def start_run(overrides: list[str], shards: Path) -> mlflow.entities.Run:
     import a2model
 
     cfg = load_config([*overrides, f"data.shards_dir={shards}"], params_file=Path("absent.yaml"))
-    with mlflow_run(cfg, None, enabled=True) as run_id:
-        log_run_start(cfg, a2model.build_model("tiny_plain", 4), (3, 4, 32, 32))
+    spec = run_spec(cfg)
+    with mlflow_run(spec, None, enabled=True) as run_id:
+        log_run_start(spec, a2model.build_model("tiny_plain", 4))
     return mlflow.get_run(run_id)
 
 
@@ -94,7 +96,7 @@ def test_a_copied_store_writes_its_artifacts_beside_itself(store: Path, tmp_path
     assert experiment.artifact_location == (copy / "artifacts").as_uri()
     assert experiment.tags[ROOT_TAG] == (copy / "artifacts").as_uri()
     log_later = (  # another process (this one caches the run's first artifact location)
-        "import mlflow; from pipeline.registry.tracking import setup_mlflow; setup_mlflow('a2nets'); "
+        "import mlflow; from pipeline.tracking.store import setup_mlflow; setup_mlflow('a2nets'); "
         f"mlflow.start_run(run_id='{run.info.run_id}'); mlflow.log_text('second', 'second.txt'); mlflow.end_run()"
     )
     subprocess.run([sys.executable, "-c", log_later], check=True, capture_output=True, env=os.environ)
@@ -125,7 +127,7 @@ def test_runs_of_other_configs_get_other_names_a_description_and_the_shards_as_d
     assert default.info.run_name.startswith("tiny_a2 ") and default.info.run_name != changed.info.run_name
     assert changed.info.run_name.startswith("tiny_a2 epochs=3 lr=0.2 ")
     assert moved.info.run_name.split()[:-1] == default.info.run_name.split()[:-1]
-    assert run_name(load_config(["model=tiny_plain"], params_file=Path("absent.yaml"))).startswith("tiny_plain ")
+    assert run_spec(load_config(["model=tiny_plain"], params_file=Path("absent.yaml"))).name.startswith("tiny_plain ")
     note = changed.data.tags["mlflow.note.content"]
     assert "**tiny_a2**" in note and "`train.epochs=3`" in note and "`train.lr=0.2`" in note
     assert "differ from `pipeline/conf`: none" in default.data.tags["mlflow.note.content"]
@@ -176,7 +178,7 @@ def test_a2net_ui_links_each_experiment_in_the_model_training_view(store: Path, 
 def test_a_stage_in_a_dvc_temp_copy_writes_the_store_of_the_workspace_in_dvc_root(tmp_path, monkeypatch, empty_db):
     """What DVC gives a queued experiment's stage: a cwd in a temp copy, $DVC_ROOT the workspace."""
     from pipeline.core.errors import StageError
-    from pipeline.registry.tracking import dvc_experiment_tags, tracking_uri
+    from pipeline.tracking.store import dvc_experiment_tags, tracking_uri
 
     workspace, temp_copy = tmp_path / "workspace", tmp_path / "workspace/.dvc/tmp/exps/tmp1234"
     temp_copy.mkdir(parents=True)
@@ -202,7 +204,7 @@ def test_two_first_runs_at_once_share_one_new_store(tmp_path: Path) -> None:
     in a fresh clone): the setup lock lets one create the tables and the experiment, both log."""
     script = (
         "import os, sys, mlflow\n"
-        "from pipeline.registry.tracking import setup_mlflow\n"
+        "from pipeline.tracking.store import setup_mlflow\n"
         "with mlflow.start_run(experiment_id=setup_mlflow('a2nets')):\n"
         "    mlflow.log_metric('x', float(sys.argv[1]))\n"
     )
@@ -258,7 +260,7 @@ BROKEN_STORES = [  # (how the store breaks, what the one line says)
 )
 def test_a_broken_store_is_one_line_and_left_as_it_is(tmp_path, monkeypatch, capsys, empty_db, damage, says, command):
     from pipeline.cli import main
-    from pipeline.registry.tracking import check_store
+    from pipeline.tracking.store import check_store
 
     check_store.cache_clear()
     (tmp_path / "mlflow").mkdir()

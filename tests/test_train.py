@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -16,14 +17,20 @@ from omegaconf import DictConfig
 import pipeline.train as train_stage
 from pipeline.data.shards import ClipDataset
 from pipeline.data.transforms import TrainTransform, resize_short_side
-from pipeline.training.checkpoint import FORMAT_VERSION, Checkpoint
+from pipeline.runtime.checkpoint import FORMAT_VERSION, Checkpoint
 from pipeline.training.distributed import DistInfo, SyncBatchNorm
-from pipeline.training.fit import train
-from pipeline.training.loaders import training_data as loaders
-from pipeline.training.loop import to_model_input
 from pipeline.training.optim import WarmupCosine, parameter_groups
 
-from helpers import free_port, read_manifest, record_built_nets, tiny_config, tiny_overrides
+from helpers import (
+    config_loaders,
+    config_model_input,
+    free_port,
+    read_manifest,
+    record_built_nets,
+    tiny_config,
+    tiny_overrides,
+    train_config,
+)
 
 
 def state_dicts_equal(a: dict, b: dict) -> bool:
@@ -32,7 +39,7 @@ def state_dicts_equal(a: dict, b: dict) -> bool:
 
 def test_training_writes_checkpoint_weights_metrics_and_one_mlflow_run(training_data, workdir):
     cfg = tiny_config(training_data, workdir)
-    checkpoint_path = train(cfg)
+    checkpoint_path = train_config(cfg)
 
     record = torch.load(checkpoint_path, weights_only=True)  # plain data: loads without the project's classes
     assert record["format"] == "a2nets.checkpoint" and record["format_version"] == FORMAT_VERSION
@@ -40,8 +47,8 @@ def test_training_writes_checkpoint_weights_metrics_and_one_mlflow_run(training_
     assert checkpoint.epoch == 2 and checkpoint.finished
     assert checkpoint.model_name == "tiny_a2"
     assert checkpoint.classes == ["abseiling", "air drumming", "zumba"]
-    assert checkpoint.clip == {"num_frames": 4, "stride": 1, "crop_size": 32}
-    assert checkpoint.config["train"]["epochs"] == 2
+    assert asdict(checkpoint.clip) == {"num_frames": 4, "stride": 1, "crop_size": 32}
+    assert checkpoint.schedule.epochs == 2
     assert checkpoint.optimizer["state"] and {"torch", "python"} <= checkpoint.rng.keys()
     assert "scheduler" not in record  # the schedule is the config's, not the checkpoint's
     assert state_dicts_equal(checkpoint.build_net(checkpoint_path).state_dict(), checkpoint.weights)
@@ -74,8 +81,9 @@ def test_training_writes_checkpoint_weights_metrics_and_one_mlflow_run(training_
 @pytest.mark.parametrize("every, logged", [("train.system_metrics_s=0.2", True), ("train.system_metrics_s=0", False)])
 def test_a_training_run_carries_the_machines_system_metrics(training_data, workdir, every, logged):
     """CPU and memory series sampled during the training land on its run (GPU ones too where
-    nvidia-ml-py finds a GPU), so a starved device shows in the UI; 0 turns them off."""
-    train(tiny_config(training_data, workdir, every))
+    nvidia-ml-py finds a GPU), so a starved device shows in the UI; 0 turns them off. Fifteen
+    tiny epochs (~0.5 s) outlast several 0.2 s sampling intervals."""
+    train_config(tiny_config(training_data, workdir, every, "train.epochs=15"))
     run_id = (workdir / "model/run_id.txt").read_text().strip()
     system = {key for key in mlflow.get_run(run_id).data.metrics if key.startswith("system/")}
     expected = {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"}
@@ -87,7 +95,7 @@ def test_a_training_run_carries_the_machines_system_metrics(training_data, workd
 
 def test_resume_after_an_interruption_ends_with_the_weights_of_a_straight_run(training_data, workdir, monkeypatch):
     straight = tiny_config(training_data, workdir / "straight")
-    train(straight)
+    train_config(straight)
 
     class Interrupted(Exception):
         pass
@@ -101,13 +109,13 @@ def test_resume_after_an_interruption_ends_with_the_weights_of_a_straight_run(tr
     resumed = tiny_config(training_data, workdir / "resumed")
     monkeypatch.setattr(Checkpoint, "save", save_then_die)
     with pytest.raises(Interrupted):
-        train(resumed)
+        train_config(resumed)
     monkeypatch.setattr(Checkpoint, "save", save)
     first_run_id = (workdir / "resumed/model/run_id.txt").read_text()
     assert Checkpoint.load(workdir / "resumed/model/last.pt").epoch == 1
 
     resumed.train.resume = True
-    train(resumed)
+    train_config(resumed)
 
     a = Checkpoint.load(workdir / "straight/model/last.pt")
     b = Checkpoint.load(workdir / "resumed/model/last.pt")
@@ -135,7 +143,7 @@ def interrupted_after_first_epoch(training_data, out: Path, monkeypatch) -> Dict
     with monkeypatch.context() as patch:
         patch.setattr(Checkpoint, "save", save_then_die)
         with pytest.raises(KeyboardInterrupt):
-            train(cfg)
+            train_config(cfg)
     run_id = (out / "model/run_id.txt").read_text().strip()
     mlflow.MlflowClient().update_run(run_id, status="RUNNING")  # a killed process marks nothing
     return cfg
@@ -170,7 +178,7 @@ def test_a_new_training_marks_the_killed_run_in_its_place_killed(training_data, 
     out = workdir / "killed"
     interrupted_after_first_epoch(training_data, out, monkeypatch)
     killed_run = (out / "model/run_id.txt").read_text().strip()
-    train(tiny_config(training_data, out))
+    train_config(tiny_config(training_data, out))
     run = mlflow.MlflowClient().get_run(killed_run)
     assert run.info.status == "KILLED" and "a2nets.abandoned" in run.data.tags
     assert (out / "model/run_id.txt").read_text().strip() != killed_run
@@ -237,11 +245,11 @@ def test_a_resume_with_more_epochs_follows_the_new_config_schedule(training_data
     1-epoch cosine's second period), as a straight 3-epoch run does; the change is said in one line."""
     metrics = {name: workdir / name / "metrics.csv" for name in ("straight", "extended")}
     straight = ("train.epochs=3", "train.warmup_epochs=0", f"train.metrics_csv={metrics['straight']}")
-    train(tiny_config(training_data, workdir / "straight", *straight))
+    train_config(tiny_config(training_data, workdir / "straight", *straight))
     extended = (f"train.metrics_csv={metrics['extended']}", "train.warmup_epochs=0")
-    train(tiny_config(training_data, workdir / "extended", "train.epochs=1", *extended))
+    train_config(tiny_config(training_data, workdir / "extended", "train.epochs=1", *extended))
     capsys.readouterr()
-    train(tiny_config(training_data, workdir / "extended", "train.epochs=3", "train.resume=true", *extended))
+    train_config(tiny_config(training_data, workdir / "extended", "train.epochs=3", "train.resume=true", *extended))
     assert "note: resuming after epoch 1 with train.epochs 1 → 3: the learning rate follows" in capsys.readouterr().out
 
     def lrs(path: Path) -> list[float]:
@@ -258,7 +266,7 @@ def test_the_training_follows_its_schedule_settings(training_data, workdir):
     train.warmup_epochs × steps per epoch of warm-up, validation every train.val_every epochs and
     the last, all in the CSV that train.metrics_csv names."""
     metrics_csv = workdir / "schedule" / "metrics.csv"
-    train(
+    train_config(
         tiny_config(
             training_data,
             workdir,
@@ -296,7 +304,7 @@ def test_train_transform_mirrors_about_half_the_items_left_to_right():
 
 def test_data_hflip_reaches_the_training_clips(training_data, tmp_path):
     def clips(hflip: bool) -> list[torch.Tensor]:
-        dataset = loaders(
+        dataset = config_loaders(
             tiny_config(training_data, tmp_path, f"data.hflip={hflip}"), DistInfo(), torch.device("cpu")
         ).dataset
         return [dataset[i]["frames"] for i in range(len(dataset))]
@@ -374,7 +382,7 @@ def test_two_sgd_steps_are_the_closed_form_of_momentum_weight_decay_and_clipping
         "train.weight_decay=0.05",
         "train.grad_clip=0.02",
     )
-    checkpoint = Checkpoint.load(train(cfg))
+    checkpoint = Checkpoint.load(train_config(cfg))
     [built] = nets
     groups = checkpoint.optimizer["param_groups"]
     assert [(g["momentum"], g["weight_decay"]) for g in groups] == [(momentum, weight_decay), (momentum, 0.0)]
@@ -408,7 +416,7 @@ def test_the_training_loss_is_the_label_smoothed_cross_entropy(training_data, wo
 
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", recording)
     cfg = tiny_config(training_data, workdir, "train.epochs=1", "train.val_every=0", "train.label_smoothing=0.4")
-    logged = Checkpoint.load(train(cfg)).history[0]["train_loss"]
+    logged = Checkpoint.load(train_config(cfg)).history[0]["train_loss"]
 
     logits, labels = torch.cat([x for x, _ in seen]), torch.cat([y for _, y in seen])
     log_p = logits.log_softmax(1)
@@ -434,7 +442,7 @@ def test_training_clips_are_the_configured_window_of_the_configured_frames(train
         "train.max_crop_shift=0",
         "data.hflip=false",
     )
-    dataset = loaders(cfg, DistInfo(), torch.device("cpu")).dataset
+    dataset = config_loaders(cfg, DistInfo(), torch.device("cpu")).dataset
     whole = ClipDataset(training_data[1], "train", lambda n, generator: [list(range(n))])  # every frame
     for index in range(len(dataset)):
         clip = dataset[index]["frames"][0]  # (C, T, S, S)
@@ -452,7 +460,7 @@ def test_train_seed_picks_the_order_and_the_augmentation_of_the_clips(training_d
     """The same train.seed gives the same epoch (sampler order, sampled clips), another seed another one."""
 
     def epoch(*overrides: str) -> tuple[list[int], list[torch.Tensor]]:
-        data = loaders(tiny_config(training_data, tmp_path, *overrides), DistInfo(), torch.device("cpu"))
+        data = config_loaders(tiny_config(training_data, tmp_path, *overrides), DistInfo(), torch.device("cpu"))
         return list(data.sampler), [data.dataset[i]["frames"] for i in range(len(data.dataset))]
 
     (order, clips), (same_order, same_clips) = epoch("train.seed=7"), epoch("train.seed=7")
@@ -463,7 +471,7 @@ def test_train_seed_picks_the_order_and_the_augmentation_of_the_clips(training_d
 
 def test_the_loaders_read_with_train_num_workers_worker_processes(training_data, tmp_path):
     """train.num_workers DataLoader workers load the training and the per-epoch validation clips."""
-    data = loaders(tiny_config(training_data, tmp_path, "train.num_workers=2"), DistInfo(), torch.device("cpu"))
+    data = config_loaders(tiny_config(training_data, tmp_path, "train.num_workers=2"), DistInfo(), torch.device("cpu"))
     assert data.loader.num_workers == 2 and data.val_loader.num_workers == 2
 
 
@@ -472,7 +480,7 @@ def test_clips_are_normalised_with_data_mean_and_std(training_data, tmp_path):
     mean, std = torch.tensor([0.2, 0.4, 0.6]), torch.tensor([0.5, 0.25, 0.125])
     cfg = tiny_config(training_data, tmp_path, "data.mean=[0.2,0.4,0.6]", "data.std=[0.5,0.25,0.125]")
     frames = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 1, 1, 3, 1, 1).expand(1, 1, 3, 3, 2, 2)
-    clips = to_model_input(frames, torch.device("cpu"), cfg)  # (N·V, C, T, H, W)
+    clips = config_model_input(cfg)(frames, torch.device("cpu"))  # (N·V, C, T, H, W)
     expected = (torch.tensor([0, 51, 255]) / 255.0)[None, :] - mean[:, None]  # (C, T)
     expected = expected / std[:, None]
     assert torch.allclose(clips[0, :, :, 0, 0], expected, atol=1e-6)

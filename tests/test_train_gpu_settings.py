@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import pipeline.train as train_stage
-from pipeline.training.checkpoint import Checkpoint
+from pipeline.runtime.checkpoint import Checkpoint
+from pipeline.runtime.device import autocast
 from pipeline.training.fit import cpp_compiler
-from pipeline.training.loop import autocast, to_model_input
 
-from helpers import record_built_nets, tiny_config, tiny_overrides
+from helpers import config_model_input, record_built_nets, tiny_config, tiny_overrides
 
 
 @pytest.mark.parametrize("amp, enabled", [("bf16", True), ("fp32", False)])
@@ -27,7 +27,7 @@ def test_bf16_autocast_runs_on_the_training_device_cpu_included(amp: str, enable
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_clips_take_the_channels_last_layout_on_any_device(training_data, tmp_path, channels_last) -> None:
     cfg = tiny_config(training_data, tmp_path, f"train.channels_last={str(channels_last).lower()}")
-    clips = to_model_input(torch.zeros(2, 1, 3, 4, 8, 8, dtype=torch.uint8), torch.device("cpu"), cfg)
+    clips = config_model_input(cfg)(torch.zeros(2, 1, 3, 4, 8, 8, dtype=torch.uint8), torch.device("cpu"))
     assert clips.shape == (2, 3, 4, 8, 8)
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     assert clips.is_contiguous(memory_format=layout) and clips.is_contiguous() is not channels_last
@@ -64,6 +64,6 @@ def test_a_tiny_training_runs_with_the_gpu_settings_on_cpu(
     assert math.isfinite(loss) and "warning" not in out
     checkpoint = Checkpoint.load(workdir / "model" / "last.pt")
     assert all(torch.isfinite(w).all() for w in checkpoint.weights.values() if w.is_floating_point())
-    assert checkpoint.config["train"]["amp"] == "bf16"
+    assert checkpoint.model.amp == "bf16"
     if "train.compile=true" in settings:
         assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile

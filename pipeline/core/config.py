@@ -148,6 +148,51 @@ def classes_file(data_cfg: DictConfig) -> Path:
     return Path(data_cfg.classes) if data_cfg.get("classes") else Path(data_cfg.root) / "classes.txt"
 
 
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists kept as values)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+WHERE_NOT_WHAT = {  # settings that say where things go, not what a run learns
+    "train.out_dir",
+    "train.metrics_csv",
+    "train.resume",
+    "train.num_workers",
+    "train.device",
+    "data.root",
+    "data.shards_dir",
+    "data.classes",
+    "data.workers",
+}
+
+
+def changed_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The model, data and train values of ``cfg`` that differ from pipeline/conf's defaults.
+
+    Where things go (output paths, the dataset root, workers, resume) is left out: it does not
+    change what a run learns.
+    """
+    defaults = compose()
+    OmegaConf.resolve(defaults)
+    ours = flatten(OmegaConf.to_container(cfg, resolve=True))
+    theirs = flatten(OmegaConf.to_container(defaults))
+    return {
+        key: value
+        for key, value in ours.items()
+        if key.split(".")[0] in ("model", "data", "train")
+        and key not in WHERE_NOT_WHAT
+        and key != "model.net.name"
+        and theirs.get(key, _ABSENT) != value
+    }
+
+
 def config_md5(config: Mapping[str, Any]) -> str:
     """md5 of a resolved config's canonical JSON (sorted keys): a run's own config, by content."""
     canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

@@ -16,7 +16,7 @@ from a2model import DoubleAttention
 from pipeline.data.shards import ClipDataset
 from pipeline.data.transforms import TestTransform, UniformClips
 from pipeline.evaluation.attention import central_view, plot_attention, view_attention
-from pipeline.training.checkpoint import Checkpoint
+from pipeline.runtime.checkpoint import TrainedNet
 
 
 def first_per_class(labels: Sequence[int], max_classes: int) -> dict[int, int]:
@@ -33,27 +33,28 @@ def figure_name(label: int, name: str) -> str:
 
 
 def attention_examples(
-    checkpoint_path: Path, shards_dir: Path, split: str, num_clips: int, num_crops: int, out_dir: Path, max_classes: int
+    trained: TrainedNet, shards_dir: Path, split: str, num_clips: int, num_crops: int, out_dir: Path, max_classes: int
 ) -> list[Path]:
-    """Draw the examples into ``out_dir`` (its old figures removed); the paths written, [] without A²."""
-    checkpoint = Checkpoint.load(checkpoint_path)
-    net = checkpoint.build_net(checkpoint_path).eval()
+    """Draw the examples into ``out_dir`` (its old figures removed); the paths written, [] without A².
+
+    Drawn on CPU in fp32: the trained network is moved there (the evaluate stage's last use of it).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)  # a DVC out, even when it stays empty
     for stale in out_dir.glob("*.png"):
         stale.unlink()
-    if not any(isinstance(m, DoubleAttention) for m in net.modules()):
+    if not any(isinstance(m, DoubleAttention) for m in trained.net.modules()):
         return []
-    clip, data_cfg, classes = checkpoint.clip, checkpoint.config["data"], list(checkpoint.classes)
+    net, clip, frames, classes = trained.net.cpu(), trained.model.clip, trained.model.frames, trained.classes
     dataset = ClipDataset(
         shards_dir,
         split,
-        UniformClips(clip["num_frames"], clip["stride"], num_clips),
-        TestTransform(clip["crop_size"], num_crops),
+        UniformClips(clip.num_frames, clip.stride, num_clips),
+        TestTransform(clip.crop_size, num_crops),
     )
     paths = []
     for label, index in first_per_class(dataset.labels, max_classes).items():
         item = dataset[index]
-        attention = view_attention(net, central_view(item["frames"], num_crops), data_cfg["mean"], data_cfg["std"])
+        attention = view_attention(net, central_view(item["frames"], num_crops), frames.mean, frames.std)
         best = int(attention.probabilities.argmax())
         title = (
             f"{classes[label]} (validation {item['key']}), central view: "

@@ -2,17 +2,17 @@
 
 PySlowFast's 3-crop testing: short side resized to the crop size, then left/centre/right crops.
 Each view is one *clip* prediction; the softmax scores of a video's views are summed into its
-*video* prediction. The model, its clip geometry and normalisation come from the checkpoint.
+*video* prediction. The model, its clip geometry and normalisation come from the checkpoint,
+whose network is built once (``load_trained``) and shared with the attention examples.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -20,9 +20,9 @@ from tqdm import tqdm
 from pipeline.data.shards import ClipDataset
 from pipeline.data.transforms import TestTransform, UniformClips, normalize
 from pipeline.evaluation.meters import Evaluation
-from pipeline.training.checkpoint import CHECKPOINT_FILE, Checkpoint
-from pipeline.training.loop import autocast
-from pipeline.training.net import resolve_device
+from pipeline.evaluation.plan import EvalPlan
+from pipeline.runtime.checkpoint import Checkpoint, TrainedNet
+from pipeline.runtime.device import autocast, resolve_device
 
 
 @dataclass(frozen=True)
@@ -73,40 +73,35 @@ def score_split(
 
 
 def evaluate(
-    checkpoint_path: Path,
+    trained: TrainedNet,
     shards_dir: Path,
     split: str,
     num_clips: int,
     num_crops: int,
     batch_size: int,
-    device: torch.device,
     num_workers: int = 0,
-    allow_unfinished: bool = False,
 ) -> Evaluation:
-    """Score every video of ``split`` with ``num_clips × num_crops`` views of the checkpoint's model.
-
-    An unfinished training's checkpoint is refused unless ``allow_unfinished``.
-    """
-    checkpoint = Checkpoint.load(checkpoint_path)
-    net = checkpoint.build_net(checkpoint_path).to(device).eval()
-    unfinished = checkpoint.refuse_unfinished(checkpoint_path, "eval.allow_unfinished", allow_unfinished)
-    clip, data_cfg = checkpoint.clip, checkpoint.config["data"]
-    views = TestViews(**clip, num_clips=num_clips, num_crops=num_crops, mean=data_cfg["mean"], std=data_cfg["std"])
-    amp = checkpoint.config["train"]["amp"]
-    scores, labels = score_split(net, views, shards_dir, split, batch_size, device, amp, num_workers)
-    return Evaluation(list(checkpoint.classes), scores, labels, unfinished, views.crop_size)
+    """Score every video of ``split`` with ``num_clips × num_crops`` views of the trained network."""
+    model = trained.model
+    views = TestViews(
+        **asdict(model.clip), num_clips=num_clips, num_crops=num_crops, mean=model.frames.mean, std=model.frames.std
+    )
+    scores, labels = score_split(
+        trained.net, views, shards_dir, split, batch_size, trained.device, model.amp, num_workers
+    )
+    return Evaluation(list(trained.classes), scores, labels, trained.unfinished, views.crop_size)
 
 
-def evaluate_config(cfg: DictConfig) -> Evaluation:
-    """``evaluate`` on ``train.out_dir/last.pt`` with the ``eval`` and ``data`` settings of ``cfg``."""
+def load_trained(plan: EvalPlan) -> TrainedNet:
+    """The plan's checkpoint as a network on its device, built once (unfinished: ``eval.allow_unfinished``)."""
+    checkpoint = Checkpoint.load(plan.checkpoint)
+    return checkpoint.trained_net(
+        plan.checkpoint, resolve_device(plan.device), "eval.allow_unfinished", plan.allow_unfinished
+    )
+
+
+def evaluate_plan(plan: EvalPlan, trained: TrainedNet) -> Evaluation:
+    """``evaluate`` with the plan's data, views, batch size and workers."""
     return evaluate(
-        Path(cfg.train.out_dir) / CHECKPOINT_FILE,
-        Path(cfg.data.shards_dir),
-        cfg.data.val_split,
-        cfg.eval.num_clips,
-        cfg.eval.num_crops,
-        cfg.eval.batch_size,
-        resolve_device(cfg.train.device),
-        cfg.train.num_workers,
-        bool(cfg.eval.get("allow_unfinished", False)),
+        trained, plan.shards_dir, plan.split, plan.num_clips, plan.num_crops, plan.batch_size, plan.num_workers
     )

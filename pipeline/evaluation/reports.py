@@ -16,8 +16,8 @@ import torch
 from pipeline.core.files import atomic_path, write_atomic
 from pipeline.evaluation.meters import Evaluation
 from pipeline.evaluation.setting import EvalSetting
-from pipeline.registry.tracking import setup_mlflow
-from pipeline.training.checkpoint import RUN_ID_FILE
+from pipeline.runtime.checkpoint import RUN_ID_FILE
+from pipeline.tracking.store import setup_mlflow
 
 
 def write_reports(result: Evaluation, metrics_file: Path, per_class_file: Path, plots_dir: Path) -> list[Path]:

@@ -1,7 +1,7 @@
 """``a2net explain``: what a registered model's A² blocks look at in one video.
 
 The registered pt2 program has no modules to hook, so the eager net is rebuilt by name from the
-model's ``net`` metadata (``pipeline.training.net.net_from_values``: a factory name and plain
+model's ``net`` metadata (``pipeline.runtime.net.net_from_values``: a factory name and plain
 values, never code) and loaded with the program's own weights. The video is preprocessed as
 ``a2net predict`` does; the figure and arrays are ``pipeline.evaluation.attention``'s.
 """
@@ -17,8 +17,8 @@ import torch
 from pipeline.core.errors import StageError
 from pipeline.evaluation.attention import central_view, plot_attention, save_arrays, view_attention
 from pipeline.registry.predict import LoadedModel
+from pipeline.runtime.net import net_from_values
 from pipeline.serving.views import video_frames
-from pipeline.training.net import net_from_values
 
 
 @dataclass(frozen=True)

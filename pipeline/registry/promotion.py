@@ -36,9 +36,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from pipeline.core.errors import StageError
-from pipeline.evaluation.setting import EvalSetting
-from pipeline.registry.publish import EVALUATION_TAG, HEADLINE_METRICS
-from pipeline.registry.tracking import full_disk_error, store_lock
+from pipeline.registry.version_tags import HEADLINE_METRICS, evaluation_setting, recorded_evaluation
+from pipeline.tracking.store import full_disk_error, store_lock
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -255,23 +254,6 @@ def run_metric(client: MlflowClient, version: ModelVersion, metric: str) -> floa
     if value is None:
         raise PromotionRefused(f"version {version.version} has no metric {metric!r} on its run {version.run_id}")
     return float(value)
-
-
-def recorded_evaluation(version: ModelVersion) -> dict:
-    """The version's ``evaluation`` tag (setting, shards_dir, metrics); empty when it has none."""
-    try:
-        body = json.loads(version.tags.get(EVALUATION_TAG, "{}"))
-    except ValueError:
-        return {}
-    return body if isinstance(body, dict) else {}
-
-
-def evaluation_setting(version: ModelVersion) -> EvalSetting | None:
-    """The data and views the version's metrics were measured on; None when not recorded."""
-    try:
-        return EvalSetting.from_dict(recorded_evaluation(version).get("setting") or {})
-    except ValueError:
-        return None
 
 
 def compare(client: MlflowClient, candidate: ModelVersion, holder: ModelVersion, alias: str, metric: str) -> Comparison:

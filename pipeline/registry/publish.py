@@ -27,23 +27,21 @@ from urllib.request import url2pathname
 
 import torch
 
-from pipeline.core.config import config_md5
 from pipeline.core.errors import StageError
 from pipeline.data.provenance import TOOLCHAIN_TAG, data_fingerprint, shards_toolchain
 from pipeline.evaluation.setting import EvalRecord
-from pipeline.registry.tracking import dvc_experiment_tags, git_commit, setup_mlflow, store_lock
+from pipeline.registry.version_tags import HEADLINE_METRICS, evaluation_tags
+from pipeline.runtime.checkpoint import CHECKPOINT_FILE, RUN_ID_FILE, Checkpoint
 from pipeline.serving.bounds import ServingBounds
 from pipeline.serving.package import CODE_DIR, entry_file, pip_requirements, signature, stage_code
 from pipeline.serving.program import PT2_FILE, export_program
 from pipeline.serving.pyfunc import CLASSES, PREPROCESSING, PROGRAM
 from pipeline.serving.views import Preprocessing
-from pipeline.training.checkpoint import CHECKPOINT_FILE, RUN_ID_FILE, Checkpoint
+from pipeline.tracking.store import dvc_experiment_tags, git_commit, setup_mlflow, store_lock
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities import LoggedModel, Run
-
-HEADLINE_METRICS = ("video_top1", "video_top5", "clip_top1", "clip_top5")
 
 
 @dataclass(frozen=True)
@@ -246,41 +244,32 @@ def log_and_register(
     )
 
 
-EVALUATION_TAG = "evaluation"  # model-version tag: the evaluation's setting, fingerprint, metrics (JSON)
-
-
-def evaluation_tags(record: EvalRecord) -> dict[str, str]:
-    """A version's evaluation as tags: ``evaluation`` (JSON, what the gate reads), ``eval.fingerprint``."""
-    body = {"setting": asdict(record.setting), "shards_dir": record.shards_dir, "metrics": record.metrics}
-    return {EVALUATION_TAG: json.dumps(body, sort_keys=True), "eval.fingerprint": record.setting.fingerprint}
-
-
 def preprocessing_of(checkpoint: Checkpoint, num_clips: int, num_crops: int) -> Preprocessing:
     """How ``a2net predict`` must turn a video into the inputs ``checkpoint``'s model was tested on."""
-    data, clip = checkpoint.config["data"], checkpoint.clip
+    frames, clip = checkpoint.model.frames, checkpoint.clip
     return Preprocessing(
-        fps=float(data["fps"]),
-        short_side=int(data["short_side"]),
-        jpeg_quality=int(data["jpeg_quality"]),
-        num_frames=clip["num_frames"],
-        stride=clip["stride"],
-        crop_size=clip["crop_size"],
+        fps=frames.fps,
+        short_side=frames.short_side,
+        jpeg_quality=frames.jpeg_quality,
+        num_frames=clip.num_frames,
+        stride=clip.stride,
+        crop_size=clip.crop_size,
         num_clips=int(num_clips),
         num_crops=int(num_crops),
-        mean=tuple(data["mean"]),
-        std=tuple(data["std"]),
+        mean=frames.mean,
+        std=frames.std,
     )
 
 
 def lineage_of(
     checkpoint: Checkpoint, run_tags: Mapping[str, str], shards_dir: Path, validation: str, unfinished: bool
 ) -> Lineage:
-    """Lineage from the checkpoint (the run's resolved config) and the training run's own tags (the
+    """Lineage from the checkpoint (the md5 of the run's resolved config) and the training run's own tags (the
     commit it ran at, the shards' dvc.lock md5 and toolchain it saw), else the current checkout's."""
     toolchain = {k.removeprefix(TOOLCHAIN_TAG): v for k, v in run_tags.items() if k.startswith(TOOLCHAIN_TAG)}
     return Lineage(
         git_commit=run_tags.get("git_commit") or git_commit(),
-        config_md5=config_md5(checkpoint.config),
+        config_md5=checkpoint.config_md5,
         shards_md5=run_tags.get("data.dvc_md5") or data_fingerprint(shards_dir).get("data.dvc_md5", "unknown"),
         validation=validation,
         toolchain=toolchain or shards_toolchain(shards_dir),
@@ -331,7 +320,7 @@ def register_training(
         preprocessing=preprocessing_of(checkpoint, evaluation.setting.num_clips, evaluation.setting.num_crops),
         lineage=lineage,
         bounds=ServingBounds.from_register(serving or {}),
-        net_config=checkpoint.config["model"]["net"],
+        net_config=checkpoint.model.net,
         evaluation=evaluation,
     )
     return registered, lineage

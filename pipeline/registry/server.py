@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.core.errors import StageError
-from pipeline.registry.database import LocalCluster, check_database, masked
+from pipeline.registry.local_postgres import LocalCluster
 from pipeline.registry.predict import checked_mlmodel, model_folder, resolve_version
 from pipeline.registry.scoring_app import MODEL_ENV
+from pipeline.tracking.database import check_database, masked
 
 # What a server here does not need: MLflow's job runner (huey consumers for GenAI evaluation jobs,
 # started with the server by default) and usage telemetry. The caller's environment wins, so

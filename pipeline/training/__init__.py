@@ -1,2 +1,3 @@
-"""The training library: checkpoint, network building, optimisation, loaders, the epoch loop,
-distributed helpers and the training run's MLflow record."""
+"""The training library: its typed settings, optimisation, loaders, the epoch loop, distributed
+helpers, and ``train()`` that fits epoch by epoch (the checkpoint is ``pipeline.runtime``'s, the
+MLflow run record ``pipeline.tracking``'s)."""

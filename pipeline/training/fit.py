@@ -1,4 +1,4 @@
-"""``train(cfg)``: build loaders, network, optimiser and schedule, resume, then fit epoch by epoch.
+"""``train(settings)``: build loaders, network, optimiser and schedule, resume, then fit epoch by epoch.
 
 One process, or many under ``torchrun`` (DDP; NCCL on GPU, gloo on CPU). ``train.batch_size`` is
 the *global* batch: each of the W processes takes ``batch_size // W`` clips of the same global
@@ -17,20 +17,15 @@ from pathlib import Path
 
 import mlflow
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from pipeline.core.config import classes_file
 from pipeline.core.errors import ConfigError
 from pipeline.core.files import write_atomic
 from pipeline.data.kinetics import load_classes
-from pipeline.training.checkpoint import CHECKPOINT_FILE, RUN_ID_FILE, Checkpoint
-from pipeline.training.distributed import DistInfo, init_distributed, shutdown_distributed, sync_batchnorm
-from pipeline.training.loaders import TrainingData, training_data
-from pipeline.training.loop import clip_top1, train_epoch
-from pipeline.training.net import build_net, resolve_device
-from pipeline.training.optim import WarmupCosine, sgd
-from pipeline.training.run_record import (
+from pipeline.runtime.checkpoint import CHECKPOINT_FILE, RUN_ID_FILE, Checkpoint, Schedule
+from pipeline.runtime.device import resolve_device
+from pipeline.runtime.net import build_net
+from pipeline.tracking.run_record import (
     backfill_epoch_metrics,
     log_epoch_metrics,
     log_run_start,
@@ -38,7 +33,12 @@ from pipeline.training.run_record import (
     mlflow_run,
     write_metrics_csv,
 )
+from pipeline.training.distributed import DistInfo, init_distributed, shutdown_distributed, sync_batchnorm
+from pipeline.training.loaders import TrainingData, training_data
+from pipeline.training.loop import clip_top1, train_epoch
+from pipeline.training.optim import WarmupCosine, sgd
 from pipeline.training.seeding import epoch_seed, restore_rng_state, rng_state, seed_everything
+from pipeline.training.settings import TrainSettings
 
 
 @dataclass
@@ -53,10 +53,12 @@ class TrainState:
     history: list[dict[str, float | None]] = field(default_factory=list)
     run_id: str | None = None
 
-    def checkpoint(self, cfg: DictConfig, classes: list[str]) -> Checkpoint:
+    def checkpoint(self, settings: TrainSettings, classes: list[str]) -> Checkpoint:
         return Checkpoint(
             weights=self.net.state_dict(),
-            config=OmegaConf.to_container(cfg, resolve=True),
+            model=settings.model,
+            schedule=settings.schedule,
+            config_md5=settings.run.config_md5,
             classes=list(classes),
             epoch=self.epoch,
             history=self.history,
@@ -74,59 +76,57 @@ class TrainState:
         self.epoch, self.history, self.run_id = checkpoint.epoch, list(checkpoint.history), checkpoint.mlflow_run_id
 
 
-def train(cfg: DictConfig) -> Path:
-    """Train ``cfg.model`` on ``cfg.data`` with ``cfg.train``; return the checkpoint path."""
-    tc = cfg.train
-    device = resolve_device(tc.device)
-    classes = load_classes(classes_file(cfg.data))
+def train(settings: TrainSettings) -> Path:
+    """Train ``settings.model`` on ``settings.shards_dir``; return the checkpoint path."""
+    s = settings
+    device = resolve_device(s.device)
+    classes = load_classes(s.classes_file)
     info = init_distributed(device.type)
     try:
         if device.type == "cuda":
             device = torch.device("cuda", info.local_rank)
-        if tc.batch_size % info.world_size:
-            raise ConfigError(f"train.batch_size={tc.batch_size} is not divisible by the {info.world_size} processes")
-        seed_everything(tc.seed, device)
-        data = training_data(cfg, info, device)
-        state = initial_state(cfg, len(classes), len(data.loader), device, info)
-        checkpoint_path = Path(tc.out_dir) / CHECKPOINT_FILE
-        if tc.resume and checkpoint_path.is_file():
-            state.resume_from(resumable(checkpoint_path, cfg))
-        fit(cfg, state, data, wrap(state.net, device, info, tc.compile), classes, device, info)
+        if s.schedule.batch_size % info.world_size:
+            raise ConfigError(
+                f"train.batch_size={s.schedule.batch_size} is not divisible by the {info.world_size} processes"
+            )
+        seed_everything(s.seed, device)
+        data = training_data(s, info, device)
+        state = initial_state(s, len(classes), len(data.loader), device, info)
+        checkpoint_path = s.out_dir / CHECKPOINT_FILE
+        if s.resume and checkpoint_path.is_file():
+            state.resume_from(resumable(checkpoint_path, s.model.name, s.schedule))
+        fit(s, state, data, wrap(state.net, device, info, s.compile), classes, device, info)
         return checkpoint_path
     finally:
         shutdown_distributed()
 
 
 def initial_state(
-    cfg: DictConfig, num_classes: int, steps_per_epoch: int, device: torch.device, info: DistInfo
+    settings: TrainSettings, num_classes: int, steps_per_epoch: int, device: torch.device, info: DistInfo
 ) -> TrainState:
     """A fresh network on ``device`` (synchronised BatchNorm under DDP), SGD and the config's schedule."""
-    tc = cfg.train
-    net = build_net(cfg.model.net, num_classes)
+    net = build_net(settings.model.net, num_classes)
     if info.distributed:
         net = sync_batchnorm(net, device.type)
     net.to(device)
-    if tc.channels_last:
+    if settings.channels_last:
         net.to(memory_format=torch.channels_last_3d)
-    optimizer = sgd(net, tc.lr, tc.momentum, tc.weight_decay)
-    schedule = WarmupCosine.of_epochs(tc.lr, tc.warmup_epochs, tc.epochs, steps_per_epoch)
+    opt, plan = settings.optimiser, settings.schedule
+    optimizer = sgd(net, plan.lr, opt.momentum, opt.weight_decay)
+    schedule = WarmupCosine.of_epochs(plan.lr, plan.warmup_epochs, plan.epochs, steps_per_epoch)
     return TrainState(net, optimizer, schedule)
 
 
-SCHEDULE_KEYS = ("lr", "warmup_epochs", "epochs", "batch_size")  # train.* that shape the learning rate curve
-
-
-def resumable(path: Path, cfg: DictConfig) -> Checkpoint:
+def resumable(path: Path, model_name: str, schedule: Schedule) -> Checkpoint:
     """The checkpoint to resume from; a ConfigError when it holds another model. A changed
     schedule is said in one line: the run goes on along this config's schedule, never the old one's."""
     checkpoint = Checkpoint.load(path)
-    if checkpoint.model_name != cfg.model.net.name:
+    if checkpoint.model_name != model_name:
         raise ConfigError(
-            f"{path} holds {checkpoint.model_name!r}, not {cfg.model.net.name!r}; "
+            f"{path} holds {checkpoint.model_name!r}, not {model_name!r}; "
             "set train.resume=false or another train.out_dir"
         )
-    before = checkpoint.config["train"]
-    changed = [f"train.{k} {before.get(k)} → {cfg.train[k]}" for k in SCHEDULE_KEYS if before.get(k) != cfg.train[k]]
+    changed = schedule.changes_from(checkpoint.schedule)
     if changed:
         print(
             f"note: resuming after epoch {checkpoint.epoch} with {', '.join(changed)}: "
@@ -152,7 +152,7 @@ def cpp_compiler() -> str | None:
 
 
 def fit(
-    cfg: DictConfig,
+    settings: TrainSettings,
     state: TrainState,
     data: TrainingData,
     model: nn.Module,
@@ -160,41 +160,45 @@ def fit(
     device: torch.device,
     info: DistInfo,
 ) -> None:
-    """Train from ``state.epoch`` to ``train.epochs``; the main process checkpoints and logs."""
-    tc = cfg.train
-    out_dir = Path(tc.out_dir)
+    """Train from ``state.epoch`` to the schedule's epochs; the main process checkpoints and logs."""
+    s = settings
     if info.is_main and state.epoch == 0:
-        mark_abandoned_run(out_dir / RUN_ID_FILE, cfg.mlflow.experiment)
-    with mlflow_run(cfg, state.run_id, info.is_main) as state.run_id:
+        mark_abandoned_run(s.out_dir / RUN_ID_FILE, s.run.experiment)
+    with mlflow_run(s.run, state.run_id, info.is_main) as state.run_id:
         if info.is_main:
-            write_atomic(out_dir / RUN_ID_FILE, f"{state.run_id}\n")
+            write_atomic(s.out_dir / RUN_ID_FILE, f"{state.run_id}\n")
             if state.epoch == 0:
-                clip = cfg.model.clip
-                log_run_start(cfg, state.net, (3, clip.num_frames, clip.crop_size, clip.crop_size))
+                log_run_start(s.run, state.net)
             else:
                 backfill_epoch_metrics(state.run_id, state.history)
-        while state.epoch < tc.epochs:
-            row = run_epoch(cfg, state, data, model, device, info)
+        while state.epoch < s.schedule.epochs:
+            row = run_epoch(s, state, data, model, device, info)
             state.epoch += 1
             state.history.append(row)
             if info.is_main:  # the checkpoint first: a kill before it leaves no metric of this epoch
-                state.checkpoint(cfg, classes).save(out_dir / CHECKPOINT_FILE)
+                state.checkpoint(s, classes).save(s.out_dir / CHECKPOINT_FILE)
                 log_epoch_metrics(row)
-                write_metrics_csv(Path(tc.metrics_csv), state.history)
+                write_metrics_csv(s.metrics_csv, state.history)
                 print(" ".join(f"{k}={v:.4g}" for k, v in row.items() if v is not None), flush=True)
         if info.is_main and state.history:
-            mlflow.log_artifact(str(tc.metrics_csv))
+            mlflow.log_artifact(str(s.metrics_csv))
 
 
 def run_epoch(
-    cfg: DictConfig, state: TrainState, data: TrainingData, model: nn.Module, device: torch.device, info: DistInfo
+    settings: TrainSettings,
+    state: TrainState,
+    data: TrainingData,
+    model: nn.Module,
+    device: torch.device,
+    info: DistInfo,
 ) -> dict[str, float | None]:
     """Epoch ``state.epoch + 1``: its seeds, one pass over the data, validation when due; its metrics row."""
-    tc, epoch = cfg.train, state.epoch
+    s, epoch, epochs = settings, state.epoch, settings.schedule.epochs
     data.set_epoch(epoch)
-    torch.manual_seed(epoch_seed(tc.seed, epoch, info.rank))
+    torch.manual_seed(epoch_seed(s.seed, epoch, info.rank))
     row: dict[str, float | None] = {"epoch": epoch + 1}
     steps = len(data.loader)
+    model_input, amp = s.model.model_input(s.channels_last), s.model.amp
     row |= train_epoch(
         model,
         data.loader,
@@ -202,11 +206,14 @@ def run_epoch(
         state.schedule,
         epoch * steps,
         device,
-        cfg,
+        model_input,
+        amp,
+        s.optimiser,
         info,
-        f"epoch {epoch + 1}/{tc.epochs}",
+        f"epoch {epoch + 1}/{epochs}",
     )
     row["lr"] = state.schedule.lr((epoch + 1) * steps)  # the next step's, as a scheduler would leave it
-    validate_now = data.val_loader is not None and ((epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs)
-    row["val_clip_top1"] = clip_top1(state.net, data.val_loader, device, cfg, info) if validate_now else None
+    validate_now = data.val_loader is not None and ((epoch + 1) % s.val_every == 0 or epoch + 1 == epochs)
+    validation = clip_top1(state.net, data.val_loader, device, model_input, amp, info) if validate_now else None
+    row["val_clip_top1"] = validation
     return row

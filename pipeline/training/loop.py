@@ -3,46 +3,31 @@
 from __future__ import annotations
 
 import time
-from contextlib import nullcontext
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline.data.transforms import normalize
+from pipeline.runtime.device import ModelInput, autocast
 from pipeline.training.distributed import DistInfo, all_reduce_sum
 from pipeline.training.optim import WarmupCosine, set_lr
+from pipeline.training.settings import Optimiser
 
 PROGRESS_EVERY = 10  # steps between progress-bar updates (each one syncs the GPU)
 
 
-def to_model_input(batch_frames: torch.Tensor, device: torch.device, cfg: DictConfig) -> torch.Tensor:
-    """uint8 ``(N, V, C, T, H, W)`` → normalised float ``(N·V, C, T, H, W)`` on ``device``."""
-    clips = normalize(batch_frames.to(device, non_blocking=True).flatten(0, 1), cfg.data.mean, cfg.data.std)
-    if cfg.train.channels_last:
-        clips = clips.contiguous(memory_format=torch.channels_last_3d)
-    return clips
-
-
-def autocast(device: torch.device, amp: str) -> Any:
-    """bf16 autocast on ``device`` (CUDA or CPU) when ``train.amp=bf16``; nothing for ``fp32``."""
-    if amp == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 @torch.no_grad()
-def clip_top1(net: nn.Module, loader: DataLoader, device: torch.device, cfg: DictConfig, info: DistInfo) -> float:
+def clip_top1(
+    net: nn.Module, loader: DataLoader, device: torch.device, model_input: ModelInput, amp: str, info: DistInfo
+) -> float:
     """Top-1 of one centre clip per video over this process's share of ``loader``, summed over processes."""
     net.eval()
     counts = torch.zeros(2, dtype=torch.float64)
     for batch in loader:
-        with autocast(device, cfg.train.amp):
-            logits = net(to_model_input(batch["frames"], device, cfg))
+        with autocast(device, amp):
+            logits = net(model_input(batch["frames"], device))
         counts += torch.tensor([(logits.argmax(1).cpu() == batch["label"]).sum().item(), len(batch["label"])])
     net.train()
     counts = all_reduce_sum(counts, info)
@@ -56,26 +41,29 @@ def train_epoch(
     schedule: WarmupCosine,
     first_step: int,
     device: torch.device,
-    cfg: DictConfig,
+    model_input: ModelInput,
+    amp: str,
+    optimiser: Optimiser,
     info: DistInfo,
     desc: str,
 ) -> dict[str, float]:
-    """One pass over ``loader``, iteration ``i`` at the learning rate ``schedule.lr(first_step + i)``;
-    returns the global mean loss, top-1, the epoch's seconds and clips/s."""
+    """One pass over ``loader``, iteration ``i`` at the learning rate ``schedule.lr(first_step + i)``,
+    under ``amp`` autocast, with ``optimiser``'s label smoothing and gradient clipping; returns the
+    global mean loss, top-1, the epoch's seconds and clips/s."""
     model.train()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss sum, correct, clips
     start = time.perf_counter()
     bar = tqdm(loader, desc=desc, disable=not info.is_main, dynamic_ncols=True, leave=False)
     for step, batch in enumerate(bar):
-        clips = to_model_input(batch["frames"], device, cfg)
+        clips = model_input(batch["frames"], device)
         labels = batch["label"].to(device, non_blocking=True)
-        with autocast(device, cfg.train.amp):
+        with autocast(device, amp):
             logits = model(clips)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.train.label_smoothing)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=optimiser.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.train.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        if optimiser.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), optimiser.grad_clip)
         set_lr(optimizer, schedule.lr(first_step + step))
         optimizer.step()
         totals += torch.stack(

@@ -1,28 +1,16 @@
-"""Which device to train on and which network to build: from the project's config, or by name
-from a checkpoint's values (data never names a callable)."""
+"""Which network to build: from the project's config, or by name from a checkpoint's values (data
+never names a callable)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import nn
 
 from pipeline.core.errors import ConfigError, StageError, shown
 
 NET_FACTORY = "a2model.build_model"  # the only callable a checkpoint's model.net may name
-
-
-def resolve_device(setting: str) -> torch.device:
-    """``auto`` → CUDA when present else CPU; ``cpu``/``cuda`` as asked (error if CUDA is absent)."""
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
-    if setting not in ("cpu", "cuda"):
-        raise ConfigError(f"train.device={setting!r} is not one of auto, cpu, cuda")
-    return torch.device(setting)
 
 
 def _video_model_name(name: Any) -> str:
@@ -35,15 +23,13 @@ def _video_model_name(name: Any) -> str:
     return str(name)
 
 
-def build_net(net_cfg: Mapping[str, Any], num_classes: int) -> nn.Module:
-    """The project's own ``model.net`` config (``a2model.build_model``) for ``num_classes``.
+def build_net(net_values: Mapping[str, Any], num_classes: int) -> nn.Module:
+    """The project's own ``model.net`` values (``a2model.build_model``) for ``num_classes``.
 
     Built by name like a checkpoint's (``net_values``), never by Hydra's ``instantiate``: an
     override of ``_target_`` (``model.net._target_=builtins.print``, or a nested one) names no code.
     """
-    from omegaconf import OmegaConf
-
-    values = OmegaConf.to_container(net_cfg, resolve=True) if OmegaConf.is_config(net_cfg) else dict(net_cfg)
+    values = dict(net_values)
     fix = f"only {NET_FACTORY} builds nets (pipeline/conf/model)"
     return _built(values, num_classes, "the config's model.net", fix, ConfigError)
 

@@ -10,55 +10,62 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from pipeline.core.config import config_md5
 from pipeline.core.errors import StageError
 from pipeline.core.files import write_atomic
 from pipeline.data.layout import MANIFEST_FILE
 from pipeline.data.provenance import data_fingerprint
-from pipeline.registry.tracking import dvc_experiment_tags, git_commit, setup_mlflow
-from pipeline.training.checkpoint import CHECKPOINT_FILE, Checkpoint
+from pipeline.runtime.checkpoint import CHECKPOINT_FILE, Checkpoint
+from pipeline.tracking.store import dvc_experiment_tags, git_commit, setup_mlflow
 
-WHERE_NOT_WHAT = {
-    "train.out_dir",
-    "train.metrics_csv",
-    "train.resume",
-    "train.num_workers",
-    "train.device",
-    "data.root",
-    "data.shards_dir",
-    "data.classes",
-    "data.workers",
-}
 MAX_NAME_CHANGES = 60  # characters of changed settings in a run name; the md5 tells the rest apart
-ABSENT = object()
 METRIC_COLUMNS = ("epoch", "train_loss", "train_top1", "val_clip_top1", "lr", "epoch_time", "clips_per_s")
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists kept as values)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
+@dataclass(frozen=True)
+class RunSpec:
+    """What names, describes and identifies a training's MLflow run, made by the stage from its config."""
+
+    experiment: str
+    model_name: str
+    dataset: str  # data.name
+    shards_dir: Path
+    recipe: str  # "for 60 epochs: batch 32, SGD lr 0.05 ...": how it trains, in words
+    changed: dict[str, Any]  # model, data and train values that differ from pipeline/conf's defaults
+    params: dict[str, str]  # the whole resolved config, flattened (``train.lr``)
+    config_yaml: str
+    config_md5: str
+    clip_shape: tuple[int, int, int, int]  # (C, T, H, W) of one clip, for the model's MACs
+    system_metrics_s: float  # 0: no system metrics
+
+    @property
+    def name(self) -> str:
+        """``<model> <changed settings> <config md5[:6]>``: runs of other configs get other names."""
+        changed = " ".join(f"{key.split('.')[-1]}={value}" for key, value in self.changed.items())
+        return " ".join(part for part in (self.model_name, changed[:MAX_NAME_CHANGES], self.config_md5[:6]) if part)
+
+    def description(self, data_tags: Mapping[str, str]) -> str:
+        """The run's Markdown description (``mlflow.note.content``): what was trained, on what, how."""
+        overrides = ", ".join(f"`{key}={value}`" for key, value in self.changed.items()) or "none"
+        return (
+            f"**{self.model_name}** trained on `{self.shards_dir}` ({self.dataset}, manifest md5 "
+            f"`{data_tags.get('data.manifest_md5', '?')}`) {self.recipe}.\n\n"
+            f"Settings that differ from `pipeline/conf`: {overrides}.\n\nCommit `{git_commit()}`."
+        )
 
 
 @contextmanager
-def mlflow_run(cfg: DictConfig, run_id: str | None, enabled: bool) -> Iterator[str | None]:
+def mlflow_run(spec: RunSpec, run_id: str | None, enabled: bool) -> Iterator[str | None]:
     """Start (or, given ``run_id``, continue) the training's MLflow run; no-op when not enabled.
 
-    The run samples system metrics every ``train.system_metrics_s`` (CPU, memory, disk, network,
+    The run samples system metrics every ``spec.system_metrics_s`` (CPU, memory, disk, network,
     and the GPU's utilisation and memory where nvidia-ml-py finds one), so a starved GPU shows in
     the UI next to the loss; 0 turns them off.
     """
@@ -66,8 +73,8 @@ def mlflow_run(cfg: DictConfig, run_id: str | None, enabled: bool) -> Iterator[s
         yield None
         return
 
-    experiment_id = setup_mlflow(cfg.mlflow.experiment)
-    interval = float(cfg.train.system_metrics_s)
+    experiment_id = setup_mlflow(spec.experiment)
+    interval = spec.system_metrics_s
     if interval > 0:
         mlflow.set_system_metrics_sampling_interval(interval)
         mlflow.set_system_metrics_samples_before_logging(1)
@@ -75,51 +82,9 @@ def mlflow_run(cfg: DictConfig, run_id: str | None, enabled: bool) -> Iterator[s
     if run_id:
         context = mlflow.start_run(run_id=run_id, **system)
     else:
-        context = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(cfg), **system)
+        context = mlflow.start_run(experiment_id=experiment_id, run_name=spec.name, **system)
     with context as run:
         yield run.info.run_id
-
-
-def changed_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The model, data and train values of ``cfg`` that differ from pipeline/conf's defaults.
-
-    Where things go (output paths, the dataset root, workers, resume) is left out: it does not
-    change what a run learns.
-    """
-    from pipeline.core.config import compose
-
-    defaults = compose()
-    OmegaConf.resolve(defaults)
-    ours = flatten(OmegaConf.to_container(cfg, resolve=True))
-    theirs = flatten(OmegaConf.to_container(defaults))
-    return {
-        key: value
-        for key, value in ours.items()
-        if key.split(".")[0] in ("model", "data", "train")
-        and key not in WHERE_NOT_WHAT
-        and key != "model.net.name"
-        and theirs.get(key, ABSENT) != value
-    }
-
-
-def run_name(cfg: DictConfig) -> str:
-    """``<model> <changed settings> <config md5[:6]>``: runs of other configs get other names."""
-    changed = " ".join(f"{key.split('.')[-1]}={value}" for key, value in changed_settings(cfg).items())
-    md5 = config_md5(OmegaConf.to_container(cfg, resolve=True))[:6]
-    return " ".join(part for part in (str(cfg.model.net.name), changed[:MAX_NAME_CHANGES], md5) if part)
-
-
-def run_description(cfg: DictConfig, data_tags: Mapping[str, str]) -> str:
-    """The run's Markdown description (``mlflow.note.content``): what was trained, on what, how."""
-    tc, changed = cfg.train, changed_settings(cfg)
-    overrides = ", ".join(f"`{key}={value}`" for key, value in changed.items()) or "none"
-    return (
-        f"**{cfg.model.net.name}** trained on `{cfg.data.shards_dir}` ({cfg.data.name}, manifest md5 "
-        f"`{data_tags.get('data.manifest_md5', '?')}`) for {tc.epochs} epochs: batch {tc.batch_size}, SGD lr "
-        f"{tc.lr} with {tc.warmup_epochs} warm-up epoch(s) then a cosine, seed {tc.seed}, clips of "
-        f"{cfg.model.clip.num_frames}×{cfg.model.clip.crop_size}² every {cfg.model.clip.stride} frames.\n\n"
-        f"Settings that differ from `pipeline/conf`: {overrides}.\n\nCommit `{git_commit()}`."
-    )
 
 
 def log_dataset(shards_dir: Path, data_tags: Mapping[str, str]) -> None:
@@ -137,29 +102,31 @@ def log_dataset(shards_dir: Path, data_tags: Mapping[str, str]) -> None:
     mlflow.log_input(dataset, context="training")
 
 
-def log_run_start(cfg: DictConfig, net: nn.Module, clip_shape: tuple[int, ...]) -> None:
+def log_run_start(spec: RunSpec, net: nn.Module) -> None:
     """Log what identifies a new training run: config, params, model size, data hashes, commit."""
     import a2model
 
-    container = OmegaConf.to_container(cfg, resolve=True)
-    mlflow.log_params({k: str(v) for k, v in flatten(container).items()})
-    mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
+    mlflow.log_params(spec.params)
+    mlflow.log_text(spec.config_yaml, "config.yaml")
     probe = copy.deepcopy(net).to("cpu").eval()
     with torch.no_grad():
-        size = {"model_params": a2model.count_params(probe), "model_macs": a2model.count_macs(probe, (1, *clip_shape))}
+        size = {
+            "model_params": a2model.count_params(probe),
+            "model_macs": a2model.count_macs(probe, (1, *spec.clip_shape)),
+        }
     mlflow.log_metrics({k: float(v) for k, v in size.items()})
-    data_tags = data_fingerprint(cfg.data.shards_dir)
+    data_tags = data_fingerprint(spec.shards_dir)
     mlflow.set_tags(
         {
             "git_commit": git_commit(),
-            "model_name": cfg.model.net.name,
-            "config_md5": config_md5(container),
-            "mlflow.note.content": run_description(cfg, data_tags),
+            "model_name": spec.model_name,
+            "config_md5": spec.config_md5,
+            "mlflow.note.content": spec.description(data_tags),
             **data_tags,
             **dvc_experiment_tags(),
         }
     )
-    log_dataset(Path(cfg.data.shards_dir), data_tags)
+    log_dataset(spec.shards_dir, data_tags)
 
 
 def log_epoch_metrics(row: Mapping[str, float | None]) -> None:

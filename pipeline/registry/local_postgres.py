@@ -1,5 +1,5 @@
-"""PostgreSQL for a shared MLflow server: a local cluster on pgserver's binaries, and a check
-that a database URI can be used before anything is started against it.
+"""A local PostgreSQL cluster for a shared MLflow server (``a2net server --database local``), on
+pgserver's binaries.
 
 A local cluster lives in one folder: ``data/`` (PGDATA, made by ``initdb`` on first use, under a
 temporary name renamed into place) and ``password`` (mode 0600, the ``mlflow`` role's password,
@@ -18,43 +18,14 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from pipeline.core.errors import StageError
 from pipeline.core.files import write_atomic
+from pipeline.tracking.database import check_database
 
 ROLE = "mlflow"  # the cluster's superuser, and the database MLflow uses
 UNPRIVILEGED = "nobody"
-
-
-def masked(uri: str) -> str:
-    """``uri`` with its password shown as ``***`` (for messages and logs)."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def check_database(uri: str, timeout_s: int = 5) -> None:
-    """Connect to the PostgreSQL database ``uri`` once; StageError (one line) if that fails."""
-    import psycopg
-
-    parts = urlsplit(uri)
-    libpq_uri = urlunsplit(parts._replace(scheme="postgresql"))  # drop SQLAlchemy's "+driver"
-    try:
-        psycopg.connect(libpq_uri, connect_timeout=timeout_s).close()
-    except psycopg.Error as err:
-        reason = str(err).strip().splitlines()[0].split("failed: ")[-1]
-        raise StageError(f"cannot use the PostgreSQL database {masked(uri)}: {reason}; {_hint(reason)}") from None
-
-
-def _hint(reason: str) -> str:
-    if "password" in reason:
-        return "check the user and password in the URI"
-    if "does not exist" in reason:
-        return "create it (createdb) or fix the URI"
-    return "check that the server runs and the host and port in the URI"
 
 
 def postgres_bin(name: str) -> Path:

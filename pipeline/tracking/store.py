@@ -276,7 +276,7 @@ def check_store(uri: str, timeout_s: float = 5.0) -> None:
                 "or fix MLFLOW_TRACKING_URI"
             ) from None
     elif scheme.startswith("postgresql"):
-        from pipeline.registry.database import check_database
+        from pipeline.tracking.database import check_database
 
         check_database(uri)
     elif sqlite_file(uri) is not None:
