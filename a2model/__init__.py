@@ -2,10 +2,12 @@
 
 from a2model.attention import DoubleAttention, NonLocal, double_attention
 from a2model.factory import MODEL_INPUTS, MODELS, build_model, count_macs, count_params
+from a2model.inflate import InflationReport, inflate_from_2d
 from a2model.video_resnet import VideoResNet, VideoResNetSpec
 
 __all__ = [
     "DoubleAttention",
+    "InflationReport",
     "MODELS",
     "MODEL_INPUTS",
     "NonLocal",
@@ -15,4 +17,5 @@ __all__ = [
     "count_macs",
     "count_params",
     "double_attention",
+    "inflate_from_2d",
 ]
