@@ -2,7 +2,7 @@
 
 from a2model.attention import DoubleAttention, NonLocal, double_attention
 from a2model.factory import MODEL_INPUTS, MODELS, build_model, count_macs, count_params
-from a2model.inflate import InflationReport, inflate_from_2d
+from a2model.inflate import InflationReport, inflate_from_2d, load_matching
 from a2model.video_resnet import VideoResNet, VideoResNetSpec
 
 __all__ = [
@@ -18,4 +18,5 @@ __all__ = [
     "count_params",
     "double_attention",
     "inflate_from_2d",
+    "load_matching",
 ]

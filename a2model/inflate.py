@@ -138,3 +138,27 @@ def inflate_from_2d(
     report.unexpected = sorted(set(state_dict_2d) - used)
     net.load_state_dict(new_state, strict=False)
     return report
+
+
+def load_matching(
+    net: nn.Module, state_dict: Mapping[str, torch.Tensor], exclude: Sequence[str] = ()
+) -> InflationReport:
+    """Load a state dict of the same layout (another training of this architecture) into ``net`` in
+    place: every tensor of the same name and shape, unless its key matches an ``exclude`` pattern
+    (e.g. ``fc.*`` for another class list); the rest is reported as ``inflate_from_2d`` does."""
+    report, new_state = InflationReport(), {}
+    for key, target in net.state_dict().items():
+        if any(fnmatch(key, pattern) for pattern in exclude):
+            report.excluded.append(key)
+        elif key not in state_dict:
+            report.new_blocks.append(key)  # e.g. the attention blocks of an A² net started from a plain one
+        elif state_dict[key].shape != target.shape:
+            report.mismatched.append(f"{key}: {tuple(state_dict[key].shape)} → {tuple(target.shape)}")
+        else:
+            new_state[key] = state_dict[key].to(target.dtype)
+            report.loaded.append(key)
+            continue
+        report.missing.append(key)
+    report.unexpected = sorted(set(state_dict) - set(net.state_dict()))
+    net.load_state_dict(new_state, strict=False)
+    return report

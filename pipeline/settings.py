@@ -15,7 +15,7 @@ from pipeline.core.config import changed_settings, classes_file, config_md5, fla
 from pipeline.evaluation.plan import EvalPlan
 from pipeline.runtime.checkpoint import CHECKPOINT_FILE, ClipGeometry, FrameFormat, ModelSpec, Schedule
 from pipeline.tracking.run_record import RunSpec
-from pipeline.training.settings import Augmentation, Optimiser, TrainSettings
+from pipeline.training.settings import Augmentation, InitSettings, Optimiser, TrainSettings
 
 
 def model_spec(cfg: DictConfig) -> ModelSpec:
@@ -63,18 +63,35 @@ def run_spec(cfg: DictConfig) -> RunSpec:
     )
 
 
+def init_settings(cfg: DictConfig) -> InitSettings:
+    """``model.init``: the weights a training starts from (none: He initialisation)."""
+    init = cfg.model.init
+    return InitSettings(
+        None if init.weights is None else str(init.weights),
+        None if init.inflate is None else str(init.inflate),
+        tuple(str(pattern) for pattern in init.exclude),
+    )
+
+
 def train_settings(cfg: DictConfig) -> TrainSettings:
     """Everything ``pipeline.training.fit.train`` reads, from ``model``, ``data``, ``train``, ``mlflow``."""
     tc, data = cfg.train, cfg.data
     return TrainSettings(
         model=model_spec(cfg),
         schedule=schedule(cfg),
-        optimiser=Optimiser(float(tc.momentum), float(tc.weight_decay), float(tc.label_smoothing), float(tc.grad_clip)),
+        optimiser=Optimiser(
+            float(tc.momentum),
+            float(tc.weight_decay),
+            float(tc.label_smoothing),
+            float(tc.grad_clip),
+            float(tc.lr_backbone_scale),
+        ),
         augmentation=Augmentation(
             (float(tc.scale_jitter[0]), float(tc.scale_jitter[1])),
             bool(data.hflip),
             None if tc.max_crop_shift is None else float(tc.max_crop_shift),
         ),
+        init=init_settings(cfg),
         run=run_spec(cfg),
         shards_dir=Path(data.shards_dir),
         train_split=str(data.train_split),

@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 COMPUTED = object()  # a value known only when the test runs (an f-string field, a variable)
 _FIELD = "\0"  # stands for an f-string's formatted field in its text
 
-TRAIN, EVALUATE = "tests/test_train.py", "tests/test_evaluate.py"
+TRAIN, EVALUATE, INIT = "tests/test_train.py", "tests/test_evaluate.py", "tests/test_init_weights.py"
 PREPROCESS, VALIDATE, REGISTRY = "tests/test_preprocess.py", "tests/test_validate.py", "tests/test_registry.py"
 SCHEDULE = f"{TRAIN}::test_the_training_follows_its_schedule_settings"
 SGD_STEPS = f"{TRAIN}::test_two_sgd_steps_are_the_closed_form_of_momentum_weight_decay_and_clipping"
@@ -79,6 +79,10 @@ KEY_TESTS: dict[str, str] = {
     "train.epochs": SCHEDULE,
     "train.batch_size": BAD_TRAIN_CONFIGS,
     "train.num_workers": f"{TRAIN}::test_the_loaders_read_with_train_num_workers_worker_processes",
+    "model.init.weights": f"{INIT}::test_two_d_weights_inflated_centre_start_an_r50_training",
+    "model.init.inflate": f"{INIT}::test_two_d_weights_inflated_centre_start_an_r50_training",
+    "model.init.exclude": f"{INIT}::test_a_checkpoint_of_another_class_list_starts_a_training_with_its_head_excluded",
+    "train.lr_backbone_scale": f"{INIT}::test_two_d_weights_inflated_centre_start_an_r50_training",
     "train.decode_on": "tests/test_device_decode.py::test_a_training_decoding_on_the_device_ends_with_the_weights_of_the_cpu_path",  # noqa: E501
     "train.lr": SCHEDULE,
     "train.momentum": SGD_STEPS,

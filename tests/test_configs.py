@@ -126,6 +126,7 @@ def test_every_model_file_is_its_family_base_plus_its_own_name(model, family, cl
     base = OmegaConf.load(FAMILY_DIR / f"{family}.yaml")
     assert cfg.net._target_ == base.net._target_ == "a2model.build_model"
     assert cfg.clip == base.clip and (cfg.clip.num_frames, cfg.clip.stride, cfg.clip.crop_size) == clip
-    # params.yaml's bytes (and DVC's params hash) follow key order: net{_target_, name}, then clip
-    assert list(cfg) == ["net", "clip"] and list(cfg.net) == ["_target_", "name"]
+    # params.yaml's bytes (and DVC's params hash) follow key order: net{_target_, name}, clip, then init
+    assert list(cfg) == ["net", "clip", "init"] and list(cfg.net) == ["_target_", "name"]
+    assert cfg.init == base.init == {"weights": None, "inflate": None, "exclude": []}  # He initialisation
     assert list(cfg.clip) == ["num_frames", "stride", "crop_size"]

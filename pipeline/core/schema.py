@@ -78,6 +78,11 @@ def numbers(count: int, element: Rule) -> Rule:
     )
 
 
+def texts() -> Rule:
+    """A list of non-empty strings (possibly empty)."""
+    return Rule(lambda v: isinstance(v, (list, tuple)) and all(map(TEXT.accepts, v)), "a list of non-empty strings")
+
+
 def optional(rule: Rule) -> Rule:
     return Rule(lambda v: v is None or rule.accepts(v), f"null or {rule.expect}")
 
@@ -104,6 +109,9 @@ RULES: dict[str, Rule] = {
     "model.clip.num_frames": integer(1),
     "model.clip.stride": integer(1),
     "model.clip.crop_size": integer(1),
+    "model.init.weights": OPTIONAL_TEXT,
+    "model.init.inflate": optional(choice("centre", "mean")),
+    "model.init.exclude": texts(),
     "train.out_dir": TEXT,
     "train.epochs": integer(1),
     "train.batch_size": integer(1),
@@ -114,6 +122,7 @@ RULES: dict[str, Rule] = {
     "train.weight_decay": number(at_least=0),
     "train.warmup_epochs": number(at_least=0),
     "train.label_smoothing": number(at_least=0, below=1),
+    "train.lr_backbone_scale": number(at_least=0),
     "train.grad_clip": number(at_least=0),
     "train.seed": integer(0),
     "train.resume": BOOLEAN,

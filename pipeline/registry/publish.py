@@ -54,10 +54,13 @@ class Lineage:
     validation: str  # passed | failed | missing
     toolchain: Mapping[str, str] = field(default_factory=dict)  # versions that made the shards
     unfinished: str = ""  # "epoch k of n" when register.allow_unfinished let an unfinished run in
+    init_weights: str = ""  # "<md5> <source>" of the weights model.init started the training from
 
     def tags(self) -> dict[str, str]:
         """Model-version tags: the fields, the toolchain as ``toolchain.<tool>``."""
-        plain = {k: v for k, v in asdict(self).items() if k != "toolchain" and (k != "unfinished" or v)}
+        plain = {
+            k: v for k, v in asdict(self).items() if k != "toolchain" and (k not in ("unfinished", "init_weights") or v)
+        }
         return {**plain, **{f"{TOOLCHAIN_TAG}{k}": v for k, v in self.toolchain.items()}}
 
 
@@ -274,6 +277,7 @@ def lineage_of(
         validation=validation,
         toolchain=toolchain or shards_toolchain(shards_dir),
         unfinished=f"epoch {checkpoint.epoch} of {checkpoint.epochs}" if unfinished else "",
+        init_weights=f"{run_tags['init.md5']} {run_tags.get('init.weights', '')}" if "init.md5" in run_tags else "",
     )
 
 

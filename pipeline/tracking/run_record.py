@@ -102,8 +102,9 @@ def log_dataset(shards_dir: Path, data_tags: Mapping[str, str]) -> None:
     mlflow.log_input(dataset, context="training")
 
 
-def log_run_start(spec: RunSpec, net: nn.Module) -> None:
-    """Log what identifies a new training run: config, params, model size, data hashes, commit."""
+def log_run_start(spec: RunSpec, net: nn.Module, extra_tags: Mapping[str, str] | None = None) -> None:
+    """Log what identifies a new training run: config, params, model size, data hashes, commit,
+    and ``extra_tags`` (where its first weights came from)."""
     import a2model
 
     mlflow.log_params(spec.params)
@@ -124,6 +125,7 @@ def log_run_start(spec: RunSpec, net: nn.Module) -> None:
             "mlflow.note.content": spec.description(data_tags),
             **data_tags,
             **dvc_experiment_tags(),
+            **(extra_tags or {}),
         }
     )
     log_dataset(spec.shards_dir, data_tags)

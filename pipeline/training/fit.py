@@ -34,6 +34,7 @@ from pipeline.tracking.run_record import (
     write_metrics_csv,
 )
 from pipeline.training.distributed import DistInfo, init_distributed, shutdown_distributed, sync_batchnorm
+from pipeline.training.init import InitRecord, load_initial_weights
 from pipeline.training.loaders import TrainingData, training_data
 from pipeline.training.loop import clip_top1, train_epoch
 from pipeline.training.optim import WarmupCosine, sgd
@@ -52,6 +53,7 @@ class TrainState:
     epoch: int = 0
     history: list[dict[str, float | None]] = field(default_factory=list)
     run_id: str | None = None
+    init: InitRecord | None = None  # the weights model.init started it from
 
     def checkpoint(self, settings: TrainSettings, classes: list[str]) -> Checkpoint:
         return Checkpoint(
@@ -104,17 +106,20 @@ def train(settings: TrainSettings) -> Path:
 def initial_state(
     settings: TrainSettings, num_classes: int, steps_per_epoch: int, device: torch.device, info: DistInfo
 ) -> TrainState:
-    """A fresh network on ``device`` (synchronised BatchNorm under DDP), SGD and the config's schedule."""
+    """A network on ``device`` (synchronised BatchNorm under DDP), He-initialised or started from
+    ``model.init``'s weights, SGD (the loaded part at ``lr_backbone_scale``) and the config's schedule."""
     net = build_net(settings.model.net, num_classes)
+    init = load_initial_weights(net, settings.init, verbose=info.is_main)
     if info.distributed:
         net = sync_batchnorm(net, device.type)
     net.to(device)
     if settings.channels_last:
         net.to(memory_format=torch.channels_last_3d)
     opt, plan = settings.optimiser, settings.schedule
-    optimizer = sgd(net, plan.lr, opt.momentum, opt.weight_decay)
+    pretrained = init.loaded if init else ()
+    optimizer = sgd(net, plan.lr, opt.momentum, opt.weight_decay, pretrained, opt.lr_backbone_scale)
     schedule = WarmupCosine.of_epochs(plan.lr, plan.warmup_epochs, plan.epochs, steps_per_epoch)
-    return TrainState(net, optimizer, schedule)
+    return TrainState(net, optimizer, schedule, init=init)
 
 
 def resumable(path: Path, model_name: str, schedule: Schedule) -> Checkpoint:
@@ -168,7 +173,7 @@ def fit(
         if info.is_main:
             write_atomic(s.out_dir / RUN_ID_FILE, f"{state.run_id}\n")
             if state.epoch == 0:
-                log_run_start(s.run, state.net)
+                log_run_start(s.run, state.net, state.init.tags() if state.init else {})
             else:
                 backfill_epoch_metrics(state.run_id, state.history)
         while state.epoch < s.schedule.epochs:

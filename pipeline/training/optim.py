@@ -9,6 +9,7 @@ exactly the steps of an uninterrupted run.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,18 +17,39 @@ import torch
 from torch import nn
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """SGD groups: weight decay on conv/linear weights, none on norm parameters and biases."""
-    decay, no_decay = [], []
-    for param in model.parameters():
+def parameter_groups(
+    model: nn.Module, weight_decay: float, pretrained: Collection[str] = (), pretrained_scale: float = 1.0
+) -> list[dict[str, Any]]:
+    """SGD groups: weight decay on conv/linear weights, none on norm parameters and biases; the
+    parameters named in ``pretrained`` (loaded by ``model.init``) in groups of their own whose
+    learning rate is ``pretrained_scale`` times the schedule's (``lr_scale``, read by ``set_lr``)."""
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((name in pretrained, param.ndim > 1), []).append(param)
+    return [
+        {
+            "params": groups.get((loaded, decays), []),
+            "weight_decay": weight_decay if decays else 0.0,
+            "lr_scale": pretrained_scale if loaded else 1.0,
+        }
+        for loaded in (False, True)
+        for decays in (True, False)
+        if (loaded, decays) in groups or not loaded
+    ]
 
 
-def sgd(model: nn.Module, lr: float, momentum: float, weight_decay: float) -> torch.optim.SGD:
+def sgd(
+    model: nn.Module,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    pretrained: Collection[str] = (),
+    pretrained_scale: float = 1.0,
+) -> torch.optim.SGD:
     """SGD with momentum over ``parameter_groups``."""
-    return torch.optim.SGD(parameter_groups(model, weight_decay), lr=lr, momentum=momentum)
+    groups = parameter_groups(model, weight_decay, pretrained, pretrained_scale)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,6 @@ class WarmupCosine:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Give every parameter group of ``optimizer`` the learning rate ``lr``."""
+    """Give every parameter group of ``optimizer`` the learning rate ``lr`` (times its ``lr_scale``)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -26,6 +26,16 @@ class Optimiser:
     weight_decay: float
     label_smoothing: float
     grad_clip: float  # 0: no clipping
+    lr_backbone_scale: float = 1.0  # the learning rate of the weights model.init loaded, times this
+
+
+@dataclass(frozen=True)
+class InitSettings:
+    """Where a training's first weights come from (``model.init``); None: He initialisation."""
+
+    weights: str | None = None  # a torchvision 2-D .pth, a project last.pt, or a models:/ URI
+    inflate: str | None = None  # centre | mean: how 2-D kernels spread over time
+    exclude: tuple[str, ...] = ()  # fnmatch patterns of keys left at their initialisation
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,7 @@ class TrainSettings:
     schedule: Schedule
     optimiser: Optimiser
     augmentation: Augmentation
+    init: InitSettings
     run: RunSpec
     shards_dir: Path
     train_split: str
