@@ -45,6 +45,7 @@ def run(cfg: DictConfig) -> int:
         plan.num_crops,
         plan.plots_dir / "attention",
         plan.attention_classes,
+        plan.crop_size,
     )
     out_dir = plan.checkpoint.parent
     log_to_run(out_dir, plan.experiment, metrics, files, result.unfinished, figures, record.setting)

@@ -119,6 +119,7 @@ def eval_plan(cfg: DictConfig) -> EvalPlan:
         split=str(cfg.data.val_split),
         num_clips=int(ec.num_clips),
         num_crops=int(ec.num_crops),
+        crop_size=None if ec.crop_size is None else int(ec.crop_size),
         batch_size=int(ec.batch_size),
         device=str(cfg.train.device),
         num_workers=int(cfg.train.num_workers),

@@ -83,6 +83,7 @@ KEY_TESTS: dict[str, str] = {
     "model.init.inflate": f"{INIT}::test_two_d_weights_inflated_centre_start_an_r50_training",
     "model.init.exclude": f"{INIT}::test_a_checkpoint_of_another_class_list_starts_a_training_with_its_head_excluded",
     "train.lr_backbone_scale": f"{INIT}::test_two_d_weights_inflated_centre_start_an_r50_training",
+    "eval.crop_size": f"{EVALUATE}::test_evaluate_tests_on_crops_of_eval_crop_size",
     "train.decode_on": "tests/test_device_decode.py::test_a_training_decoding_on_the_device_ends_with_the_weights_of_the_cpu_path",  # noqa: E501
     "train.lr": SCHEDULE,
     "train.momentum": SGD_STEPS,

@@ -15,6 +15,7 @@ from pipeline.data.transforms import TestTransform
 from pipeline.evaluation.examples import figure_name, first_per_class
 from pipeline.evaluation.meters import Evaluation, topk_accuracy
 from pipeline.evaluation.reports import per_class_csv
+from pipeline.runtime.checkpoint import Checkpoint
 
 from helpers import read_manifest, tiny_overrides
 
@@ -49,6 +50,29 @@ def test_per_class_csv_lists_classes_with_videos_by_index_for_the_bar_plot():
         {"class_index": "0", "class": "abseiling", "video_top1": "1"},
         {"class_index": "2", "class": "same colour, moving up", "video_top1": "0.666667"},
     ]
+
+
+def one_hot(predicted: list[int], k: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(predicted), k).float()[:, None]  # (N, 1 view, K)
+
+
+@pytest.mark.parametrize(
+    ("labels", "predicted", "mean_class_accuracy", "macro_precision"),
+    [
+        ([0, 0, 0, 1], [0, 0, 0, 1], 1.0, 1.0),
+        # class 0: 3 of 3, class 1: 0 of 1 → mean 0.5 (top-1 is 0.75); precision: 3/4 and 0/0 → 0
+        ([0, 0, 0, 1], [0, 0, 0, 0], 0.5, (3 / 4 + 0) / 2),
+        # class 2 has no videos: it counts in neither mean, though it is predicted once
+        ([0, 1, 1, 1], [0, 1, 2, 1], (1 + 2 / 3) / 2, (1 + 1) / 2),
+    ],
+)
+def test_mean_class_accuracy_and_macro_precision_weigh_every_class_alike(
+    labels, predicted, mean_class_accuracy, macro_precision
+) -> None:
+    metrics = Evaluation(["a", "b", "c"], one_hot(predicted, 3), torch.tensor(labels)).metrics()
+    assert metrics["mean_class_accuracy"] == pytest.approx(mean_class_accuracy)
+    assert metrics["macro_recall"] == metrics["mean_class_accuracy"]  # recall per class is its accuracy
+    assert metrics["macro_precision"] == pytest.approx(macro_precision)
 
 
 def test_topk_accuracy_counts_the_label_among_the_k_best():
@@ -182,6 +206,27 @@ def test_evaluate_scores_every_video_of_data_val_split_in_its_views(training_dat
         actual = sorted(row["actual"] for row in csv.DictReader(f))
     manifest = read_manifest(training_data[1]).values()
     assert actual == sorted(r["label"] for r in manifest if r["split"] == "train" and r["status"] == "ok")
+
+
+def test_evaluate_tests_on_crops_of_eval_crop_size(training_data, trained, workdir, monkeypatch):
+    """A 32² training crop tested on 48² crops (short side resized to 48): the net sees 48², the
+    record says 48, so the score compares only with other 48² tests."""
+    argv = tiny_overrides(
+        training_data, workdir, f"train.out_dir={trained}", "eval.crop_size=48", "eval.attention_classes=0"
+    )
+    seen: list[tuple[int, ...]] = []
+    original = Checkpoint.trained_net
+
+    def spied(self, *args, **kwargs):
+        network = original(self, *args, **kwargs)
+        network.net.register_forward_pre_hook(lambda module, inputs: seen.append(tuple(inputs[0].shape[-2:])))
+        return network
+
+    monkeypatch.setattr(Checkpoint, "trained_net", spied)
+    assert evaluate_stage.main(argv) == 0
+    assert seen and set(seen) == {(48, 48)}
+    record = json.loads((workdir / "evaluation.json").read_text())
+    assert record["setting"]["crop_size"] == 48
 
 
 class CountsViews(torch.nn.Module):

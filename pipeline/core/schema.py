@@ -148,6 +148,7 @@ RULES: dict[str, Rule] = {
     "validate.seed": integer(0),
     "eval.num_clips": integer(1),
     "eval.num_crops": choice(1, 3),
+    "eval.crop_size": optional(integer(1)),
     "eval.batch_size": integer(1),
     "eval.metrics_file": TEXT,
     "eval.per_class_file": TEXT,

@@ -33,7 +33,14 @@ def figure_name(label: int, name: str) -> str:
 
 
 def attention_examples(
-    trained: TrainedNet, shards_dir: Path, split: str, num_clips: int, num_crops: int, out_dir: Path, max_classes: int
+    trained: TrainedNet,
+    shards_dir: Path,
+    split: str,
+    num_clips: int,
+    num_crops: int,
+    out_dir: Path,
+    max_classes: int,
+    crop_size: int | None = None,
 ) -> list[Path]:
     """Draw the examples into ``out_dir`` (its old figures removed); the paths written, [] without A².
 
@@ -49,7 +56,7 @@ def attention_examples(
         shards_dir,
         split,
         UniformClips(clip.num_frames, clip.stride, num_clips),
-        TestTransform(clip.crop_size, num_crops),
+        TestTransform(crop_size or clip.crop_size, num_crops),
     )
     paths = []
     for label, index in first_per_class(dataset.labels, max_classes).items():

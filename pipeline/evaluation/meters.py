@@ -32,7 +32,8 @@ class Evaluation:
         return self.view_scores.sum(1)
 
     def metrics(self) -> dict[str, float]:
-        """Clip and video top-1/top-5 (k clamped to the number of classes), as fractions."""
+        """Clip and video top-1/top-5 (k clamped to the number of classes), the mean class accuracy
+        and macro precision/recall of the video predictions (``class_metrics``), as fractions."""
         views = self.view_scores.shape[1]
         view_labels = self.labels.repeat_interleave(views)
         flat = self.view_scores.flatten(0, 1)
@@ -41,6 +42,7 @@ class Evaluation:
             "video_top5": topk_accuracy(self.video_scores, self.labels, 5),
             "clip_top1": topk_accuracy(flat, view_labels, 1),
             "clip_top5": topk_accuracy(flat, view_labels, 5),
+            **self.class_metrics(),
             "num_videos": float(len(self.labels)),
             "views_per_video": float(views),
         }
@@ -54,6 +56,24 @@ class Evaluation:
         k = len(self.classes)
         pairs = self.labels * k + self.predictions()
         return torch.bincount(pairs, minlength=k * k).view(k, k)
+
+    def class_metrics(self) -> dict[str, float]:
+        """Over the classes that have validation videos: the mean of their video top-1 (``mean_class_accuracy``,
+        UCF-101 and HMDB-51's headline; by definition also the macro recall) and the macro precision
+        (a class never predicted has precision 0)."""
+        matrix = self.confusion().double()
+        present = matrix.sum(1) > 0
+        if not present.any():
+            return {"mean_class_accuracy": float("nan"), "macro_precision": float("nan"), "macro_recall": float("nan")}
+        hits = matrix.diagonal()
+        recall = hits[present] / matrix.sum(1)[present]
+        precision = (hits / matrix.sum(0).clamp(min=1))[present]
+        mean_recall = float(recall.mean())
+        return {
+            "mean_class_accuracy": mean_recall,
+            "macro_precision": float(precision.mean()),
+            "macro_recall": mean_recall,
+        }
 
     def per_class_top1(self) -> dict[str, float]:
         """Video top-1 of each class that has validation videos."""

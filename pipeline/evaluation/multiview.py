@@ -9,7 +9,7 @@ whose network is built once (``load_trained``) and shared with the attention exa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -80,11 +80,19 @@ def evaluate(
     num_crops: int,
     batch_size: int,
     num_workers: int = 0,
+    crop_size: int | None = None,
 ) -> Evaluation:
-    """Score every video of ``split`` with ``num_clips × num_crops`` views of the trained network."""
-    model = trained.model
+    """Score every video of ``split`` with ``num_clips × num_crops`` views of the trained network,
+    crops of ``crop_size`` (None: the training crop; larger test crops as PySlowFast and MMAction2 test)."""
+    model, clip = trained.model, trained.model.clip
     views = TestViews(
-        **asdict(model.clip), num_clips=num_clips, num_crops=num_crops, mean=model.frames.mean, std=model.frames.std
+        clip.num_frames,
+        clip.stride,
+        crop_size or clip.crop_size,
+        num_clips,
+        num_crops,
+        mean=model.frames.mean,
+        std=model.frames.std,
     )
     scores, labels = score_split(
         trained.net, views, shards_dir, split, batch_size, trained.device, model.amp, num_workers
@@ -103,5 +111,12 @@ def load_trained(plan: EvalPlan) -> TrainedNet:
 def evaluate_plan(plan: EvalPlan, trained: TrainedNet) -> Evaluation:
     """``evaluate`` with the plan's data, views, batch size and workers."""
     return evaluate(
-        trained, plan.shards_dir, plan.split, plan.num_clips, plan.num_crops, plan.batch_size, plan.num_workers
+        trained,
+        plan.shards_dir,
+        plan.split,
+        plan.num_clips,
+        plan.num_crops,
+        plan.batch_size,
+        plan.num_workers,
+        plan.crop_size,
     )

@@ -16,6 +16,7 @@ class EvalPlan:
     split: str  # data.val_split
     num_clips: int
     num_crops: int
+    crop_size: int | None  # of the test views; None: the training crop (the checkpoint's)
     batch_size: int  # views per forward pass
     device: str  # auto | cpu | cuda (train.device)
     num_workers: int

@@ -29,7 +29,7 @@ import torch
 
 from pipeline.core.errors import StageError
 from pipeline.data.provenance import TOOLCHAIN_TAG, data_fingerprint, shards_toolchain
-from pipeline.evaluation.setting import EvalRecord
+from pipeline.evaluation.setting import EvalRecord, EvalSetting
 from pipeline.registry.version_tags import HEADLINE_METRICS, evaluation_tags
 from pipeline.runtime.checkpoint import CHECKPOINT_FILE, RUN_ID_FILE, Checkpoint
 from pipeline.serving.bounds import ServingBounds
@@ -247,8 +247,9 @@ def log_and_register(
     )
 
 
-def preprocessing_of(checkpoint: Checkpoint, num_clips: int, num_crops: int) -> Preprocessing:
-    """How ``a2net predict`` must turn a video into the inputs ``checkpoint``'s model was tested on."""
+def preprocessing_of(checkpoint: Checkpoint, setting: EvalSetting) -> Preprocessing:
+    """How ``a2net predict`` must turn a video into the inputs ``checkpoint``'s model was tested on:
+    the training's frames and clip, the evaluation's views and crop size."""
     frames, clip = checkpoint.model.frames, checkpoint.clip
     return Preprocessing(
         fps=frames.fps,
@@ -256,9 +257,9 @@ def preprocessing_of(checkpoint: Checkpoint, num_clips: int, num_crops: int) -> 
         jpeg_quality=frames.jpeg_quality,
         num_frames=clip.num_frames,
         stride=clip.stride,
-        crop_size=clip.crop_size,
-        num_clips=int(num_clips),
-        num_crops=int(num_crops),
+        crop_size=setting.crop_size,
+        num_clips=setting.num_clips,
+        num_crops=setting.num_crops,
         mean=frames.mean,
         std=frames.std,
     )
@@ -321,7 +322,7 @@ def register_training(
         model_name=model_name,
         architecture=checkpoint.model_name,
         classes=list(checkpoint.classes),
-        preprocessing=preprocessing_of(checkpoint, evaluation.setting.num_clips, evaluation.setting.num_crops),
+        preprocessing=preprocessing_of(checkpoint, evaluation.setting),
         lineage=lineage,
         bounds=ServingBounds.from_register(serving or {}),
         net_config=checkpoint.model.net,
