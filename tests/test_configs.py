@@ -61,7 +61,7 @@ def test_tiny_models_classify_their_default_clip(model):
 def test_experiments_are_deltas_on_the_defaults(experiment):
     base = compose()
     cfg = compose([f"experiment={experiment}"])
-    assert cfg.data.name == "kinetics400" and cfg.train.device == "auto"
+    assert cfg.data.name in ("kinetics400", "ucf101", "hmdb51") and cfg.train.device == "auto"
     assert cfg.generate == base.generate and cfg.validate == base.validate  # untouched sections
     assert compose([f"experiment={experiment}", "train.epochs=1"]).train.epochs == 1
 
@@ -71,6 +71,16 @@ def test_paper_experiment_is_the_kinetics_r50_a2_on_the_gpu_schedule():
     assert (cfg.model.net.name, cfg.data.name, cfg.train.lr) == ("r50_a2", "kinetics400", 0.1)
     assert (cfg.model.clip.num_frames, cfg.model.clip.crop_size) == (8, 224)
     assert (cfg.eval.num_clips, cfg.eval.num_crops) == (10, 3)
+
+
+@pytest.mark.parametrize("dataset", ["ucf101", "hmdb51"])
+def test_fine_tuning_experiments_start_from_the_kinetics_model_with_a_new_head(dataset):
+    cfg = compose([f"experiment={dataset}_finetune_r50_a2"])
+    kinetics = compose(["experiment=kinetics400_r50_a2"])
+    assert (cfg.data.name, cfg.data.root, cfg.data.trim) == (dataset, f"data/{dataset}", False)
+    assert cfg.model.init.weights == f"{kinetics.train.out_dir}/last.pt" and list(cfg.model.init.exclude) == ["fc.*"]
+    assert cfg.model.net.name == kinetics.model.net.name and cfg.model.clip == kinetics.model.clip
+    assert cfg.train.lr_backbone_scale < 1 and cfg.train.out_dir != kinetics.train.out_dir
 
 
 @pytest.mark.parametrize("model", GROUPS["model"])
