@@ -429,3 +429,32 @@ def lavfi_video(path: Path, source: str, *codec: str) -> Path:
     command = [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", source, *codec, "-y", str(path)]
     subprocess.run(command, check=True)
     return path
+
+
+# ------------------------------------------------- UCF-101 in its official layout
+
+UCF_CLASSES = ["ApplyEyeMakeup", "Archery", "Basketball"]
+
+
+def avi(path: Path, seconds: float = 1.5) -> Path:
+    """A real xvid-style AVI: mpeg4 video, 64×48 at 25 fps."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return lavfi_video(path, f"testsrc=size=64x48:rate=25:duration={seconds}", "-c:v", "mpeg4", "-q:v", "5")
+
+
+def ucf_tree(root: Path, classes: list[str] = UCF_CLASSES, absent: str = "Basketball") -> Path:
+    """UCF-101's layout, split 1: per class, group g01 tests and g02 trains; ``absent``'s g01 video
+    is listed but missing."""
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    (lists / "classInd.txt").write_text("".join(f"{i} {name}\n" for i, name in enumerate(classes, 1)))
+    train, test = [], []
+    for i, name in enumerate(classes, 1):
+        for group, listing in (("g01", test), ("g02", train)):
+            video = f"{name}/v_{name}_{group}_c01.avi"
+            if not (name == absent and group == "g01"):
+                avi(root / "UCF-101" / video)
+            listing.append(f"{video} {i}" if listing is train else video)
+    (lists / "trainlist01.txt").write_text("\n".join(train) + "\n")
+    (lists / "testlist01.txt").write_text("\r\n".join(test) + "\r\n")  # the official files end lines in CRLF
+    return root

@@ -10,34 +10,10 @@ import pytest
 from pipeline.data.importers import avi_seconds, clip_stem, import_dataset
 from pipeline.data.kinetics import find_video, load_classes, read_annotations
 
-from helpers import lavfi_video
+from helpers import UCF_CLASSES, avi, ucf_tree
 
-UCF_CLASSES = ["ApplyEyeMakeup", "Archery", "Basketball"]
 HMDB_CLASSES = ["brush_hair", "cartwheel"]
 HMDB_ODD = "Bradley's_cartwheel_(hard!)_&_fast_f_cm_np1_ba_med_0.avi"  # HMDB has ! & ( ' in its names
-
-
-def avi(path: Path, seconds: float = 1.5) -> Path:
-    """A real xvid-style AVI: mpeg4 video, 64×48 at 25 fps."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return lavfi_video(path, f"testsrc=size=64x48:rate=25:duration={seconds}", "-c:v", "mpeg4", "-q:v", "5")
-
-
-def ucf_tree(root: Path) -> Path:
-    """Two groups per class: g01 tests, g02 trains (split 1); one listed video is absent."""
-    lists = root / "ucfTrainTestlist"
-    lists.mkdir(parents=True)
-    (lists / "classInd.txt").write_text("".join(f"{i} {name}\n" for i, name in enumerate(UCF_CLASSES, 1)))
-    train, test = [], []
-    for i, name in enumerate(UCF_CLASSES, 1):
-        for group, listing in (("g01", test), ("g02", train)):
-            video = f"{name}/v_{name}_{group}_c01.avi"
-            if not (name == "Basketball" and group == "g01"):
-                avi(root / "UCF-101" / video)
-            listing.append(f"{video} {i}" if listing is train else video)
-    (lists / "trainlist01.txt").write_text("\n".join(train) + "\n")
-    (lists / "testlist01.txt").write_text("\r\n".join(test) + "\r\n")  # the official files end lines in CRLF
-    return root
 
 
 def hmdb_tree(root: Path) -> Path:
