@@ -21,6 +21,7 @@ from pipeline import train as train_stage
 from pipeline import validate as validate_stage
 from pipeline.data.importers import import_dataset
 from pipeline.runtime.checkpoint import Checkpoint
+from pipeline.training.init import read_weights
 
 from helpers import tiny_overrides, ucf_tree
 
@@ -53,6 +54,9 @@ def test_inflated_weights_start_a_training_that_is_registered_and_fine_tuned_to_
     assert version.tags["init_weights"] == f"{md5} {weights}"
     started = Checkpoint.load(workdir / "kinetics/model/last.pt")
     assert started.model_name == "r50_plain" and len(started.classes) == 3
+    from_registry, kind, _ = read_weights(f"models:/{registered['name']}/{registered['version']}")
+    assert kind == "registered" and from_registry.keys() == started.weights.keys()  # a registered version starts
+    assert all(torch.equal(from_registry[k], started.weights[k]) for k in started.weights)  # trainings too
 
     root, shards = workdir / "ucf", workdir / "ucf_shards"
     summary = import_dataset("ucf101", ucf_tree(workdir / "UCF101", UCF_FOUR), root, 1)
