@@ -76,15 +76,35 @@ def test_the_ui_runs_one_worker_without_mlflows_job_runner() -> None:
 
 
 def test_a2net_ui_starts_mlflow_with_that_command_and_env(monkeypatch, tmp_path, capsys) -> None:
-    import pipeline.cli as cli
+    import pipeline.cli.serve as serve_cli
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
     started = {}
-    monkeypatch.setattr(cli.os, "execve", lambda path, argv, env: started.update(path=path, argv=argv, env=env))
+    monkeypatch.setattr(serve_cli.os, "execve", lambda path, argv, env: started.update(path=path, argv=argv, env=env))
     main(["ui", "--port", "5123"])
     assert started["argv"] == ui_command(5123, uri) and started["path"] == started["argv"][0]
     assert started["env"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     first_line = capsys.readouterr().out.splitlines()[0]
     assert first_line == f"MLflow UI on http://127.0.0.1:5123 ({' '.join(started['argv'][1:])}; no job runner)"
+
+
+def test_the_ui_lists_the_active_experiments_but_default_without_writing(tmp_path) -> None:
+    import sqlite3
+
+    from pipeline.tracking.store import active_experiments
+
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        con.execute("create table experiments (experiment_id integer, name text, lifecycle_stage text)")
+        con.executemany(
+            "insert into experiments values (?, ?, ?)",
+            [(10, "later", "active"), (0, "Default", "active"), (2, "a2nets", "active"), (3, "gone", "deleted")],
+        )
+    con.close()
+    before = db.read_bytes()
+    assert active_experiments(f"sqlite:///{db}") == [("2", "a2nets"), ("10", "later")]
+    assert db.read_bytes() == before
+    assert active_experiments(f"sqlite:///{tmp_path}/missing.db") == [] and not (tmp_path / "missing.db").exists()
+    assert active_experiments("http://127.0.0.1:5000") == []

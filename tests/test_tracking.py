@@ -165,11 +165,12 @@ def test_the_ui_makes_new_experiments_beside_the_store_too(tmp_path: Path) -> No
 
 
 def test_a2net_ui_links_each_experiment_in_the_model_training_view(store: Path, capsys, monkeypatch) -> None:
-    import pipeline.cli as cli
+    import pipeline.cli.serve as serve_cli
+    from pipeline.cli import main
 
     experiment_id = setup_mlflow("a2nets")
-    monkeypatch.setattr(cli.os, "execve", lambda *args: None)
-    cli.main(["ui", "--port", "5123"])
+    monkeypatch.setattr(serve_cli.os, "execve", lambda *args: None)
+    main(["ui", "--port", "5123"])
     assert f"a2nets: http://127.0.0.1:5123/#/experiments/{experiment_id}?workflowType=machine_learning" in (
         capsys.readouterr().out
     )

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.core.errors import StageError
 from pipeline.registry.version_tags import HEADLINE_METRICS, evaluation_setting, recorded_evaluation
-from pipeline.tracking.store import full_disk_error, store_lock
+from pipeline.tracking.store import full_disk_error, full_disk_is_one_line, store_lock
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -421,6 +421,29 @@ def promote(
         raise _write_failure(client, name, alias, str(candidate.version), previous, seen | {key}, err) from None
     moved = previous if previous != str(candidate.version) else None
     return Promotion(name, str(candidate.version), alias, moved, force, kind, comparison)
+
+
+def promote_alias(
+    client: MlflowClient,
+    tracking_uri: str,
+    name: str,
+    alias: str,
+    version: str | None = None,
+    *,
+    rollback: bool = False,
+    metric: str,
+    margin: float,
+    force: bool = False,
+    reason: str | None = None,
+) -> Promotion:
+    """``a2net promote``'s move: ``promote`` ``alias`` to ``version`` (with ``rollback``, to the
+    version it held before, ``rollback_target``) under ``promotion_lock``; a full disk met on the
+    way is one line (``full_disk_is_one_line``). Raises as ``promote`` does."""
+    with full_disk_is_one_line(tracking_uri, "a2net promote"), promotion_lock(tracking_uri):
+        target = rollback_target(client, name, alias) if rollback else version
+        return promote(
+            client, name, target, alias, metric=metric, margin=margin, force=force, reason=reason, rollback=rollback
+        )
 
 
 @dataclass(frozen=True)

@@ -293,6 +293,20 @@ def artifact_root(db: Path) -> str:
     return (db.resolve().parent / ARTIFACTS_DIR).as_uri()
 
 
+def active_experiments(uri: str) -> list[tuple[str, str]]:
+    """(id, name) of a local store's active experiments but ``Default``, by id; read-only, and
+    nothing for a missing database or a store that is not SQLite (a server lists its own)."""
+    db = sqlite_file(uri)
+    if db is None or not db.is_file():
+        return []
+    with closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as con:
+        rows = con.execute(
+            "select experiment_id, name from experiments where lifecycle_stage = 'active' and name != 'Default' "
+            "order by experiment_id"
+        ).fetchall()
+    return [(str(experiment_id), name) for experiment_id, name in rows]
+
+
 def relocate_moved_store(db: Path) -> str | None:
     """Point a copied or moved local store at the artifacts beside it; return the root it had.
 
