@@ -69,7 +69,7 @@ def one_hot(predicted: list[int], k: int) -> torch.Tensor:
 def test_mean_class_accuracy_and_macro_precision_weigh_every_class_alike(
     labels, predicted, mean_class_accuracy, macro_precision
 ) -> None:
-    metrics = Evaluation(["a", "b", "c"], one_hot(predicted, 3), torch.tensor(labels)).metrics()
+    metrics = Evaluation(["a", "b", "c"], one_hot(predicted, 3), torch.tensor(labels)).class_metrics()
     assert metrics["mean_class_accuracy"] == pytest.approx(mean_class_accuracy)
     assert metrics["macro_recall"] == metrics["mean_class_accuracy"]  # recall per class is its accuracy
     assert metrics["macro_precision"] == pytest.approx(macro_precision)

@@ -85,6 +85,8 @@ def test_inflated_weights_start_a_training_that_is_registered_and_fine_tuned_to_
     tuned = Checkpoint.load(workdir / "finetune/model/last.pt")
     assert tuned.classes == UCF_FOUR and tuned.weights["fc.weight"].shape == (4, 2048)
     metrics = json.loads((workdir / "finetune/metrics.json").read_text())
-    assert metrics["num_videos"] == 3 and 0 <= metrics["mean_class_accuracy"] <= 1  # 4 test videos, 1 missing
+    class_metrics = json.loads((workdir / "finetune/class_metrics.json").read_text())
+    assert metrics["num_videos"] == 3 and 0 <= class_metrics["mean_class_accuracy"] <= 1  # 4 test videos, 1 missing
+    assert mlflow.get_run(tuned.mlflow_run_id).data.metrics["macro_precision"] == class_metrics["macro_precision"]
     run = mlflow.get_run(tuned.mlflow_run_id)
     assert run.data.tags["init.kind"] == "checkpoint" and run.info.run_id != started.mlflow_run_id

@@ -32,8 +32,7 @@ class Evaluation:
         return self.view_scores.sum(1)
 
     def metrics(self) -> dict[str, float]:
-        """Clip and video top-1/top-5 (k clamped to the number of classes), the mean class accuracy
-        and macro precision/recall of the video predictions (``class_metrics``), as fractions."""
+        """Clip and video top-1/top-5 (k clamped to the number of classes), as fractions."""
         views = self.view_scores.shape[1]
         view_labels = self.labels.repeat_interleave(views)
         flat = self.view_scores.flatten(0, 1)
@@ -42,7 +41,6 @@ class Evaluation:
             "video_top5": topk_accuracy(self.video_scores, self.labels, 5),
             "clip_top1": topk_accuracy(flat, view_labels, 1),
             "clip_top5": topk_accuracy(flat, view_labels, 5),
-            **self.class_metrics(),
             "num_videos": float(len(self.labels)),
             "views_per_video": float(views),
         }
