@@ -19,7 +19,7 @@ from pipeline import preprocess as preprocess_stage
 from pipeline import register as register_stage
 from pipeline import train as train_stage
 from pipeline import validate as validate_stage
-from pipeline.data.importers import import_dataset
+from pipeline.cli import main as a2net
 from pipeline.runtime.checkpoint import Checkpoint
 from pipeline.training.init import read_weights
 
@@ -30,7 +30,7 @@ QUICK_EVAL = ["eval.num_clips=1", "eval.num_crops=1", "eval.attention_classes=0"
 UCF_FOUR = ["ApplyEyeMakeup", "Archery", "Basketball", "Biking"]  # 4 classes: the Kinetics stand-in has 3
 
 
-def test_inflated_weights_start_a_training_that_is_registered_and_fine_tuned_to_ucf(training_data, workdir):
+def test_inflated_weights_start_a_training_that_is_registered_and_fine_tuned_to_ucf(training_data, workdir, capsys):
     torch.manual_seed(0)
     weights = workdir / "weights/resnet50.pth"
     weights.parent.mkdir()
@@ -59,8 +59,8 @@ def test_inflated_weights_start_a_training_that_is_registered_and_fine_tuned_to_
     assert all(torch.equal(from_registry[k], started.weights[k]) for k in started.weights)  # trainings too
 
     root, shards = workdir / "ucf", workdir / "ucf_shards"
-    summary = import_dataset("ucf101", ucf_tree(workdir / "UCF101", UCF_FOUR), root, 1)
-    assert summary.classes == 4 and summary.missing == 1
+    assert a2net(["import", "ucf101", str(ucf_tree(workdir / "UCF101", UCF_FOUR)), str(root), "--split", "1"]) == 0
+    assert "ucf101 split 1: 4 classes, 4 train, 4 validate clips (1 missing)" in capsys.readouterr().out
     fine_tune = tiny_overrides(
         (root, shards),
         workdir / "finetune",

@@ -5,7 +5,7 @@ version, file that is not a video, unloadable model). Errors are one line on std
 traceback. One module per command group builds its sub-commands (``help=`` on every option, the
 description and the examples as plain text laid out by hand beside them) and handles them: parse,
 call the library, format the result. ``promote``; ``predict`` (predict, explain); ``serve``
-(serve, ui, server); ``transfer`` (push, pull); ``common``: what they share.
+(serve, ui, server); ``transfer`` (push, pull); ``data`` (import); ``common``: what they share.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipeline.cli import predict, promote, serve, transfer
+from pipeline.cli import data, predict, promote, serve, transfer
 from pipeline.cli.common import EXIT_BAD_INPUT, OneLineParser
 from pipeline.cli.serve import ui_command
 from pipeline.core.errors import StageError
@@ -36,7 +36,8 @@ production aliases of the registered model through a quality gate (promote),
 predict the action in videos with a registered model (predict), show what its
 double attention blocks look at (explain), serve it over HTTP (serve), open
 the MLflow UI (ui); for a team, run a shared tracking server on PostgreSQL
-(server) and move data and models through a DVC remote (push, pull).
+(server) and move data and models through a DVC remote (push, pull); bring
+UCF-101 or HMDB-51 in as a Kinetics root (import).
 
 Run it anywhere inside the project (it finds mlflow/mlflow.db), or point it at
 a tracking server with MLFLOW_TRACKING_URI. Settings come from params.yaml."""
@@ -50,6 +51,7 @@ examples:
   a2net ui
   a2net server --host 0.0.0.0 --allowed-hosts mlflow.internal:5000
   a2net pull -r storage
+  a2net import ucf101 /data/UCF101 data/ucf101 --split 1
 
 {EXIT_CODES}
 
@@ -61,6 +63,7 @@ SUB_COMMANDS = (  # in the order of a2net --help
     serve.add_parsers,  # serve, ui
     serve.add_server_parser,  # server
     transfer.add_parsers,  # push, pull
+    data.add_parsers,  # import
 )
 
 
