@@ -16,7 +16,7 @@ def num_classes(name: str) -> int:
 
 
 def table() -> str:
-    """The Markdown table that docs/model.md and the README carry."""
+    """The Markdown table that docs/model.md carries."""
     lines = [
         "| model | input (C, T, H, W) | classes | params (M) | GMACs | paper params (M) | paper GMACs |",
         "|---|---|---|---|---|---|---|",

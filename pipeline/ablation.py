@@ -100,7 +100,7 @@ def summarise(results: list[RunResult]) -> list[dict[str, object]]:
 
 
 def markdown_table(rows: list[dict[str, object]], chance: float) -> str:
-    """The README's ablation table."""
+    """The ablation table of docs/benchmarks.md (and results.md)."""
     lines = [
         "| variant | video top-1 (mean ± std) | seeds | params (k) | GMACs / clip | train step (ms) |",
         "|---|---|---|---|---|---|",
