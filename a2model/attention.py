@@ -120,6 +120,17 @@ def double_attention(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch
     return torch.bmm(descriptors_t.transpose(1, 2), distribution).unflatten(2, spatial)  # (N, m, *S)
 
 
+def per_frame_double_attention(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``double_attention`` within each frame of clips ``(N, C, T, H, W)``: every frame gathers its own
+    n descriptors (softmax over its H·W positions) and distributes only them, so nothing crosses time."""
+
+    def frames(x: torch.Tensor) -> torch.Tensor:  # (N, C, T, H, W) -> (N·T, C, H, W)
+        return x.transpose(1, 2).flatten(0, 1)
+
+    z = double_attention(frames(a), frames(b), frames(v))  # (N·T, m, H, W)
+    return z.unflatten(0, (a.shape[0], a.shape[2])).transpose(1, 2)  # (N, m, T, H, W)
+
+
 class DoubleAttention(nn.Module):
     """``Y = X + BN(W_out(double_attention(φ(X), θ(X), ρ(X))))`` for 2-D or 3-D feature maps.
 
@@ -130,12 +141,16 @@ class DoubleAttention(nn.Module):
         m: channels of each global descriptor.
         n: number of global descriptors (gather maps).
         spatial_dims: 2 for ``(N, C, H, W)``, 3 for ``(N, C, T, H, W)``.
+        per_frame: on clips, attend within each frame only (``per_frame_double_attention``): the
+            ablation's control for the block's reach across time.
     """
 
-    def __init__(self, in_channels: int, m: int, n: int, spatial_dims: int = 3) -> None:
+    def __init__(self, in_channels: int, m: int, n: int, spatial_dims: int = 3, per_frame: bool = False) -> None:
         super().__init__()
+        if per_frame and spatial_dims != 3:
+            raise ValueError("per_frame needs clips (spatial_dims=3)")
         conv, norm = _CONV[spatial_dims], _NORM[spatial_dims]
-        self.m, self.n = m, n
+        self.m, self.n, self.per_frame = m, n, per_frame
         self.project = conv(in_channels, m + 2 * n, kernel_size=1)
         self.out = conv(m, in_channels, kernel_size=1, bias=False)
         self.norm = norm(in_channels)
@@ -147,8 +162,9 @@ class DoubleAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, *S) -> (N, C, *S)``."""
-        a, b, v = self.projections(x)
-        z = pointwise(self.out, double_attention(a, b, v))  # (N, C, L)
+        a, b, v = (p.unflatten(2, x.shape[2:]) for p in self.projections(x))
+        attend = per_frame_double_attention if self.per_frame else double_attention
+        z = pointwise(self.out, attend(a, b, v))  # (N, C, L)
         return x + self.norm(z.unflatten(2, x.shape[2:]))
 
 

@@ -23,7 +23,7 @@ class AttentionMaps:
     """The maps of one A² block for a batch, on the block's own grid ``S`` (e.g. ``(T', H', W')``)."""
 
     block: str  # the block's module name in the model
-    gather: torch.Tensor  # (N, n, *S): each of the n maps sums to 1 over its positions
+    gather: torch.Tensor  # (N, n, *S): each of the n maps sums to 1 over its positions (per frame: over each frame's)
     distribution: torch.Tensor  # (N, n, *S): sums to 1 over the n maps at each position
 
 
@@ -31,7 +31,10 @@ def block_maps(block: DoubleAttention, x: torch.Tensor) -> tuple[torch.Tensor, t
     """``(gather, distribution)`` of ``block`` on its input ``x`` ``(N, C, *S)``, each ``(N, n, *S)``."""
     _, b, v = block.projections(x)
     spatial = x.shape[2:]
-    gather = F.softmax(b.flatten(2), dim=-1).unflatten(2, spatial)
+    if block.per_frame:  # (N, n, T, H, W): one softmax over H·W per frame
+        gather = F.softmax(b.unflatten(2, spatial).flatten(3), dim=-1).unflatten(3, spatial[1:])
+    else:
+        gather = F.softmax(b.flatten(2), dim=-1).unflatten(2, spatial)
     distribution = F.softmax(v.flatten(2), dim=1).unflatten(2, spatial)
     return gather, distribution
 

@@ -17,6 +17,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "a2_resnet50": image_resnet.a2_resnet50,
     "tiny_plain": video_resnet.tiny,
     "tiny_a2": partial(video_resnet.tiny, attention="a2"),
+    "tiny_a2_frame": partial(video_resnet.tiny, attention="a2_frame"),
     "tiny_nonlocal": partial(video_resnet.tiny, attention="nonlocal"),
     "tiny_plain_deep": video_resnet.tiny_deep,
     "r26_plain": video_resnet.r26,

@@ -17,7 +17,7 @@ from torch import nn
 
 from a2model.attention import DoubleAttention, NonLocal
 
-Attention = Literal["a2", "nonlocal"] | None
+Attention = Literal["a2", "a2_frame", "nonlocal"] | None
 
 
 @dataclass(frozen=True)
@@ -91,13 +91,14 @@ class Bottleneck3d(nn.Module):
 
 
 def attention_block(kind: Attention, channels: int, ratio: float) -> nn.Module:
-    """An A² (m = n = c·ratio) or non-local (inner = c·ratio) block for 3-D maps of ``channels``."""
+    """An A² (m = n = c·ratio; ``a2_frame``: within each frame) or non-local (inner = c·ratio) block
+    for 3-D maps of ``channels``."""
     inner = max(1, round(channels * ratio))
-    if kind == "a2":
-        return DoubleAttention(channels, inner, inner, spatial_dims=3)
+    if kind in ("a2", "a2_frame"):
+        return DoubleAttention(channels, inner, inner, spatial_dims=3, per_frame=kind == "a2_frame")
     if kind == "nonlocal":
         return NonLocal(channels, inner, spatial_dims=3)
-    raise ValueError(f"unknown attention {kind!r}: use None, 'a2' or 'nonlocal'")
+    raise ValueError(f"unknown attention {kind!r}: use None, 'a2', 'a2_frame' or 'nonlocal'")
 
 
 class VideoResNet(nn.Module):

@@ -1,4 +1,5 @@
-"""Do the trained A² blocks' gather maps single out the two objects of the synthetic set?
+"""Do the trained A² blocks' gather maps single out the two objects of the synthetic set, in
+space (spatial clips: both on screen) and across time (temporal clips: one after the other)?
 
 For every validation video of the synthetic set, the central view (middle clip, centre crop)
 goes through the trained model (``train.out_dir/last.pt``) and, as a control, through the same
@@ -12,7 +13,12 @@ centre crop: the same scale and offset as ``TestTransform``) and averaged onto e
 - gather mass on objects: Σ_i share_i · Σ_p gather_i(p) · object(p), the object share of the
   global features the block hands out (share_i = mean distribution weight of map i);
 - lift: mass / area; top map: the object mass of the map with the largest share; most
-  object-centred map: the largest object mass of any of the block's n maps.
+  object-centred map: the largest object mass of any of the block's n maps;
+- on temporal clips, both objects: the share of the videos on which the top map puts at least a
+  quarter of its object mass on each object (its frames of the first and of the second).
+
+Each figure is given for spatial and temporal clips apart. A per-frame block's maps sum to 1 in
+each frame: their mass is divided by the frame count, so that it is a share of the whole map too.
 
     python benchmarks/attention_objects.py
 """
@@ -39,7 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def object_fraction(tracks, source_shape, source_fps, frames, fps, crop, grid) -> torch.Tensor:
-    """(T', H', W') object fraction of the central crop of shard frames ``frames`` on ``grid``."""
+    """(objects, T', H', W') fraction of each object in the central crop of shard frames ``frames``
+    on ``grid``."""
     height, width = source_shape
     scale = crop / min(height, width)
     offset_x, offset_y = (width * scale - crop) / 2, (height * scale - crop) / 2
@@ -47,23 +54,22 @@ def object_fraction(tracks, source_shape, source_fps, frames, fps, crop, grid) -
     x = (centres + offset_x) / scale - 0.5  # source pixel coordinates (as the generator draws)
     y = (centres + offset_y) / scale - 0.5
     ys, xs = np.meshgrid(y, x, indexing="ij")
-    masks = []
-    for k in frames:
+    masks = np.zeros((len(tracks), len(frames), crop, crop), dtype=bool)
+    for t, k in enumerate(frames):
         j = min(round(k * source_fps / fps), len(tracks[0].centres) - 1)
-        mask = np.zeros((crop, crop), dtype=bool)
-        for track in tracks:
+        for i, track in enumerate(tracks):
             cx, cy = track.centres[j]
-            mask |= _shape_mask(track.shape, xs - cx, ys - cy, track.radius)
-        masks.append(mask)
-    volume = torch.from_numpy(np.stack(masks)).float()[None, None]  # (1, 1, T, S, S)
-    return F.adaptive_avg_pool3d(volume, grid)[0, 0]
+            masks[i, t] = track.visible[j] & _shape_mask(track.shape, xs - cx, ys - cy, track.radius)
+    volume = torch.from_numpy(masks).float()[None]  # (1, objects, T, S, S)
+    return F.adaptive_avg_pool3d(volume, grid)[0]
 
 
-def measure(net, dataset, clips, params) -> dict[str, dict[str, list[float]]]:
-    """Per block: lists (one value per video) of area, mass, top-map and best-map mass."""
+def measure(net, dataset, clips, params) -> dict[tuple[str, str], dict[str, list[float]]]:
+    """Per (block, kind): lists (one value per video) of area, mass, top-map and best-map mass, and
+    whether the top map has >= 1/4 of its object mass on each object."""
     data, clip, num_crops = params["data"], params["model"]["clip"], params["eval"]["num_crops"]
-    found: dict[str, dict[str, list[float]]] = {}
-    for index, (tracks, shape, source_fps) in clips.items():
+    found: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for index, (tracks, shape, source_fps, kind) in clips.items():
         item = dataset[index]
         frames = uniform_clip_indices(
             dataset.num_frames[index], clip["num_frames"], clip["stride"], params["eval"]["num_clips"]
@@ -72,15 +78,17 @@ def measure(net, dataset, clips, params) -> dict[str, dict[str, list[float]]]:
         view = central_view(item["frames"], num_crops)
         for maps in view_attention(net, view, data["mean"], data["std"]).maps:
             gather, shares = maps.gather[0], map_shares(maps)
-            objects = object_fraction(
-                tracks, shape, source_fps, middle, data["fps"], clip["crop_size"], gather.shape[1:]
-            )
-            mass = (gather * objects).flatten(1).sum(1)  # (n,)
-            record = found.setdefault(maps.block, {"area": [], "mass": [], "top": [], "best": []})
-            record["area"].append(float(objects.mean()))
+            gather = gather / gather.flatten(1).sum(1).view(-1, *[1] * (gather.dim() - 1))  # per-frame: / T'
+            each = object_fraction(tracks, shape, source_fps, middle, data["fps"], clip["crop_size"], gather.shape[1:])
+            per_object = torch.einsum("n...,o...->no", gather, each)  # (n, objects)
+            mass = per_object.sum(1)  # (n,)
+            top = per_object[shares.argmax()]
+            record = found.setdefault((maps.block, kind), {"area": [], "mass": [], "top": [], "best": [], "both": []})
+            record["area"].append(float(each.sum(0).mean()))
             record["mass"].append(float((shares * mass).sum()))
-            record["top"].append(float(mass[shares.argmax()]))
+            record["top"].append(float(top.sum()))
             record["best"].append(float(mass.max()))
+            record["both"].append(float((top >= top.sum() / 4).all()))
     return found
 
 
@@ -107,16 +115,26 @@ def main() -> None:
     for job in (j for j in jobs if j.split == data["val_split"] and not j.fault):
         annotation, _ = clip_annotation(job)
         frames, source_fps, tracks = render_clip(
-            clip_rng(job.seed, job.split, job.index), job.spec, annotation.time_end - annotation.time_start
+            clip_rng(job.seed, job.split, job.index),
+            job.spec,
+            annotation.time_end - annotation.time_start,
+            temporal=job.kind == "temporal",
         )
-        clips[position[annotation.clip_id]] = (tracks, frames.shape[1:3], source_fps)
+        clips[position[annotation.clip_id]] = (tracks, frames.shape[1:3], source_fps, job.kind)
     print(f"{len(clips)} validation videos, {checkpoint.model_name}, central view\n")
-    print("| net | block | object area | gather mass on objects | lift | top map's mass | most object-centred map |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| net | block | clips | object area | gather mass on objects | lift | top map's mass "
+        "| most object-centred map | top map on both objects |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for name, net in (("trained", trained), ("untrained (seed 0)", untrained)):
-        for block, values in measure(net, dataset, clips, params).items():
-            area, mass, top, best = (statistics.mean(values[k]) for k in ("area", "mass", "top", "best"))
-            print(f"| {name} | {block} | {area:.1%} | {mass:.1%} | {mass / area:.2f} | {top:.1%} | {best:.1%} |")
+        for (block, kind), values in sorted(measure(net, dataset, clips, params).items()):
+            area, mass, top, best, both = (statistics.mean(values[k]) for k in ("area", "mass", "top", "best", "both"))
+            both_text = f"{both:.0%}" if kind == "temporal" else "–"
+            print(
+                f"| {name} | {block} | {kind} | {area:.1%} | {mass:.1%} | {mass / area:.2f} | {top:.1%} "
+                f"| {best:.1%} | {both_text} |"
+            )
 
 
 if __name__ == "__main__":

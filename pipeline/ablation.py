@@ -3,8 +3,10 @@
 Trains every ``ablation.variants`` model for every ``ablation.seeds`` seed with the same schedule
 (the default ``train`` group) on the same shards, tests each with the evaluate stage's multi-view
 protocol, and writes ``<ablation.out_dir>/results.csv`` (one row per run), ``results.md`` (video
-top-1 mean ± std per variant, params, GMACs, train step time) and ``ablation.png``.
-Runs are logged to the MLflow experiment ``ablation.experiment`` so they can be compared in the UI.
+top-1 mean ± std per variant, overall and per annotation kind — the synthetic set's spatial and
+temporal clips —, params, GMACs, train step time, and the data's DVC hash and the commit it was
+measured at) and ``ablation.png``. Runs are logged to the MLflow experiment ``ablation.experiment``
+so they can be compared in the UI.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import io
 import re
 import statistics
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -23,9 +25,11 @@ from a2model import count_macs, count_params
 from pipeline.core.config import classes_file, load_config, stage_main
 from pipeline.core.files import atomic_path, write_atomic
 from pipeline.data.kinetics import load_classes
+from pipeline.data.provenance import data_fingerprint
 from pipeline.evaluation.multiview import evaluate_plan, load_trained
 from pipeline.runtime.checkpoint import Checkpoint
 from pipeline.settings import eval_plan, train_settings
+from pipeline.tracking.store import git_commit
 from pipeline.training.fit import train
 
 
@@ -41,6 +45,12 @@ class RunResult:
     params: int
     gmacs: float
     step_ms: float
+    kind_top1: dict[str, float] = field(default_factory=dict)  # video top-1 per annotation kind
+
+    def csv_row(self) -> dict[str, object]:
+        """The run as one CSV row: its fields, ``kind_top1`` as ``video_top1_<kind>`` columns."""
+        row = {k: v for k, v in asdict(self).items() if k != "kind_top1"}
+        return row | {f"video_top1_{kind}": top1 for kind, top1 in self.kind_top1.items()}
 
 
 def run_overrides(variant: DictConfig, seed: int, work_dir: Path, experiment: str) -> list[str]:
@@ -63,7 +73,8 @@ def train_and_test(cfg: DictConfig, label: str) -> RunResult:
     settings, plan = train_settings(cfg), eval_plan(cfg)
     checkpoint_path = train(settings)
     trained = load_trained(plan)
-    metrics = evaluate_plan(plan, trained).metrics()
+    result = evaluate_plan(plan, trained)
+    metrics = result.metrics()
     history = Checkpoint.load(checkpoint_path).history
     clips_per_s = statistics.median(row["clips_per_s"] for row in history)
     net, clip = trained.net.cpu(), settings.model.clip
@@ -76,39 +87,53 @@ def train_and_test(cfg: DictConfig, label: str) -> RunResult:
         params=count_params(net),
         gmacs=count_macs(net, (1, 3, clip.num_frames, clip.crop_size, clip.crop_size)) / 1e9,
         step_ms=1e3 * settings.schedule.batch_size / clips_per_s,
+        kind_top1={k.removeprefix("video_top1_"): v for k, v in result.kind_metrics().items()},
     )
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def kinds_of(results: list[RunResult]) -> list[str]:
+    """The annotation kinds any run was scored on, sorted."""
+    return sorted({kind for r in results for kind in r.kind_top1})
+
+
 def summarise(results: list[RunResult]) -> list[dict[str, object]]:
-    """One row per variant (in first-seen order): mean ± std of video top-1 over seeds."""
+    """One row per variant (in first-seen order): mean ± std over seeds of video top-1, overall
+    (``video_top1``) and per kind (``video_top1_<kind>``)."""
     rows = []
     for label in dict.fromkeys(r.label for r in results):
         runs = [r for r in results if r.label == label]
-        top1 = [r.video_top1 for r in runs]
+        row: dict[str, object] = {
+            "variant": label,
+            "seeds": len(runs),
+            "video_top1": mean_std([r.video_top1 for r in runs]),
+        }
+        for kind in kinds_of(results):
+            row[f"video_top1_{kind}"] = mean_std([r.kind_top1[kind] for r in runs])
         rows.append(
-            {
-                "variant": label,
-                "seeds": len(runs),
-                "video_top1_mean": statistics.mean(top1),
-                "video_top1_std": statistics.stdev(top1) if len(top1) > 1 else 0.0,
-                "params": runs[0].params,
-                "gmacs": runs[0].gmacs,
-                "step_ms": statistics.median(r.step_ms for r in runs),
-            }
+            row
+            | {"params": runs[0].params, "gmacs": runs[0].gmacs, "step_ms": statistics.median(r.step_ms for r in runs)}
         )
     return rows
 
 
-def markdown_table(rows: list[dict[str, object]], chance: float) -> str:
-    """The ablation table of docs/benchmarks.md (and results.md)."""
+def markdown_table(rows: list[dict[str, object]], chance: float, kinds: list[str] = ()) -> str:
+    """The ablation table of docs/benchmarks.md (and results.md): one column per kind after the overall one."""
+    kind_heads = "".join(f" {kind} clips |" for kind in kinds)
     lines = [
-        "| variant | video top-1 (mean ± std) | seeds | params (k) | GMACs / clip | train step (ms) |",
-        "|---|---|---|---|---|---|",
+        f"| variant | video top-1 (mean ± std) |{kind_heads} seeds | params (k) | GMACs / clip | train step (ms) |",
+        "|---|---|" + "---|" * len(kinds) + "---|---|---|---|",
     ]
     for row in rows:
+        cells = [row["video_top1"], *(row[f"video_top1_{kind}"] for kind in kinds)]
+        accuracies = "".join(f" {100 * mean:.1f} ± {100 * std:.1f} % |" for mean, std in cells)
         lines.append(
-            f"| {row['variant']} | {100 * row['video_top1_mean']:.1f} ± {100 * row['video_top1_std']:.1f} % "
-            f"| {row['seeds']} | {row['params'] / 1e3:.1f} | {row['gmacs']:.3f} | {row['step_ms']:.0f} |"
+            f"| {row['variant']} |{accuracies} {row['seeds']} | {row['params'] / 1e3:.1f} | {row['gmacs']:.3f} "
+            f"| {row['step_ms']:.0f} |"
         )
     lines.append(f"\nChance is {100 * chance:.0f} %.")
     return "\n".join(lines)
@@ -123,7 +148,7 @@ def plot(rows: list[dict[str, object]], results: list[RunResult], chance: float,
 
     fig, ax = plt.subplots(figsize=(7, 3.5), dpi=120)
     labels = [str(row["variant"]) for row in rows]
-    ax.bar(range(len(rows)), [100 * float(row["video_top1_mean"]) for row in rows], color="#8fb3d9")
+    ax.bar(range(len(rows)), [100 * row["video_top1"][0] for row in rows], color="#8fb3d9")
     for index, label in enumerate(labels):
         seeds = [100 * r.video_top1 for r in results if r.label == label]
         ax.plot([index] * len(seeds), seeds, "o", color="#1f4e79", markersize=4)
@@ -139,17 +164,19 @@ def plot(rows: list[dict[str, object]], results: list[RunResult], chance: float,
     plt.close(fig)
 
 
-def write_outputs(results: list[RunResult], num_classes: int, out_dir: Path) -> str:
-    """Write results.csv, results.md and ablation.png (each atomically); return the table."""
+def write_outputs(results: list[RunResult], num_classes: int, out_dir: Path, measured_on: str = "") -> str:
+    """Write results.csv, results.md (the table, then ``measured_on``: data and code) and
+    ablation.png (each atomically); return the table."""
     chance = 1.0 / num_classes
     rows = summarise(results)
-    table = markdown_table(rows, chance)
+    table = markdown_table(rows, chance, kinds_of(results))
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(asdict(results[0])), lineterminator="\r\n")
+    csv_rows = [r.csv_row() for r in results]
+    writer = csv.DictWriter(text, fieldnames=list(csv_rows[0]), lineterminator="\r\n")
     writer.writeheader()
-    writer.writerows(asdict(r) for r in results)
+    writer.writerows(csv_rows)
     write_atomic(out_dir / "results.csv", text.getvalue())
-    write_atomic(out_dir / "results.md", table + "\n")
+    write_atomic(out_dir / "results.md", table + (f"\n\n{measured_on}" if measured_on else "") + "\n")
     plot(rows, results, chance, out_dir / "ablation.png")
     return table
 
@@ -164,8 +191,19 @@ def run(cfg: DictConfig, base_overrides: list[str]) -> int:
             run_cfg = load_config(overrides)
             print(f"== {variant.label}, seed {seed}", flush=True)
             results.append(train_and_test(run_cfg, str(variant.label)))
-    print(write_outputs(results, len(load_classes(classes_file(cfg.data))), Path(ablation.out_dir)))
+    num_classes = len(load_classes(classes_file(cfg.data)))
+    print(write_outputs(results, num_classes, Path(ablation.out_dir), measured_on(Path(cfg.data.shards_dir), cfg)))
     return 0
+
+
+def measured_on(shards_dir: Path, cfg: DictConfig) -> str:
+    """What the table was measured on: the shards' DVC hash and manifest md5, the commit, the schedule."""
+    data = data_fingerprint(shards_dir)
+    return (
+        f"Measured on `{shards_dir}` (dvc.lock md5 {data.get('data.dvc_md5', 'not in dvc.lock')}, manifest md5 "
+        f"{data['data.manifest_md5']}) at commit {git_commit()}, {cfg.train.epochs} epochs of batch "
+        f"{cfg.train.batch_size} per run."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 Every video of ``data.val_split`` is seen as ``eval.num_clips`` clips × ``eval.num_crops`` crops
 (``pipeline.evaluation.multiview``). Writes ``eval.metrics_file`` (clip/video top-1/top-5 as
-fractions; ``class_metrics.json`` beside it: mean class accuracy, macro precision and recall),
+fractions; beside it ``class_metrics.json``: mean class accuracy, macro precision and recall, and
+``kind_metrics.json``: video top-1 per annotation kind, e.g. the synthetic set's spatial/temporal),
 ``eval.per_class_file`` (video top-1 per class), and under ``eval.plots_dir`` the
 confusion matrix (``confusion.png``), ``predictions.csv`` (actual, predicted class name per
 video) and ``per_class.csv`` (both for ``dvc plots``), and in ``attention/`` the A² blocks'
@@ -33,7 +34,8 @@ def run(cfg: DictConfig) -> int:
     plan = eval_plan(cfg)
     trained = load_trained(plan)
     result = evaluate_plan(plan, trained)
-    metrics, class_metrics = result.metrics(), result.class_metrics()
+    metrics = result.metrics()
+    breakdown = result.class_metrics() | result.kind_metrics()
     files = write_reports(result, plan.metrics_file, plan.per_class_file, plan.plots_dir)
     record = evaluation_record(plan, metrics, result.crop_size)
     write_atomic(record_path(plan.metrics_file), record.to_json())
@@ -49,8 +51,8 @@ def run(cfg: DictConfig) -> int:
         plan.crop_size,
     )
     out_dir = plan.checkpoint.parent
-    log_to_run(out_dir, plan.experiment, metrics | class_metrics, files, result.unfinished, figures, record.setting)
-    shown = metrics | class_metrics
+    log_to_run(out_dir, plan.experiment, metrics | breakdown, files, result.unfinished, figures, record.setting)
+    shown = metrics | breakdown
     print(" ".join(f"{k}={v:.4g}" for k, v in shown.items()), f"(evaluation {record.setting.fingerprint})")
     return 0
 

@@ -220,3 +220,24 @@ def test_the_block_trains_under_bf16_autocast_like_in_fp32() -> None:
     for got, want in zip([x.grad] + [p.grad for p in block.parameters()], reference):
         assert got.dtype == want.dtype == torch.float32
         torch.testing.assert_close(got, want, rtol=0.1, atol=0.1 * float(want.abs().max()))
+
+
+def test_a_per_frame_block_is_the_block_on_each_frame_alone_and_never_mixes_time() -> None:
+    """``per_frame``: frame t's output is the block's output on frame t as a 1-frame clip, and changing
+    another frame changes nothing at t; the space-time block (same weights) does mix frames."""
+    torch.manual_seed(0)
+    per_frame = DoubleAttention(16, 8, 4, per_frame=True).double()
+    nn.init.normal_(per_frame.norm.weight)  # not the identity
+    space_time = DoubleAttention(16, 8, 4).double()
+    space_time.load_state_dict(per_frame.state_dict())
+    per_frame.eval(), space_time.eval()
+    x = torch.randn(2, 16, 5, 6, 7, dtype=torch.float64)
+    y = per_frame(x)
+    for t in range(5):
+        torch.testing.assert_close(per_frame(x[:, :, t : t + 1])[:, :, 0], y[:, :, t], rtol=0, atol=1e-12)
+    changed = x.clone()
+    changed[:, :, 0] += 1
+    torch.testing.assert_close(per_frame(changed)[:, :, 1:], y[:, :, 1:], rtol=0, atol=1e-12)
+    assert (space_time(changed)[:, :, 1:] - space_time(x)[:, :, 1:]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="per_frame needs clips"):
+        DoubleAttention(16, 8, 4, spatial_dims=2, per_frame=True)

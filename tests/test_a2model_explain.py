@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import a2model
-from a2model.attention import DoubleAttention, double_attention, pointwise
+from a2model.attention import DoubleAttention, double_attention, per_frame_double_attention
 from a2model.explain import attention_maps, block_maps
 
 A2_MODELS = sorted(name for name in a2model.MODELS if "a2" in name)
@@ -29,15 +29,28 @@ def test_maps_are_distributions_on_each_blocks_grid(name: str) -> None:
         torch.testing.assert_close(found.distribution.sum(1), torch.ones(1, *grid))
 
 
-def test_the_maps_are_the_ones_the_block_computes_with() -> None:
+def test_a_per_frame_blocks_maps_are_distributions_in_each_frame() -> None:
     torch.manual_seed(0)
-    block = DoubleAttention(16, m=8, n=4).eval()
+    model = a2model.build_model("tiny_a2_frame", num_classes=4).eval()
+    (found,) = attention_maps(model, torch.randn(1, *a2model.MODEL_INPUTS["tiny_a2_frame"]))
+    n, frames = found.gather.shape[1:3]
+    torch.testing.assert_close(found.gather.flatten(3).sum(-1), torch.ones(1, n, frames))
+
+
+@pytest.mark.parametrize("per_frame", [False, True], ids=["space-time", "per-frame"])
+def test_the_maps_are_the_ones_the_block_computes_with(per_frame: bool) -> None:
+    """Z = A·gatherᵀ·distribution with the maps read out, over all positions or within each frame."""
+    torch.manual_seed(0)
+    block = DoubleAttention(16, m=8, n=4, per_frame=per_frame).eval()
     x = torch.randn(2, 16, 3, 5, 5)
     gather, distribution = block_maps(block, x)
-    a = pointwise(block.project, x)[:, : block.m]
-    z = torch.bmm(torch.bmm(a, gather.flatten(2).transpose(1, 2)), distribution.flatten(2))
-    b, v = pointwise(block.project, x)[:, block.m :].split(block.n, dim=1)
-    torch.testing.assert_close(z, double_attention(a, b, v).flatten(2))
+    a, b, v = (p.unflatten(2, x.shape[2:]) for p in block.projections(x))
+    per_position = "nmt,nkt->nmk" if not per_frame else "nmtl,nktl->nmkt"  # l: positions within a frame
+    shape = (2, -1, 75) if not per_frame else (2, -1, 3, 25)
+    descriptors = torch.einsum(per_position, a.reshape(shape), gather.reshape(shape))
+    z = torch.einsum("nmk,nkt->nmt" if not per_frame else "nmkt,nktl->nmtl", descriptors, distribution.reshape(shape))
+    attend = per_frame_double_attention if per_frame else double_attention
+    torch.testing.assert_close(z.reshape(2, 8, 3, 5, 5), attend(a, b, v))
 
 
 def test_reading_the_maps_leaves_the_model_as_it_was() -> None:

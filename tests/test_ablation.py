@@ -12,8 +12,8 @@ from pipeline.ablation import RunResult, markdown_table, run_overrides, summaris
 from pipeline.core.config import load_config
 
 
-def result(label: str, seed: int, top1: float) -> RunResult:
-    return RunResult(label, "tiny_a2", seed, top1, top1 / 2, 63_500, 0.103, 200.0 + seed)
+def result(label: str, seed: int, top1: float, kind_top1: dict[str, float] | None = None) -> RunResult:
+    return RunResult(label, "tiny_a2", seed, top1, top1 / 2, 63_500, 0.103, 200.0 + seed, kind_top1 or {})
 
 
 def test_run_overrides_compose_into_a_private_run(tmp_path: Path) -> None:
@@ -30,9 +30,8 @@ def test_summary_is_mean_and_sample_std_over_seeds() -> None:
     rows = summarise([result("a", 0, 0.5), result("b", 0, 0.25), result("a", 1, 0.7), result("a", 2, 0.6)])
     assert [row["variant"] for row in rows] == ["a", "b"]
     assert rows[0]["seeds"] == 3
-    assert rows[0]["video_top1_mean"] == pytest.approx(0.6)
-    assert rows[0]["video_top1_std"] == pytest.approx(0.1)
-    assert rows[1]["video_top1_std"] == 0.0
+    assert rows[0]["video_top1"] == pytest.approx((0.6, 0.1))  # mean, sample std
+    assert rows[1]["video_top1"] == (0.25, 0.0)
     assert rows[0]["step_ms"] == 201.0
     assert markdown_table(rows, chance=0.25).splitlines() == [
         "| variant | video top-1 (mean ± std) | seeds | params (k) | GMACs / clip | train step (ms) |",
@@ -41,6 +40,32 @@ def test_summary_is_mean_and_sample_std_over_seeds() -> None:
         "| b | 25.0 ± 0.0 % | 1 | 63.5 | 0.103 | 200 |",
         "",
         "Chance is 25 %.",
+    ]
+
+
+def test_each_kind_gets_its_mean_and_std_column_and_its_csv_column(tmp_path: Path) -> None:
+    results = [
+        result("a", 0, 0.6, {"spatial": 0.8, "temporal": 0.4}),
+        result("a", 1, 0.7, {"spatial": 1.0, "temporal": 0.4}),
+        result("b", 0, 0.5, {"spatial": 0.5, "temporal": 0.5}),
+    ]
+    rows = summarise(results)
+    assert rows[0]["video_top1_spatial"] == pytest.approx((0.9, 0.02**0.5))  # sample std of 0.8, 1.0
+    assert rows[0]["video_top1_temporal"] == pytest.approx((0.4, 0.0))
+    table = write_outputs(results, num_classes=4, out_dir=tmp_path, measured_on="Measured on x.")
+    assert table.splitlines()[:3] == [
+        "| variant | video top-1 (mean ± std) | spatial clips | temporal clips | seeds | params (k) | GMACs / clip "
+        "| train step (ms) |",
+        "|---|---|---|---|---|---|---|---|",
+        "| a | 65.0 ± 7.1 % | 90.0 ± 14.1 % | 40.0 ± 0.0 % | 2 | 63.5 | 0.103 | 200 |",
+    ]
+    assert (tmp_path / "results.md").read_text() == table + "\n\nMeasured on x.\n"
+    with (tmp_path / "results.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["video_top1_spatial"], r["video_top1_temporal"]) for r in rows] == [
+        ("0.8", "0.4"),
+        ("1.0", "0.4"),
+        ("0.5", "0.5"),
     ]
 
 

@@ -103,6 +103,7 @@ def test_dvc_exp_run_composes_a_params_file_the_stages_read(model, tmp_path):
 MODEL_FAMILIES = {
     "tiny_plain": ("tiny", (8, 4, 56)),
     "tiny_a2": ("tiny", (8, 4, 56)),
+    "tiny_a2_frame": ("tiny", (8, 4, 56)),
     "tiny_nonlocal": ("tiny", (8, 4, 56)),
     "tiny_plain_deep": ("tiny", (8, 4, 56)),
     "r26_plain": ("r26", (16, 2, 112)),

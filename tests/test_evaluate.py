@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import mlflow
 import pytest
@@ -17,7 +18,7 @@ from pipeline.evaluation.meters import Evaluation, topk_accuracy
 from pipeline.evaluation.reports import per_class_csv
 from pipeline.runtime.checkpoint import Checkpoint
 
-from helpers import read_manifest, tiny_overrides
+from helpers import read_manifest, run_stage, tiny_overrides
 
 
 def test_video_scores_sum_the_softmax_of_views_and_clip_accuracy_counts_each_view():
@@ -73,6 +74,22 @@ def test_mean_class_accuracy_and_macro_precision_weigh_every_class_alike(
     assert metrics["mean_class_accuracy"] == pytest.approx(mean_class_accuracy)
     assert metrics["macro_recall"] == metrics["mean_class_accuracy"]  # recall per class is its accuracy
     assert metrics["macro_precision"] == pytest.approx(macro_precision)
+
+
+@pytest.mark.parametrize(
+    ("kinds", "expected"),
+    [
+        ((), {}),  # data without kinds: an empty table
+        (("", "", "", ""), {}),
+        # videos 0 and 3 are wrong: spatial 1 of 2, temporal 1 of 2
+        (("spatial", "temporal", "spatial", "temporal"), {"video_top1_spatial": 0.5, "video_top1_temporal": 0.5}),
+        (("spatial", "spatial", "spatial", "temporal"), {"video_top1_spatial": 2 / 3, "video_top1_temporal": 0.0}),
+        (("a", "b", "", "b"), {"video_top1_a": 0.0, "video_top1_b": 0.5}),  # unrecorded kinds count in neither
+    ],
+)
+def test_kind_metrics_score_the_videos_of_each_kind_apart(kinds, expected) -> None:
+    result = Evaluation(["a", "b"], one_hot([1, 1, 0, 0], 2), torch.tensor([0, 1, 0, 1]), kinds=kinds)
+    assert result.kind_metrics() == pytest.approx(expected)
 
 
 def test_topk_accuracy_counts_the_label_among_the_k_best():
@@ -178,6 +195,19 @@ def test_attention_examples_are_the_first_validation_video_of_each_class(labels,
     assert first_per_class(labels, max_classes) == expected
 
 
+@pytest.mark.parametrize(
+    "labels, kinds, expected",
+    [
+        # classes 0, 1, 2 take spatial, temporal, spatial in turn
+        ([0, 0, 1, 1, 2, 2], ["temporal", "spatial", "spatial", "temporal", "temporal", "spatial"], {0: 1, 1: 3, 2: 5}),
+        ([0, 1, 1], ["temporal", "spatial", "spatial"], {0: 0, 1: 1}),  # 0 has no spatial, 1 no temporal: first
+        ([0, 1], ["", ""], {0: 0, 1: 1}),  # no recorded kinds: the first video
+    ],
+)
+def test_attention_examples_take_the_recorded_kinds_in_turn(labels, kinds, expected):
+    assert first_per_class(labels, 8, kinds) == expected
+
+
 def test_attention_figure_names_sort_by_class_and_are_safe_file_names():
     assert figure_name(3, "different colours (hues 90+ degrees apart), moving vertically") == (
         "003_different_colours_hues_90_degrees_apart_moving_vertically.png"
@@ -206,6 +236,40 @@ def test_evaluate_scores_every_video_of_data_val_split_in_its_views(training_dat
         actual = sorted(row["actual"] for row in csv.DictReader(f))
     manifest = read_manifest(training_data[1]).values()
     assert actual == sorted(r["label"] for r in manifest if r["split"] == "train" and r["status"] == "ok")
+
+
+def test_annotation_kinds_reach_the_manifest_the_shards_and_kind_metrics(training_data, trained, workdir, tmp_path):
+    """A ``kind`` column in the CSV: preprocess keeps it in the manifest and the clips' records, and
+    evaluate scores each kind apart (kind_metrics.json and the MLflow run) from the same predictions."""
+    root, shards = tmp_path / "root", tmp_path / "shards"
+    shutil.copytree(training_data[0], root)
+    lines = (root / "annotations/train.csv").read_text().splitlines()
+    kinds = [("spatial", "temporal")[i % 2] for i in range(len(lines) - 1)]
+    rows = [f"{lines[0]},kind"] + [f"{line},{kind}" for line, kind in zip(lines[1:], kinds)]
+    (root / "annotations/train.csv").write_text("\n".join(rows) + "\n")
+    run_stage(root, shards, samples_per_shard=3)
+    manifest = [r for r in read_manifest(shards).values() if r["split"] == "train"]
+    assert [r["kind"] for r in manifest] == kinds
+    argv = tiny_overrides(
+        (root, shards),
+        workdir,
+        f"train.out_dir={trained}",
+        "data.val_split=train",
+        "eval.num_clips=1",
+        "eval.num_crops=1",
+        "eval.attention_classes=0",
+    )
+    assert evaluate_stage.main(argv) == 0
+    with open(workdir / "plots/predictions.csv", newline="") as f:  # videos in shard (= manifest) order
+        correct = [r["actual"] == r["predicted"] for r in csv.DictReader(f)]
+    ok_kinds = [r["kind"] for r in manifest if r["status"] == "ok"]
+    expected = {
+        f"video_top1_{kind}": sum(c for c, k in zip(correct, ok_kinds, strict=True) if k == kind) / ok_kinds.count(kind)
+        for kind in ("spatial", "temporal")
+    }
+    assert json.loads((workdir / "kind_metrics.json").read_text()) == pytest.approx(expected)
+    run = mlflow.get_run((trained / "run_id.txt").read_text().strip())
+    assert run.data.metrics["video_top1_temporal"] == pytest.approx(expected["video_top1_temporal"])
 
 
 def test_evaluate_tests_on_crops_of_eval_crop_size(training_data, trained, workdir, monkeypatch):

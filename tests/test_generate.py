@@ -11,12 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.core.errors import StageError
+from pipeline.data.clips import clip_span, uniform_clip_indices
 from pipeline.data.kinetics import find_video, load_classes, read_annotations
 from pipeline.data.synthetic import (
     CLASSES,
+    DURATIONS_S,
+    FRAME_RATES,
     GAP,
+    KINDS,
     ClipJob,
     clip_annotation,
     clip_rng,
@@ -24,12 +29,14 @@ from pipeline.data.synthetic import (
     generate_dataset,
     plan_jobs,
     render_clip,
+    visible_frames,
 )
 from pipeline.data.video import ffmpeg_exe
 from pipeline.generate import main
 
 from helpers import tree_hashes
 
+REPO = Path(__file__).resolve().parents[1]
 TINY = dict(seed=3, train_per_class=1, validate_per_class=1, num_missing=1, num_corrupt=1)
 
 
@@ -63,7 +70,7 @@ def test_layout_is_a_readable_kinetics_root(dataset: Path) -> None:
     assert classes == [spec.name for spec in CLASSES]
     assert any("," in c and "(" in c for c in classes)
     csv_text = (dataset / "annotations/train.csv").read_text()
-    assert csv_text.startswith("label,youtube_id,time_start,time_end,split,is_cc\n")
+    assert csv_text.startswith("label,youtube_id,time_start,time_end,split,is_cc,kind\n")
     assert '\n"same colour, moving horizontally",' in csv_text
     anns = read_annotations(dataset, classes)
     assert anns == [clip_annotation(job)[0] for job in plan_jobs(**TINY)]  # what the generator meant
@@ -90,7 +97,7 @@ def test_videos_decode_to_the_rendered_frames_and_one_is_corrupt(dataset: Path) 
             continue
         frames, fps = decode(video)
         expected, expected_fps, _ = render_clip(
-            clip_rng(job.seed, job.split, job.index), job.spec, ann.time_end - ann.time_start
+            clip_rng(job.seed, job.split, job.index), job.spec, ann.time_end - ann.time_start, job.kind == "temporal"
         )
         assert fps == expected_fps
         assert frames.shape == expected.shape
@@ -242,3 +249,67 @@ def test_exact_sin_is_sin_within_1e_11_over_many_turns() -> None:
     """The generator's CPU-independent sin (range reduction + Taylor series) against numpy's."""
     x = np.linspace(-60.0, 60.0, 200_001)
     assert np.max(np.abs(exact_sin(x) - np.sin(x))) < 1e-11
+
+
+def test_half_of_each_class_is_spatial_and_half_temporal_and_the_csv_says_which(tmp_path: Path) -> None:
+    jobs = plan_jobs(seed=0, train_per_class=4, validate_per_class=2, num_missing=0, num_corrupt=0)
+    for split, per_class in (("train", 4), ("validate", 2)):
+        for spec in CLASSES:
+            kinds = sorted(j.kind for j in jobs if j.split == split and j.spec == spec)
+            assert kinds == sorted(KINDS * (per_class // 2))
+    for job in jobs:  # a temporal clip lasts at most 4 s (docs/data.md: every training clip sees both)
+        annotation, _ = clip_annotation(job)
+        assert annotation.kind == job.kind
+        assert annotation.time_end - annotation.time_start in DURATIONS_S[job.kind]
+    root = tmp_path / "synthetic"
+    generate_dataset(root, seed=0, train_per_class=2, validate_per_class=2, num_missing=0, num_corrupt=0, workers=1)
+    annotations = read_annotations(root, load_classes(root / "classes.txt"))
+    assert [a.kind for a in annotations] == [clip_annotation(j)[0].kind for j in plan_jobs(0, 2, 2, 0, 0)]
+    assert {a.kind for a in annotations} == set(KINDS)
+
+
+@pytest.mark.parametrize("spec", CLASSES, ids=lambda s: s.name)
+def test_a_temporal_clip_shows_its_objects_one_after_the_other(spec) -> None:
+    for seed in range(4):
+        frames, fps, (a, b) = render_clip(np.random.default_rng(seed), spec, 4, temporal=True)
+        num_frames = len(frames)
+        shown = -(-2 * num_frames // 5)
+        assert a.visible.sum() == b.visible.sum() == shown and not (a.visible & b.visible).any()
+        assert a.visible[:shown].all() and b.visible[-shown:].all()  # A first, B last, neither between
+        axis = 0 if spec.horizontal else 1
+        for track in (a, b):
+            velocity = np.diff(track.centres[track.visible], axis=0)  # one crossing while on screen
+            np.testing.assert_allclose(velocity, np.broadcast_to(velocity[0], velocity.shape), atol=1e-9)
+            assert velocity[0, 1 - axis] == 0 and abs(velocity[0, axis]) * (shown - 1) > 0.3 * min(frames.shape[1:3])
+            cx, cy = np.round(track.centres).astype(int).T
+            pixels = frames[np.arange(num_frames), cy, cx].astype(int)
+            on_colour = np.abs(pixels - track.rgb).max(1) <= 30
+            assert on_colour[track.visible].all() and not on_colour[~track.visible].any()
+        assert (circular_gap(a.hue, b.hue) < 1e-9) == spec.same_colour
+
+
+def test_visible_frames_are_everything_for_a_spatial_clip() -> None:
+    first, second = visible_frames(30, temporal=False)
+    assert first.all() and second.all()
+    first, second = visible_frames(31, temporal=True)  # 2/5 of 31 rounded up: 13
+    assert first.tolist() == [True] * 13 + [False] * 18 and second.tolist() == [False] * 18 + [True] * 13
+
+
+def test_every_training_clip_and_test_view_of_a_temporal_clip_shows_both_objects() -> None:
+    """With the committed geometry (params.yaml: data.fps, model.clip, eval.num_clips), at every source
+    frame rate and temporal duration, every training start and every test view has >= 2 frames of each
+    object (frames resampled to data.fps by nearest source frame, as preprocess's fps filter)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    fps, clip = params["data"]["fps"], params["model"]["clip"]
+    length, stride = clip["num_frames"], clip["stride"]
+    for duration in DURATIONS_S["temporal"]:
+        for source_fps in FRAME_RATES:
+            source = visible_frames(duration * source_fps, temporal=True)
+            count = duration * fps
+            nearest = [min(round(k * source_fps / fps), duration * source_fps - 1) for k in range(count)]
+            shown = [mask[nearest] for mask in source]
+            starts = range(max(count - clip_span(length, stride), 0) + 1)
+            views = [[min(s + i * stride, count - 1) for i in range(length)] for s in starts]
+            views += uniform_clip_indices(count, length, stride, params["eval"]["num_clips"])
+            for view in views:
+                assert all(mask[view].sum() >= 2 for mask in shown), (duration, source_fps, view)

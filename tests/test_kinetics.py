@@ -84,6 +84,21 @@ def test_is_cc_column_is_optional_and_end_before_start_is_parsed(tmp_path: Path)
     assert (ann.time_start, ann.time_end) == (20, 10)
 
 
+@pytest.mark.parametrize(
+    ("kind", "read"), [("temporal", "temporal"), (" spatial ", "spatial"), ("", ""), ("Temporal", None), ("a b", None)]
+)
+def test_the_optional_kind_column_is_read_and_must_be_a_lower_case_word(tmp_path: Path, kind: str, read) -> None:
+    root = make_root(tmp_path, {"train.csv": HEADER.rstrip() + f",kind\nabseiling,aaaaaaaaaaa,0,10,train,0,{kind}\n"})
+    if read is None:
+        with pytest.raises(AnnotationError, match=rf"train\.csv:2: kind '{kind}' is not a lower-case word"):
+            read_annotations(root, CLASSES)
+        return
+    (ann,) = read_annotations(root, CLASSES)
+    assert ann.kind == read
+    plain = make_root(tmp_path / "plain", {"train.csv": HEADER + "abseiling,aaaaaaaaaaa,0,10,train,0\n"})
+    assert read_annotations(plain, CLASSES)[0].kind == ""  # no column: no kind
+
+
 def test_unlabelled_test_rows_are_skipped(tmp_path: Path) -> None:
     root = make_root(
         tmp_path,

@@ -56,6 +56,7 @@ def clip_rows() -> list[dict]:
                         "split": split,
                         "time_start": start,
                         "time_end": start + 3,
+                        "kind": "",
                         "status": "ok",
                         "reason": "",
                         "num_frames": FRAMES,

@@ -2,6 +2,7 @@
 
 A root holds ``classes.txt`` (one class per line; the index is the 0-based line number),
 ``annotations/*.csv`` with the official columns ``label,youtube_id,time_start,time_end,split[,is_cc]``
+(and optionally ``kind``, a subset the evaluation reports apart)
 and videos at ``videos/<split>/<label>/<clip>.<ext>`` or flat ``videos/<split>/<clip>.<ext>``.
 
 Labels map to indices only through ``classes.txt`` (never through sorted folder names, which swap
@@ -25,6 +26,7 @@ REQUIRED_COLUMNS = ("youtube_id", "time_start", "time_end", "split")
 UNLABELLED_SPLIT = "test"
 # YouTube's id alphabet: a '.' would end the WebDataset key of the clip's frames early
 YOUTUBE_ID = re.compile(r"[A-Za-z0-9_-]+")
+KIND = re.compile(r"[a-z0-9_]+")  # it becomes a metric name (video_top1 per kind)
 SECONDS = re.compile(r"[0-9]+")  # ASCII digits only: int() would also take '1_26', ' 126 ', '١٢٦'
 
 
@@ -43,6 +45,7 @@ class Annotation:
     time_end: int
     split: str
     source: str  # where it came from, e.g. "annotations/train.csv:17"
+    kind: str = ""  # optional ``kind`` column: a subset evaluate scores apart (the synthetic set's spatial/temporal)
 
     @property
     def clip_id(self) -> str:
@@ -126,6 +129,9 @@ def _parse_row(
             f"{where}: youtube_id {youtube_id!r} has characters outside A-Z a-z 0-9 _ - "
             "(YouTube's id alphabet; a '.' would break the clip's shard key); fix the row"
         )
+    kind = fields.get("kind", "").strip()
+    if kind and not KIND.fullmatch(kind):
+        raise AnnotationError(f"{where}: kind {kind!r} is not a lower-case word (a-z, 0-9, _); fix the row")
     times = []
     for name in ("time_start", "time_end"):
         text = fields[name]
@@ -143,6 +149,7 @@ def _parse_row(
         time_end=times[1],
         split=split,
         source=source,
+        kind=kind,
     )
 
 

@@ -14,13 +14,13 @@ import json
 import re
 from pathlib import Path
 
-FORMAT_VERSION = 3  # of the shards: bump when their layout or the decoding changes
+FORMAT_VERSION = 4  # of the shards: bump when their layout or the decoding changes
 MANIFEST_FILE = "manifest.csv"
 PROVENANCE_FILE = "provenance.json"
 STATE_DIR = ".state"
 FINGERPRINT = "fingerprint"
 MANIFEST_COLUMNS = (
-    "clip_id", "youtube_id", "label", "label_index", "split", "time_start", "time_end",
+    "clip_id", "youtube_id", "label", "label_index", "split", "time_start", "time_end", "kind",
     "status", "reason", "num_frames", "height", "width", "fps", "shard",
 )
 

@@ -28,7 +28,7 @@ def clip_meta(ann: Annotation, result: ClipResult, fps: float, fingerprint: str)
     """The ``<clip_id>.json`` record of an ok clip (``fingerprint``: the run's, see layout)."""
     return {
         "label": ann.label, "label_index": ann.label_index, "split": ann.split,
-        "youtube_id": ann.youtube_id, "time_start": ann.time_start, "time_end": ann.time_end,
+        "youtube_id": ann.youtube_id, "time_start": ann.time_start, "time_end": ann.time_end, "kind": ann.kind,
         "num_frames": len(result.jpegs), "height": result.height, "width": result.width,
         "fps": fps, FINGERPRINT: fingerprint,
     }
@@ -40,7 +40,7 @@ def manifest_row(ann: Annotation, result: ClipResult, fps: float, shard: str) ->
     return {
         "clip_id": ann.clip_id, "youtube_id": ann.youtube_id, "label": ann.label,
         "label_index": ann.label_index, "split": ann.split, "time_start": ann.time_start,
-        "time_end": ann.time_end, "status": result.status, "reason": result.reason,
+        "time_end": ann.time_end, "kind": ann.kind, "status": result.status, "reason": result.reason,
         "num_frames": len(result.jpegs) if ok else "", "height": result.height if ok else "",
         "width": result.width if ok else "", "fps": f"{fps:g}" if ok else "", "shard": shard,
     }

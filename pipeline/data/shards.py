@@ -163,6 +163,11 @@ class ClipDataset(torch.utils.data.Dataset):
         return [int(e.meta["label_index"]) for e in self.entries]
 
     @property
+    def kinds(self) -> list[str]:
+        """Each clip's annotation ``kind`` ("" where none was recorded)."""
+        return [str(e.meta.get("kind", "")) for e in self.entries]
+
+    @property
     def num_frames(self) -> list[int]:
         return [e.num_frames for e in self.entries]
 

@@ -3,9 +3,13 @@
 Each clip shows two objects in opposite halves of the frame. The four classes are
 {same colour, different colours} x {moving horizontally, moving vertically}. The motion is
 visible in each object on its own; the colour relation is not: either object's hue is uniform
-in every class, so only a model that relates the two far-apart objects can tell same from
-different colours, and a model that never sees both at once is at best at 50 % (chance 25 %).
-See docs/data.md; the generate stage (``python -m pipeline.generate``) writes it.
+in every class, so only a model that relates the two objects can tell same from different
+colours, and a model that never sees both at once is at best at 50 % (chance 25 %). Half the
+clips of each class are *spatial* (both objects on screen throughout, far apart) and half
+*temporal* (the first object only in the first 40 % of the frames, the second only in the last
+40 %: never on screen together), so the relation must be had across space or across time; the
+annotation CSVs' ``kind`` column says which. See docs/data.md; the generate stage
+(``python -m pipeline.generate``) writes it.
 
 The output is a Kinetics root (``classes.txt``, ``annotations/{train,validate}.csv``,
 ``videos/<split>/<label>/<clip>.mp4``) with a few missing and corrupt videos, as in the real
@@ -51,11 +55,14 @@ CLASSES = (
     ClassSpec("different colours (hues 90+ degrees apart), moving vertically", False, False),
 )
 SPLITS = ("train", "validate")
-CSV_HEADER = "label,youtube_id,time_start,time_end,split,is_cc\n"
+CSV_HEADER = "label,youtube_id,time_start,time_end,split,is_cc,kind\n"
+KINDS = ("spatial", "temporal")  # both objects on screen throughout / one after the other
 
 RESOLUTIONS = ((96, 128), (120, 160), (112, 112), (128, 96), (90, 160), (144, 176))  # (H, W)
 FRAME_RATES = (12, 15, 20, 24, 25)
-DURATIONS_S = (3, 4, 5)
+DURATIONS_S = {"spatial": (3, 4, 5), "temporal": (3, 4)}  # docs/data.md: every 8 x 4 clip at 10 fps
+# of a temporal clip of <= 4 s shows both objects (>= 2 frames each)
+VISIBLE_FIFTHS = 2  # a temporal clip's object is on screen in 2/5 of the frames (rounded up)
 SHAPES = ("disc", "square", "triangle")
 # Geometry in units of the frame's short side S, inside the centred S x S "stage" (what a
 # centre crop keeps): objects stay MARGIN from its border and GAP/2 from its midline.
@@ -79,7 +86,8 @@ class ObjectTrack:
     hue: float  # degrees in [0, 360)
     rgb: tuple[int, int, int]
     direction: tuple[float, float]  # unit vector of its line of motion (x, y)
-    centres: np.ndarray  # (T, 2) float, (x, y)
+    centres: np.ndarray  # (T, 2) float, (x, y); off screen: where it was last or will be first
+    visible: np.ndarray  # (T,) bool, the frames it is drawn in
 
 
 def _hsv_rgb(hue: float, saturation: float, value: float) -> tuple[int, int, int]:
@@ -128,16 +136,36 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return np.clip(base + texture[..., None] * tint, 0.0, 1.0).astype(np.float32)
 
 
+def visible_frames(num_frames: int, temporal: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) masks of the frames each object is on screen: all of them, or for a temporal clip the
+    first and the last 2/5 (rounded up; the fifth between them shows neither)."""
+    every = np.ones(num_frames, dtype=bool)
+    if not temporal:
+        return every, every
+    shown = -(-VISIBLE_FIFTHS * num_frames // 5)
+    first = np.arange(num_frames) < shown
+    return first, first[::-1].copy()
+
+
+def _path(middle: np.ndarray, travel: float, direction: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """(T, 2) centres in stage units: one crossing at constant speed over the visible frames,
+    held at its ends outside them."""
+    steps = np.cumsum(visible) - 1  # index of the latest visible frame (-1 before the first)
+    progress = np.linspace(-0.5, 0.5, int(visible.sum()))[np.clip(steps, 0, None)]
+    return middle + travel * progress[:, None] * direction
+
+
 def render_clip(
-    rng: np.random.Generator, spec: ClassSpec, duration_s: int
+    rng: np.random.Generator, spec: ClassSpec, duration_s: int, temporal: bool = False
 ) -> tuple[np.ndarray, int, tuple[ObjectTrack, ObjectTrack]]:
     """Draw one ``duration_s`` clip of class ``spec``: frames uint8 (T, H, W, 3), fps, object tracks.
 
     Resolution, frame rate, background, shapes, sizes, hues, path lengths and each object's
     sense of motion (left/right or up/down) are random. Each object crosses its own half of
-    the centred stage once, at constant speed, along the class's axis; the halves lie side by
-    side across the motion (top and bottom for horizontal motion), so the objects never
-    overlap or leave the frame.
+    the centred stage once, at constant speed, along the class's axis, while it is on screen
+    (``visible_frames``: throughout, or one object after the other when ``temporal``); the halves
+    lie side by side across the motion (top and bottom for horizontal motion), so the objects
+    never overlap or leave the frame.
     """
     height, width = RESOLUTIONS[rng.integers(len(RESOLUTIONS))]
     fps = int(FRAME_RATES[rng.integers(len(FRAME_RATES))])
@@ -152,12 +180,11 @@ def render_clip(
     hues = (hue_a, hue_a if spec.same_colour else (hue_a + hue_offset) % 360)
     split_axis = int(spec.horizontal)  # halves side by side across the motion: room to move
     halves = (0, 1) if rng.uniform() < 0.5 else (1, 0)
-    progress = np.linspace(-0.5, 0.5, num_frames)  # (T,) position along the path, start to end
 
     frames = _background(rng, height, width)[None].repeat(num_frames, axis=0)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     tracks = []
-    for direction, hue, half in zip(directions, hues, halves):
+    for direction, hue, half, visible in zip(directions, hues, halves, visible_frames(num_frames, temporal)):
         radius = rng.uniform(*RADIUS_RANGE)
         low = np.full(2, MARGIN + radius)
         high = np.full(2, 1 - MARGIN - radius)
@@ -168,8 +195,7 @@ def render_clip(
         travel = min(rng.uniform(*TRAVEL_RANGE), (high - low) @ axis)
         extent = travel * axis
         middle = rng.uniform(low + extent / 2, high - extent / 2)
-        centres_unit = middle + travel * progress[:, None] * direction  # (T, 2) in stage units
-        centres = origin + centres_unit * short
+        centres = origin + _path(middle, travel, direction, visible) * short  # (T, 2) pixels
         shape = SHAPES[rng.integers(len(SHAPES))]
         rgb = _hsv_rgb(hue, rng.uniform(0.75, 1.0), rng.uniform(0.8, 1.0))
         # draw only inside the box the object sweeps over the clip
@@ -177,13 +203,15 @@ def render_clip(
         x1, y1 = np.ceil(centres.max(0) + radius * short).astype(int) + 1
         mask = _shape_mask(
             shape,
-            x[None, y0:y1, x0:x1] - centres[:, 0, None, None],
-            y[None, y0:y1, x0:x1] - centres[:, 1, None, None],
+            x[None, y0:y1, x0:x1] - centres[visible, 0, None, None],
+            y[None, y0:y1, x0:x1] - centres[visible, 1, None, None],
             radius * short,
-        )  # (T, y1 - y0, x1 - x0)
-        frames[:, y0:y1, x0:x1][mask] = np.array(rgb, dtype=np.float32) / 255
+        )  # (visible T, y1 - y0, x1 - x0)
+        frames[visible, y0:y1, x0:x1] = np.where(
+            mask[..., None], np.array(rgb, dtype=np.float32) / 255, frames[visible, y0:y1, x0:x1]
+        )
         tracks.append(
-            ObjectTrack(shape, radius * short, hue, rgb, (direction[0], direction[1]), centres)
+            ObjectTrack(shape, radius * short, hue, rgb, (direction[0], direction[1]), centres, visible)
         )
     return _with_noise(rng, frames), fps, (tracks[0], tracks[1])
 
@@ -206,6 +234,11 @@ class ClipJob:
     fault: str
     ffmpeg_setting: str = WHEEL_FFMPEG  # video.ffmpeg
 
+    @property
+    def kind(self) -> str:
+        """``spatial`` or ``temporal``: alternating per round of the classes, so half of each class."""
+        return KINDS[self.index // len(CLASSES) % len(KINDS)]
+
 
 def clip_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The generator of clip ``index`` of ``split``: independent of every other clip."""
@@ -222,7 +255,8 @@ def clip_annotation(job: ClipJob) -> tuple[Annotation, int]:
     if rng.uniform() < 0.15:  # real Kinetics ids often start with '-', which trips CLI tools
         chars[0] = "-"
     start = int(rng.integers(0, 300))
-    duration = int(DURATIONS_S[rng.integers(len(DURATIONS_S))])
+    durations = DURATIONS_S[job.kind]
+    duration = int(durations[rng.integers(len(durations))])
     annotation = Annotation(
         label=job.spec.name,
         label_index=CLASSES.index(job.spec),
@@ -231,6 +265,7 @@ def clip_annotation(job: ClipJob) -> tuple[Annotation, int]:
         time_end=start + duration,
         split=job.split,
         source=f"annotations/{job.split}.csv:{job.index + 2}",
+        kind=job.kind,
     )
     return annotation, int(rng.integers(2))
 
@@ -243,7 +278,8 @@ def write_clip(root: Path, job: ClipJob) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     ann, _ = clip_annotation(job)
     duration_s = ann.time_end - ann.time_start
-    frames, fps, _ = render_clip(clip_rng(job.seed, job.split, job.index), job.spec, duration_s)
+    rng = clip_rng(job.seed, job.split, job.index)
+    frames, fps, _ = render_clip(rng, job.spec, duration_s, temporal=job.kind == "temporal")
     path = folder / f"{ann.clip_id}.mp4"
     encode_video(frames, path, fps, job.ffmpeg_setting)
     if job.fault == "corrupt":  # an interrupted download: the mp4 index (moov) is cut off
@@ -286,7 +322,7 @@ def _write_annotations(root: Path, jobs: list[ClipJob]) -> None:
         lines = [CSV_HEADER]
         for job in (j for j in jobs if j.split == split):
             a, is_cc = clip_annotation(job)
-            fields = (quote_label(a.label), a.youtube_id, a.time_start, a.time_end, split, is_cc)
+            fields = (quote_label(a.label), a.youtube_id, a.time_start, a.time_end, split, is_cc, a.kind)
             lines.append(",".join(map(str, fields)) + "\n")
         (root / "annotations" / f"{split}.csv").write_text("".join(lines))
 

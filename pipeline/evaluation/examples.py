@@ -1,7 +1,9 @@
 """Attention figures of the evaluated model on a fixed choice of validation videos, one per class.
 
 The first validation video of each class (shard order) is drawn, for the first
-``max_classes`` classes that have one, as ``<class index>_<class>.png`` under ``out_dir``
+``max_classes`` classes that have one, as ``<class index>_<class>.png`` under ``out_dir``; where the
+data records kinds (the synthetic set's spatial and temporal clips) the classes take them in turn,
+so the figures show each kind
 (``pipeline.evaluation.attention``): the central view of the same multi-view test the metrics
 come from. A model without A² blocks gets none (an empty ``out_dir``).
 """
@@ -19,12 +21,17 @@ from pipeline.evaluation.attention import central_view, plot_attention, view_att
 from pipeline.runtime.checkpoint import TrainedNet
 
 
-def first_per_class(labels: Sequence[int], max_classes: int) -> dict[int, int]:
-    """``{label: index of its first video}`` for the ``max_classes`` lowest labels present."""
-    first: dict[int, int] = {}
-    for index, label in enumerate(labels):
-        first.setdefault(label, index)
-    return {label: first[label] for label in sorted(first)[:max_classes]}
+def first_per_class(labels: Sequence[int], max_classes: int, kinds: Sequence[str] = ()) -> dict[int, int]:
+    """``{label: index of its first video}`` for the ``max_classes`` lowest labels present; with
+    ``kinds`` (one per video), the r-th of those classes takes its first video of the r-th recorded
+    kind in turn (its first video of any kind when it has none of that one)."""
+    first: dict[tuple[int, str], int] = {}
+    for index, (label, kind) in enumerate(zip(labels, kinds or [""] * len(labels), strict=True)):
+        first.setdefault((label, ""), index)
+        first.setdefault((label, kind), index)
+    turns = sorted(set(kinds) - {""}) or [""]
+    chosen = sorted({label for label, _ in first})[:max_classes]
+    return {label: first.get((label, turns[r % len(turns)]), first[label, ""]) for r, label in enumerate(chosen)}
 
 
 def figure_name(label: int, name: str) -> str:
@@ -59,12 +66,14 @@ def attention_examples(
         TestTransform(crop_size or clip.crop_size, num_crops),
     )
     paths = []
-    for label, index in first_per_class(dataset.labels, max_classes).items():
+    kinds = dataset.kinds
+    for label, index in first_per_class(dataset.labels, max_classes, kinds).items():
         item = dataset[index]
         attention = view_attention(net, central_view(item["frames"], num_crops), frames.mean, frames.std)
         best = int(attention.probabilities.argmax())
+        kind = f"{kinds[index]} clip, " if kinds[index] else ""
         title = (
-            f"{classes[label]} (validation {item['key']}), central view: "
+            f"{classes[label]} ({kind}validation {item['key']}), central view: "
             f"predicted {classes[best]} ({float(attention.probabilities[best]):.0%})"
         )
         paths.append(plot_attention(attention, out_dir / figure_name(label, classes[label]), title))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ class Evaluation:
     labels: torch.Tensor  # (num_videos,)
     unfinished: bool = False  # the checkpoint's training had not reached its last epoch
     crop_size: int = 0  # of its views (the model's input side), for the evaluation's record
+    kinds: Sequence[str] = ()  # each video's annotation kind ("" or none: not recorded)
 
     @property
     def video_scores(self) -> torch.Tensor:
@@ -72,6 +74,14 @@ class Evaluation:
             "macro_precision": float(precision.mean()),
             "macro_recall": mean_recall,
         }
+
+    def kind_metrics(self) -> dict[str, float]:
+        """Video top-1 of the videos of each recorded kind, ``video_top1_<kind>`` (the synthetic set's
+        spatial and temporal clips); empty when the data records no kinds."""
+        correct = (self.predictions() == self.labels).tolist()
+        found = sorted(set(self.kinds) - {""})
+        hits = {kind: [ok for ok, k in zip(correct, self.kinds, strict=True) if k == kind] for kind in found}
+        return {f"video_top1_{kind}": sum(h) / len(h) for kind, h in hits.items()}
 
     def per_class_top1(self) -> dict[str, float]:
         """Video top-1 of each class that has validation videos."""

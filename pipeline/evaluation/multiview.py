@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -38,6 +39,15 @@ class TestViews:
     std: Sequence[float]
 
 
+class SplitScores(NamedTuple):
+    """A split's views scored: softmax ``(videos, views, classes)``, labels ``(videos,)``, each
+    video's annotation kind ("" where the data records none)."""
+
+    scores: torch.Tensor
+    labels: torch.Tensor
+    kinds: list[str]
+
+
 @torch.no_grad()
 def score_split(
     net: nn.Module,
@@ -49,10 +59,9 @@ def score_split(
     amp: str = "fp32",
     num_workers: int = 0,
     progress: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax scores ``(videos, num_clips·num_crops, classes)`` of ``net`` on every video of
-    ``split`` and the videos' labels; ``batch_size`` views per forward pass (a progress bar on
-    stderr unless not ``progress``)."""
+) -> SplitScores:
+    """Scores of ``net`` on every video of ``split``, ``num_clips·num_crops`` views each;
+    ``batch_size`` views per forward pass (a progress bar on stderr unless not ``progress``)."""
     dataset = ClipDataset(
         shards_dir,
         split,
@@ -69,7 +78,7 @@ def score_split(
             logits = net(clips)
         scores.append(logits.float().softmax(1).view(len(frames), per_video, -1).cpu())
         labels.append(batch["label"])
-    return torch.cat(scores), torch.cat(labels)
+    return SplitScores(torch.cat(scores), torch.cat(labels), dataset.kinds)
 
 
 def evaluate(
@@ -94,10 +103,10 @@ def evaluate(
         mean=model.frames.mean,
         std=model.frames.std,
     )
-    scores, labels = score_split(
-        trained.net, views, shards_dir, split, batch_size, trained.device, model.amp, num_workers
+    scored = score_split(trained.net, views, shards_dir, split, batch_size, trained.device, model.amp, num_workers)
+    return Evaluation(
+        list(trained.classes), scored.scores, scored.labels, trained.unfinished, views.crop_size, scored.kinds
     )
-    return Evaluation(list(trained.classes), scores, labels, trained.unfinished, views.crop_size)
 
 
 def load_trained(plan: EvalPlan) -> TrainedNet:

@@ -20,11 +20,13 @@ from pipeline.runtime.checkpoint import RUN_ID_FILE
 from pipeline.tracking.store import setup_mlflow
 
 CLASS_METRICS_FILE = "class_metrics.json"  # beside eval.metrics_file
+KIND_METRICS_FILE = "kind_metrics.json"  # beside eval.metrics_file
 
 
 def write_reports(result: Evaluation, metrics_file: Path, per_class_file: Path, plots_dir: Path) -> list[Path]:
-    """Write metrics, the class-averaged metrics (``class_metrics.json`` beside them: another DVC
-    metrics file, so each table stays readable), per-class accuracy (JSON and CSV), predictions
+    """Write metrics, the class-averaged metrics (``class_metrics.json`` beside them) and the
+    per-kind ones (``kind_metrics.json``; ``{}`` for data without kinds): other DVC metrics files,
+    so each table stays readable; per-class accuracy (JSON and CSV), predictions
     CSV and the confusion PNG.
 
     Returns the paths written, for MLflow. ``per_class_file`` is for people and MLflow (keys are
@@ -33,6 +35,8 @@ def write_reports(result: Evaluation, metrics_file: Path, per_class_file: Path, 
     write_atomic(metrics_file, json.dumps(result.metrics(), indent=2) + "\n")
     class_metrics = metrics_file.with_name(CLASS_METRICS_FILE)
     write_atomic(class_metrics, json.dumps(result.class_metrics(), indent=2) + "\n")
+    kind_metrics = metrics_file.with_name(KIND_METRICS_FILE)
+    write_atomic(kind_metrics, json.dumps(result.kind_metrics(), indent=2) + "\n")
     write_atomic(per_class_file, json.dumps(result.per_class_top1(), indent=2) + "\n")
     per_class = plots_dir / "per_class.csv"
     write_atomic(per_class, per_class_csv(result))
@@ -43,7 +47,7 @@ def write_reports(result: Evaluation, metrics_file: Path, per_class_file: Path, 
     )
     confusion_png = plots_dir / "confusion.png"
     plot_confusion(result.confusion(), result.classes, confusion_png)
-    return [metrics_file, class_metrics, per_class_file, per_class, predictions, confusion_png]
+    return [metrics_file, class_metrics, kind_metrics, per_class_file, per_class, predictions, confusion_png]
 
 
 def csv_text(header: list[str], rows: list[tuple]) -> str:

@@ -65,5 +65,5 @@ def rescore(model_uri: str, setting: EvalSetting, shards_dir: Path) -> dict[str,
         prep.num_frames, prep.stride, prep.crop_size, setting.num_clips, setting.num_crops, prep.mean, prep.std
     )
     cpu = torch.device("cpu")
-    scores, labels = score_split(model.net, views, shards_dir, setting.split, BATCH_SIZE, cpu, progress=False)
-    return Evaluation(model.classes, scores, labels).metrics()
+    scored = score_split(model.net, views, shards_dir, setting.split, BATCH_SIZE, cpu, progress=False)
+    return Evaluation(model.classes, scored.scores, scored.labels).metrics()
