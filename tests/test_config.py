@@ -66,7 +66,11 @@ def test_group_override_recomposes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("train.epoch=3", "unknown config key 'train.epoch'"),
+        ("train.epoch=3", r"unknown config key 'train.epoch'; did you mean train.epochs\? \(prefix it with \+"),
+        ("lr=0.1", r"unknown config key 'lr'; \(prefix it with \+ to add a new key\)"),  # nothing close at the top
+        ("data.fsp=5", "did you mean data.fps"),
+        ("train.zzzz=1", r"'train.zzzz'; \(prefix"),
+        ("nosuch.thing=1", r"'nosuch.thing'; \(prefix"),
         ("train.epochs", "is not key=value"),
         ("+train.epochs=3", "train.epochs exists already; drop the +"),
         ("~train.epoch", "no config key 'train.epoch' to delete"),
@@ -214,3 +218,30 @@ def test_a_hostile_override_is_one_short_line_and_exit_2(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and says in err, err[:300]
     assert len(err) < 300 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ([], {"train.metrics_csv": "reports/train_metrics.csv", "eval.metrics_file": "reports/metrics.json"}),
+        (  # a hand run elsewhere keeps its reports with it
+            ["train.out_dir=/tmp/x"],
+            {
+                "train.metrics_csv": "/tmp/x/train_metrics.csv",
+                "eval.metrics_file": "/tmp/x/eval/metrics.json",
+                "eval.per_class_file": "/tmp/x/eval/per_class.json",
+                "eval.plots_dir": "/tmp/x/eval/plots",
+            },
+        ),
+        (
+            ["train.out_dir=/tmp/x", "train.metrics_csv=/tmp/m.csv", "model=tiny_plain"],  # named: kept
+            {"train.metrics_csv": "/tmp/m.csv", "eval.metrics_file": "/tmp/x/eval/metrics.json"},
+        ),
+        (["train.epochs=2"], {"train.metrics_csv": "reports/train_metrics.csv"}),
+    ],
+)
+def test_a_run_with_another_out_dir_keeps_its_reports_with_it(tmp_path: Path, overrides, expected) -> None:
+    params = tmp_path / "params.yaml"
+    write_params(params)
+    cfg = load_config(overrides, params_file=params)
+    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected

@@ -111,3 +111,25 @@ def test_the_figure_draws_each_blocks_top_maps(registered, noise_video) -> None:
     top = top_maps(maps, 4)
     assert [i for i, _ in top] == shares.argsort(descending=True)[:4].tolist()
     assert [s for _, s in top] == sorted((s for _, s in top), reverse=True)
+
+
+def test_the_figure_has_a_colour_scale_and_exact_shares(tmp_path, monkeypatch) -> None:
+    """A newcomer can read it: a colour bar says what the heat means, shares keep one decimal."""
+    import torch
+    from matplotlib.figure import Figure
+
+    from pipeline.evaluation.attention import plot_attention, top_maps, view_attention
+
+    figures = []
+    monkeypatch.setattr(Figure, "savefig", lambda figure, path, **_: (figures.append(figure), Path(path).touch()))
+    torch.manual_seed(0)
+    net = a2model.build_model("tiny_a2", num_classes=4).eval()
+    view = torch.randint(0, 256, (3, 8, 56, 56), dtype=torch.uint8)
+    attention = view_attention(net, view, [0.45] * 3, [0.225] * 3)
+    plot_attention(attention, tmp_path / "a.png", "title")
+    [figure] = figures
+    labels = [ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()]
+    rows = [f"stages.1.1\nmap {i} · share {s:.1%}" for i, s in top_maps(attention.maps[0])]
+    assert labels == ["frames", *rows, "gather weight / the map's largest"]
+    [bar] = [ax for ax in figure.axes if ax.get_ylabel() == "gather weight / the map's largest"]
+    assert bar.get_ylim() == (0.0, 1.0)

@@ -453,11 +453,13 @@ def test_a2net_promote_prints_the_move_the_table_and_the_history_on_the_local_st
         [f"| {v2}", "staging", "passed", "0.9000"],
         [f"| {v1}", "previous_staging", "passed", "0.8000"],
     ]
+    code, out, _ = promote(capsys, "local-cli", "--history", "--to", "production")
+    assert (code, out) == (0, "no promotions of local-cli to @production yet (a2net promote --version N --to ALIAS)\n")
     code, out, _ = promote(capsys, "local-cli", "--history", "--to", "staging")
     stamps, moves = zip(*(line.split("  ", 1) for line in out.splitlines()))
     assert code == 0 and [move.split(" by ")[0] for move in moves] == [
-        f"@staging -> {v1} (was None) promote",
-        f"@staging -> {v2} (was {v1}) promote",
+        f"@staging -> {v1} (first holder) promote",
+        f"@staging -> {v2} (was version {v1}) promote",
     ]
     times = [datetime.fromisoformat(stamp) for stamp in stamps]
     assert times == sorted(times) and all(t.tzinfo is not None for t in times)
@@ -514,9 +516,9 @@ def test_rollback_skips_the_metric_gate_but_not_validation_and_history_keeps_eve
     assert aliases(name) == {"staging": v1, "previous_staging": v2}
     code, out, _ = promote(capsys, name, "--history", "--to", "staging")
     assert [line.split("  ")[1].split(" by ")[0] for line in out.splitlines()] == [
-        f"@staging -> {v1} (was None) promote",
-        f"@staging -> {v2} (was {v1}) promote",
-        f"@staging -> {v1} (was {v2}) rollback",
+        f"@staging -> {v1} (first holder) promote",
+        f"@staging -> {v2} (was version {v1}) promote",
+        f"@staging -> {v1} (was version {v2}) rollback",
     ]
 
 

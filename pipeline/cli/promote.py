@@ -97,9 +97,13 @@ def print_history(registry: MlflowClient, name: str, alias: str | None) -> int:
     from pipeline.registry.promotion import list_versions, promotion_history
 
     list_versions(registry, name)  # one line when the model does not exist
-    for entry in promotion_history(registry, name, alias):
+    entries = promotion_history(registry, name, alias)
+    if not entries:
+        print(f"no promotions of {name}{f' to @{alias}' if alias else ''} yet (a2net promote --version N --to ALIAS)")
+    for entry in entries:
+        was = f"was version {entry['previous']}" if entry["previous"] else "first holder"
         print(
-            f"{entry['at']}  @{entry['alias']} -> {entry['version']} (was {entry['previous']}) "
+            f"{entry['at']}  @{entry['alias']} -> {entry['version']} ({was}) "
             f"{entry['kind']} by {entry['by']}{': ' + entry['reason'] if entry['reason'] else ''}"
         )
     return 0

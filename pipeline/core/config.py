@@ -9,6 +9,7 @@ recomposes from ``pipeline/conf`` instead.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import sys
@@ -95,6 +96,19 @@ def parse_overrides(overrides: Sequence[str]) -> list[Override]:
     return parsed
 
 
+def close_key(cfg: DictConfig, key: str) -> str | None:
+    """The existing key of ``cfg`` closest in spelling to the unknown ``key`` (``train.epoch`` →
+    ``train.epochs``), among the keys beside where it would go; None when none is close."""
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key, default=None) if parent_key else cfg
+    if not isinstance(parent, DictConfig):
+        return None
+    found = difflib.get_close_matches(leaf, [str(k) for k in parent], n=1, cutoff=0.6)
+    if not found:
+        return None
+    return f"{parent_key}.{found[0]}" if parent_key else found[0]
+
+
 def apply_override(cfg: DictConfig, override: Override) -> None:
     """Apply one parsed override to ``cfg`` in place, with Hydra's rules for ``+``, ``++`` and ``~``."""
     key, text = override.key_or_group, override.input_line
@@ -111,8 +125,29 @@ def apply_override(cfg: DictConfig, override: Override) -> None:
     if override.is_add() and present:
         raise ConfigError(f"override {shown(text)}: {key} exists already; drop the + to change it (or use ++)")
     if not (present or override.is_add() or override.is_force_add()):
-        raise ConfigError(f"unknown config key {shown(key)} (prefix it with + to add a new key)")
+        close = close_key(cfg, key)
+        hint = f"did you mean {close}? (" if close else "("
+        raise ConfigError(f"unknown config key {shown(key)}; {hint}prefix it with + to add a new key)")
     OmegaConf.update(cfg, key, override.value(), merge=True, force_add=True)
+
+
+# A run's reports, under its train.out_dir when a command line moves that and not them, so that a hand
+# run (``python -m pipeline.train train.out_dir=/tmp/x``) never rewrites the pipeline's reports/.
+RUN_REPORTS = {
+    "train.metrics_csv": "train_metrics.csv",
+    "eval.metrics_file": "eval/metrics.json",
+    "eval.per_class_file": "eval/per_class.json",
+    "eval.plots_dir": "eval/plots",
+}
+
+
+def follow_out_dir(cfg: DictConfig, overridden: set[str]) -> None:
+    """Put the ``RUN_REPORTS`` not in ``overridden`` under ``train.out_dir`` when it is overridden."""
+    if "train.out_dir" not in overridden:
+        return
+    for key, name in RUN_REPORTS.items():
+        if key not in overridden and OmegaConf.select(cfg, key, default=None) is not None:
+            OmegaConf.update(cfg, key, f"{cfg.train.out_dir}/{name}")
 
 
 def load_config(overrides: Sequence[str] = (), params_file: Path | None = None) -> DictConfig:
@@ -120,7 +155,8 @@ def load_config(overrides: Sequence[str] = (), params_file: Path | None = None) 
 
     Reads ``params_file`` (default ``./params.yaml``; composed defaults when absent) and
     applies ``overrides`` with Hydra's override grammar; one that picks a config group
-    (``model=...``) recomposes from ``pipeline/conf``. Raises ``ConfigError`` with a one-line
+    (``model=...``) recomposes from ``pipeline/conf``. An overridden ``train.out_dir`` takes the
+    run's reports with it (``RUN_REPORTS``) unless they are overridden too. Raises ``ConfigError`` with a one-line
     reason on a bad override or config.
     """
     params_file = PARAMS_FILE if params_file is None else params_file
@@ -131,6 +167,7 @@ def load_config(overrides: Sequence[str] = (), params_file: Path | None = None) 
         cfg = OmegaConf.load(params_file)
         for override in parsed:
             apply_override(cfg, override)
+    follow_out_dir(cfg, {o.key_or_group for o in parsed})
     try:
         OmegaConf.resolve(cfg)
     except Exception as err:  # omegaconf raises several interpolation error types

@@ -106,9 +106,12 @@ def plot_attention(attention: ViewAttention, path: Path, title: str, k: int = TO
                 ax.imshow(heat[t], cmap="inferno", alpha=0.6, vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
-        label = "frames" if top is None else f"{maps.block}\nmap {top[0]} · {top[1]:.0%}"
+        label = "frames" if top is None else f"{maps.block}\nmap {top[0]} · share {top[1]:.1%}"
         row[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     fig.subplots_adjust(wspace=0.04, hspace=0.08)
+    scale = plt.cm.ScalarMappable(cmap="inferno", norm=plt.Normalize(0, 1))
+    bar = fig.colorbar(scale, ax=axes[1:].ravel().tolist() or axes.ravel().tolist(), fraction=0.02, pad=0.01)
+    bar.set_label("gather weight / the map's largest", fontsize=8)
     fig.suptitle(textwrap.fill(title, 90), fontsize=9)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=80, bbox_inches="tight", metadata={"Software": None})

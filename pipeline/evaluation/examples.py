@@ -74,7 +74,7 @@ def attention_examples(
         kind = f"{kinds[index]} clip, " if kinds[index] else ""
         title = (
             f"{classes[label]} ({kind}validation {item['key']}), central view: "
-            f"predicted {classes[best]} ({float(attention.probabilities[best]):.0%})"
+            f"predicted {classes[best]} ({float(attention.probabilities[best]):.1%})"
         )
         paths.append(plot_attention(attention, out_dir / figure_name(label, classes[label]), title))
     return paths

@@ -65,7 +65,7 @@ def explain_video(model: LoadedModel, video: Path, out_dir: Path) -> Explanation
         raise StageError(f"model {model.uri}: {err}") from None
     best = int(attention.probabilities.argmax())
     label, probability = model.classes[best], float(attention.probabilities[best])
-    title = f"{video.name}, central view: {label} ({probability:.0%}) · {model.uri}"
+    title = f"{video.name}, central view: {label} ({probability:.1%}) · {model.uri}"
     return Explanation(
         plot_attention(attention, out_dir / "attention.png", title),
         save_arrays(attention, out_dir / "attention.npz"),
