@@ -184,6 +184,7 @@ def write_outputs(results: list[RunResult], num_classes: int, out_dir: Path, mea
 def run(cfg: DictConfig, base_overrides: list[str]) -> int:
     """Run every (variant, seed) and write the outputs."""
     ablation = cfg.ablation
+    provenance = measured_on(Path(cfg.data.shards_dir), cfg)  # the commit the runs start from
     results = []
     for variant in ablation.variants:
         for seed in ablation.seeds:
@@ -192,7 +193,7 @@ def run(cfg: DictConfig, base_overrides: list[str]) -> int:
             print(f"== {variant.label}, seed {seed}", flush=True)
             results.append(train_and_test(run_cfg, str(variant.label)))
     num_classes = len(load_classes(classes_file(cfg.data)))
-    print(write_outputs(results, num_classes, Path(ablation.out_dir), measured_on(Path(cfg.data.shards_dir), cfg)))
+    print(write_outputs(results, num_classes, Path(ablation.out_dir), provenance))
     return 0
 
 
