@@ -14,7 +14,7 @@ export GX_ANALYTICS_ENABLED := False
 export PYTHONHASHSEED := 0
 
 .DEFAULT_GOAL := help
-.PHONY: help setup params lint test test-fast mutants repro exps bench gpu-check ablation ui server clean
+.PHONY: help setup params lint test test-fast mutants repro exps data-docs bench gpu-check ablation ui server clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ mutants: $(STAMP) ## Mutation testing (mutmut) of a seeded sample within an hour
 
 repro: $(STAMP) ## Run the whole pipeline (generate → … → register) with DVC
 	$(VENV)/bin/dvc repro
+
+data-docs: $(STAMP) ## Build the Great Expectations Data Docs site a fresh clone lacks (reports/validation/data_docs/)
+	$(PY) -m pipeline.validate
 
 exps: $(STAMP) ## The experiments in one readable table: model, changed params, headline metrics, version
 	COLUMNS=$${COLUMNS:-160} $(VENV)/bin/dvc exp show --no-pager --only-changed --drop '/' \

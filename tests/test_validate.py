@@ -343,6 +343,16 @@ def test_good_dataset_passes_and_writes_the_report(good):
     assert all(html.escape(r["name"], quote=False) in page for r in report["expectations"])
 
 
+def test_a_rerun_rebuilds_a_missing_data_docs_site_and_keeps_the_summary_bytes(good):
+    """What ``make data-docs`` relies on in a fresh clone (the site is no DVC output: GX stamps times into it)."""
+    validate_dataset(settings_for(good))
+    before = {name: (good / "reports" / name).read_bytes() for name in ("summary.json", "summary.html")}
+    shutil.rmtree(good / "reports/data_docs")
+    validate_dataset(settings_for(good))
+    assert (good / "reports/data_docs/index.html").is_file()
+    assert {name: (good / "reports" / name).read_bytes() for name in before} == before
+
+
 @pytest.mark.parametrize("success, outcome", [(True, "passed"), (False, "failed")])
 def test_summary_page_names_the_outcome_in_its_title_and_heading(success: bool, outcome: str) -> None:
     record = {"suite": "pixels", "name": "decodes", "critical": True, "passed": success, "observed": 0, "threshold": 0}
