@@ -326,3 +326,40 @@ def test_a2net_serve_refuses_a_model_with_foreign_code_before_serving(stand_in_s
         "register stage did not write); a2net runs no code from a model: register it with "
         "`python -m pipeline.register`\n"
     )
+
+
+def readme_block(heading: str) -> str:
+    """The first ```bash block after ``heading`` in the README."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    after = text[text.index(heading) :]
+    return after.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readmes_serving_commands_work_as_pasted_from_another_folder(stand_in_store, noise_video, tmp_path) -> None:
+    """The README's Serve block, run by bash in a folder outside the project (only its port changed, to a
+    free one): it finds the project's store and a sample clip under folders with spaces and parentheses,
+    starts the server, waits for it, gets predictions and stops it."""
+    root = stand_in_store["root"]
+    videos = root / "data/synthetic/videos/validate/different colours (hues 90+ degrees apart), moving up"
+    videos.mkdir(parents=True)
+    (videos / "-a1B2c3D4e5_000010_000014.mp4").write_bytes(noise_video.read_bytes())
+    block = readme_block("**Serve.**")
+    assert block.count("5001") == 2
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
+    env |= {"A2NETS": str(root), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"}
+    process = subprocess.Popen(
+        ["bash", "-c", block.replace("5001", str(free_port()))],
+        cwd=elsewhere, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = process.communicate(timeout=240)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, err[-2000:]
+    answers = [line for line in out.splitlines() if line.startswith('{"predictions"')]  # the server logs here too
+    assert len(answers) == 1, (out[-2000:], err[-2000:])
+    [row] = json.loads(answers[0])["predictions"]
+    assert row["error"] is None and len(row["labels"]) == 5 and set(row["labels"]) <= set(CLASSES)
