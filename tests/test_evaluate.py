@@ -136,6 +136,7 @@ def test_train_then_evaluate_writes_metrics_plots_and_logs_to_the_training_run(t
 
     run = mlflow.get_run((workdir / "model/run_id.txt").read_text().strip())
     assert run.data.metrics["video_top1"] == metrics["video_top1"]
+    assert "num_videos" not in run.data.metrics and run.data.tags["eval.num_videos"] == "2"  # a count: a tag
     assert "train_loss" in run.data.metrics  # the same run as training
     client = mlflow.tracking.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}

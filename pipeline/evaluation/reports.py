@@ -21,6 +21,7 @@ from pipeline.tracking.store import setup_mlflow
 
 CLASS_METRICS_FILE = "class_metrics.json"  # beside eval.metrics_file
 KIND_METRICS_FILE = "kind_metrics.json"  # beside eval.metrics_file
+COUNTS = ("num_videos", "views_per_video")  # of metrics.json: tags on the run, not metric charts
 
 
 def write_reports(result: Evaluation, metrics_file: Path, per_class_file: Path, plots_dir: Path) -> list[Path]:
@@ -124,8 +125,10 @@ def log_to_run(
         return None
     run_id = run_id_file.read_text().strip()
     setup_mlflow(experiment)
+    counts = {key: metrics[key] for key in COUNTS if key in metrics}
     with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics({key: value for key, value in metrics.items() if key not in counts})
+        mlflow.set_tags({f"eval.{key}": f"{value:g}" for key, value in counts.items()})  # counts, not scores
         if unfinished:
             mlflow.set_tag("evaluated_unfinished", "true (eval.allow_unfinished)")
         if setting is not None:

@@ -11,7 +11,8 @@ an alias leaves keeps an alias ``previous_<alias>``; ``rollback`` moves the alia
 past the metric gate but not past validation.
 
 Every promotion appends an entry to the registered model's history (tags
-``promotion.<alias>.<time>-<nonce>``, never overwritten). Promotions on the local SQLite store are
+``promotion.<alias>.<time>-<nonce>``, never overwritten) and rewrites the alias's readable summary
+(tag ``current.<alias>``, ``current_line``). Promotions on the local SQLite store are
 serialised by a file lock beside the database, so a second concurrent one names the first as its
 predecessor; against a server, a re-read after the write detects a concurrent promotion of the
 same alias and reports the race (``PromotionRaced``) instead of claiming success. A store error
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 
 STAGES = ("staging", "production")
 HISTORY_TAG = "promotion"  # registered-model tags promotion.<alias>.<time>-<nonce> = JSON entry
+CURRENT_TAG = "current"  # registered-model tag current.<alias> = who holds it since when, in words
 
 
 class PromotionRefused(StageError):
@@ -359,6 +361,13 @@ def _write_promotion(
         client.set_model_version_tag(name, previous, f"previous_{alias}", tags["promoted_at"])
     client.set_registered_model_alias(name, alias, version)
     _check_no_race(client, name, alias, version, previous, _record(client, name, entry, key))
+    client.set_registered_model_tag(name, f"{CURRENT_TAG}.{alias}", current_line(entry))
+
+
+def current_line(entry: Mapping[str, str | None]) -> str:
+    """The model page's readable summary of who holds an alias: ``version 3 since <time> (promote by alice)``."""
+    reason = f": {entry['reason']}" if entry.get("reason") else ""
+    return f"version {entry['version']} since {entry['at']} ({entry['kind']} by {entry['by']}{reason})"
 
 
 def promote(

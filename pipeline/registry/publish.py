@@ -238,6 +238,8 @@ def log_and_register(
     with store_lock(mlflow.get_tracking_uri(), "register"):  # two registrations at once: one number each
         version = mlflow.register_model(info.model_uri, model_name, tags=tags)
         client.update_model_version(model_name, version.version, description=description)
+        if not client.get_registered_model(model_name).description:
+            client.update_registered_model(model_name, description=MODEL_DESCRIPTION)
     return RegisteredModel(
         name=model_name,
         version=str(version.version),
@@ -245,6 +247,17 @@ def log_and_register(
         model_uri=f"models:/{model_name}/{version.version}",
         logged_model_uri=info.model_uri,
     )
+
+
+MODEL_DESCRIPTION = (  # the registered model's page: what it is and how a version moves
+    "A²-Net (double attention) video classifier from the **a2nets** pipeline. Each version is one training "
+    "registered by the `register` stage, with its evaluation metrics, data and code lineage as tags and "
+    "`models:/<name>/<version>` serving base64 videos.\n\n"
+    "**Promotion.** `a2net promote --version N --to staging` moves the alias through the gate (validation "
+    "passed; the same evaluation data and views; the metric not worse than the holder's by more than "
+    "`promote.margin`); `--to production` takes only the staging version; `--rollback` goes back. The tags "
+    "`current.<alias>` say who holds each alias since when; `a2net promote --history` lists every move."
+)
 
 
 def preprocessing_of(checkpoint: Checkpoint, setting: EvalSetting) -> Preprocessing:

@@ -115,7 +115,7 @@ def log_run_start(spec: RunSpec, net: nn.Module, extra_tags: Mapping[str, str] |
             "model_params": a2model.count_params(probe),
             "model_macs": a2model.count_macs(probe, (1, *spec.clip_shape)),
         }
-    mlflow.log_metrics({k: float(v) for k, v in size.items()})
+    mlflow.log_params(size)  # facts about the run, not curves: params, so the UI draws no one-point charts
     data_tags = data_fingerprint(spec.shards_dir)
     mlflow.set_tags(
         {
