@@ -9,6 +9,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import mlflow
@@ -20,7 +21,7 @@ from pipeline.data.layout import MANIFEST_COLUMNS, MANIFEST_FILE
 from pipeline.evaluation.meters import Evaluation
 from pipeline.settings import run_spec
 from pipeline.tracking.run_record import log_run_start, mlflow_run
-from pipeline.tracking.store import MODEL_TRAINING, ROOT_TAG, setup_mlflow
+from pipeline.tracking.store import MODEL_TRAINING, ROOT_TAG, relocate_moved_store, setup_mlflow
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +108,23 @@ def test_a_copied_store_writes_its_artifacts_beside_itself(store: Path, tmp_path
     )
     setup_mlflow("a2nets")
     assert "was moved" not in capsys.readouterr().err  # relocated once
+
+
+def test_a_moved_store_waits_for_another_writer_instead_of_failing(store: Path, tmp_path: Path, monkeypatch) -> None:
+    """A training logging metrics holds the write lock for a moment: the relocation waits its turn
+    (a read that turns into a write inside one transaction could not; it failed at once)."""
+    setup_mlflow("a2nets")
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy}/mlflow.db")
+    writer = sqlite3.connect(copy / "mlflow.db", isolation_level=None, check_same_thread=False)
+    writer.execute("begin immediate")
+    threading.Timer(0.5, writer.execute, ("rollback",)).start()
+    try:
+        assert relocate_moved_store(copy / "mlflow.db") == (store / "artifacts").as_uri()
+    finally:
+        writer.close()
+    assert mlflow.get_experiment(setup_mlflow("a2nets")).artifact_location == (copy / "artifacts").as_uri()
 
 
 def test_legacy_experiments_are_adopted_when_their_store_moves(store: Path, tmp_path: Path, monkeypatch) -> None:

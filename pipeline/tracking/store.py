@@ -40,6 +40,8 @@ RECORDED_PATHS = (  # (table, column) where a SQLite store records absolute arti
     ("logged_models", "artifact_location"),
     ("model_versions", "storage_location"),
 )
+LEGACY_ROOT = f"file://%/{DEFAULT_STORE_DIR.name}/{ARTIFACTS_DIR}"  # (LIKE) the root of stores made before the tag
+BUSY_TIMEOUT_S = 60  # how long a rewrite of a local store waits for another process's write to end
 
 
 def git_commit() -> str:
@@ -316,9 +318,10 @@ def relocate_moved_store(db: Path) -> str | None:
     this database's, every recorded path under it is rewritten to this store's own root.
     """
     new_root = artifact_root(db)
-    with closing(sqlite3.connect(db)) as con, con:
-        if not con.execute("select 1 from sqlite_master where name = 'experiment_tags'").fetchone():
-            return None  # a new, empty store
+    with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as con:
+        if not relocation_pending(con, new_root):
+            return None  # the usual case: no write, so no wait for another process's write lock
+    with write_transaction(db) as con:
         adopt_legacy_experiments(con)
         adopt_default_experiment(con, new_root)
         tagged = dict(con.execute("select experiment_id, value from experiment_tags where key = ?", (ROOT_TAG,)))
@@ -335,6 +338,41 @@ def relocate_moved_store(db: Path) -> str | None:
             f"note: MLflow store {db} was moved: its artifact paths now lead to {new_root}, not {old}", file=sys.stderr
         )
     return next(iter(sorted(old_roots)), None)
+
+
+def relocation_pending(con: sqlite3.Connection, root: str) -> bool:
+    """Whether an experiment of the store must be adopted or moved to ``root``: experiment 0 or a
+    legacy one not yet tagged, or one tagged with another root. False for a new, empty store."""
+    if not con.execute("select 1 from sqlite_master where name = 'experiment_tags'").fetchone():
+        return False
+    return bool(
+        con.execute(
+            "select exists (select 1 from experiments e where not exists (select 1 from experiment_tags t"
+            " where t.experiment_id = e.experiment_id and t.key = ? and t.value = ?) and (e.experiment_id = 0"
+            " or e.artifact_location like ?"
+            " or e.experiment_id in (select experiment_id from experiment_tags where key = ?)))",
+            (ROOT_TAG, root, LEGACY_ROOT, ROOT_TAG),
+        ).fetchone()[0]
+    )
+
+
+@contextlib.contextmanager
+def write_transaction(db: Path) -> Iterator[sqlite3.Connection]:
+    """One transaction on ``db`` that holds the write lock from its first read (``begin immediate``),
+    committed at the end or rolled back on an error.
+
+    A deferred transaction that reads and then writes would fail at once ("database is locked") when
+    another process (a training logging metrics, the UI) writes in between: SQLite cannot wait for a
+    lock while it holds a read. Taking the write lock first lets it wait its turn instead.
+    """
+    with closing(sqlite3.connect(db, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as con:
+        con.execute("begin immediate")
+        try:
+            yield con
+        except BaseException:
+            con.execute("rollback")
+            raise
+        con.execute("commit")
 
 
 def adopt_default_experiment(con: sqlite3.Connection, root: str) -> None:
@@ -360,7 +398,7 @@ def adopt_legacy_experiments(con: sqlite3.Connection) -> None:
     legacy = con.execute(
         "select experiment_id, artifact_location from experiments where artifact_location like ? "
         "and experiment_id not in (select experiment_id from experiment_tags where key = ?)",
-        (f"file://%/{DEFAULT_STORE_DIR.name}/{ARTIFACTS_DIR}", ROOT_TAG),
+        (LEGACY_ROOT, ROOT_TAG),
     ).fetchall()
     con.executemany(
         "insert into experiment_tags (key, value, experiment_id) values (?, ?, ?)",
