@@ -465,6 +465,8 @@ def test_a2net_promote_prints_the_move_the_table_and_the_history_on_the_local_st
     assert times == sorted(times) and all(t.tzinfo is not None for t in times)
     page = MlflowClient().get_registered_model("local-cli")  # what the MLflow UI's model page shows
     assert "a2net promote --version N --to staging" in page.description
+    assert page.tags["current.staging"] == f"version {v2} since {stamps[-1]} ({moves[-1].split(') ', 1)[1]})"
+    assert "current.production" not in page.tags
 
 
 @pytest.mark.parametrize(

@@ -361,6 +361,7 @@ def _write_promotion(
         client.set_model_version_tag(name, previous, f"previous_{alias}", tags["promoted_at"])
     client.set_registered_model_alias(name, alias, version)
     _check_no_race(client, name, alias, version, previous, _record(client, name, entry, key))
+    client.set_registered_model_tag(name, f"{CURRENT_TAG}.{alias}", current_line(entry))
 
 
 def current_line(entry: Mapping[str, str | None]) -> str:
