@@ -10,6 +10,8 @@
   @staging in a project cwd, and a small H.264 video (predict and serving tests).
 - ``fast_video`` and ``huge_frame`` (session): decode bombs, 100,000 tiny frames and one
   16000x16000 frame in small files (untrusted-video and serving tests).
+- ``reproduced`` (session): a tiny copy of the project after one real ``dvc repro`` (the DVC
+  pipeline and DVC-remote tests work on copies of it).
 
 Imports happen inside the fixtures that need them: modules that use none of these fixtures
 collect as fast as they would without this file.
@@ -204,3 +206,14 @@ def huge_frame(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("bombs") / "huge.mkv"
     return lavfi_video(path, "color=c=red:size=16000x16000:rate=25", "-frames:v", "1", "-c:v", "png")
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny copy of the project (``helpers.project_copy``) after one ``dvc repro``; the tests work
+    on copies of it (``helpers.copy_project``)."""
+    from helpers import project_copy, run_cmd
+
+    project = project_copy(tmp_path_factory.mktemp("reproduced") / "project")
+    run_cmd(["dvc", "repro"], project)
+    return project

@@ -9,6 +9,11 @@
 - ``register_stand_in``: a training run with metrics and a stand-in model registered from it;
   ``write_training_output``: what train and evaluate leave for the register stage;
   ``promote_concurrently``: promotions of one alias racing each other from threads.
+- ``running_team_server``: ``a2net server`` (PostgreSQL + ``mlflow server``) as a subprocess, its
+  ``TeamServer`` (URL, database, folder, log), stopped with Ctrl-C; ``wait_for_line`` in a log.
+- A tiny copy of this project in a temp git repo under real DVC (``project_copy``, ``TINY``,
+  ``copy_project``, ``run_cmd``; the ``reproduced`` fixture runs it once) and the DVC-remote round
+  trip whatever the remote, a folder or an S3 bucket (``push_and_clone``, ``pull_and_check``).
 
 The preprocess stage and the shard reader (they import torch) are imported inside
 ``run_stage`` and ``iter_shard_clips``, so that modules using neither collect as fast as before.
@@ -16,19 +21,26 @@ The preprocess stage and the shard reader (they import torch) are imported insid
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pipeline.core.config import load_config
 from pipeline.data.video import encode_video
@@ -458,3 +470,184 @@ def ucf_tree(root: Path, classes: list[str] = UCF_CLASSES, absent: str = "Basket
     (lists / "trainlist01.txt").write_text("\n".join(train) + "\n")
     (lists / "testlist01.txt").write_text("\r\n".join(test) + "\r\n")  # the official files end lines in CRLF
     return root
+
+
+# ------------------------------------------------- a team's tracking server: a2net server as a subprocess
+
+A2NET = Path(sys.executable).with_name("a2net")
+
+
+@dataclass(frozen=True)
+class TeamServer:
+    """A running ``a2net server``: its URL, its local PostgreSQL's port, its ``--folder``, its log."""
+
+    url: str
+    database_port: int
+    folder: Path
+    process: subprocess.Popen
+    log: Path
+
+    def database_uri(self, password: str | None = None) -> str:
+        secret = password or (self.folder / "postgres/password").read_text().strip()
+        return f"postgresql://mlflow:{secret}@127.0.0.1:{self.database_port}/mlflow"
+
+
+def wait_for_line(log: Path, process: subprocess.Popen, pattern: str, timeout_s: float = 180) -> re.Match:
+    """The first match of ``pattern`` in ``log`` once the running ``process`` has written it."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(pattern, log.read_text())
+        if found:
+            return found
+        assert process.poll() is None, f"a2net server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+        time.sleep(0.25)
+    raise AssertionError(f"no {pattern!r} after {timeout_s} s:\n{log.read_text()[-3000:]}")
+
+
+@contextlib.contextmanager
+def running_team_server(*args: str, env: Mapping[str, str] | None = None) -> Iterator[TeamServer]:
+    """``a2net server --folder F --port P *args`` with ``env`` added to this environment, F a folder
+    of its own (under /tmp, reachable by ``nobody``, whom PostgreSQL runs as when the tests run as
+    root); Ctrl-C stops it after, and no process of it may outlive it."""
+    folder = Path(tempfile.mkdtemp(prefix="a2nets-team-"))
+    folder.chmod(0o755)
+    log = folder / "a2net-server.log"
+    port = free_port()
+    command = [str(A2NET), "server", "--folder", str(folder / "server"), "--port", str(port), *args]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+        )
+    try:
+        found = wait_for_line(log, process, r"runs and registry in postgresql://mlflow:\*\*\*@127\.0\.0\.1:(\d+)/")
+        wait_for_line(log, process, r"clients: export MLFLOW_TRACKING_URI=http://127\.0\.0\.1:\d+")
+        yield TeamServer(f"http://127.0.0.1:{port}", int(found.group(1)), folder / "server", process, log)
+        process.send_signal(signal.SIGINT)  # Ctrl-C
+        assert process.wait(timeout=60) == 0
+        assert not _pids_running_in(folder), "a process of the server outlived a2net server"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _pids_running_in(folder: Path) -> list[int]:
+    """Processes whose command line names ``folder`` (the server's PostgreSQL, its MLflow)."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if str(folder) in line and "ps -eo" not in line]
+
+
+# ------------------------------------------------- a tiny copy of this project under real DVC
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {
+    "generate.train_per_class": 6,
+    "generate.validate_per_class": 2,
+    "generate.num_missing": 1,
+    "generate.num_corrupt": 1,
+    "data.samples_per_shard": 8,
+    "validate.min_clips_per_class": 2,
+    "validate.max_missing_fraction": 0.2,
+    "validate.max_failed_fraction": 0.2,
+    "train.epochs": 1,
+    "train.batch_size": 4,
+    "train.num_workers": 0,
+    "eval.num_clips": 1,
+    "eval.num_crops": 1,
+}
+OUTPUT_FOLDERS = ("data/", "models/", "reports/")  # the pipeline's, committed ones included
+
+
+def run_cmd(
+    args: list[str], cwd: Path, expect: int = 0, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``args`` in ``cwd`` with this environment plus ``env``; asserts the exit status ``expect``."""
+    full = dict(os.environ)
+    full.pop("MLFLOW_TRACKING_URI", None)
+    full["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full['PATH']}"
+    full.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", GX_ANALYTICS_ENABLED="False")
+    full.update(env or {})
+    result = subprocess.run(args, cwd=cwd, env=full, text=True, capture_output=True, timeout=900)
+    assert result.returncode == expect, f"{' '.join(args)}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def copy_project(project: Path, dest: Path) -> Path:
+    """``project`` (git repo, DVC cache, outputs, MLflow store) at ``dest``."""
+    shutil.copytree(project, dest, symlinks=True)
+    return dest
+
+
+def project_copy(dest: Path) -> Path:
+    """The tracked files of this checkout (with uncommitted edits), but no pipeline output, in a
+    fresh git repo."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, text=True, capture_output=True, check=True
+    ).stdout.split()
+    for name in tracked:
+        if (REPO / name).is_file() and not name.startswith(("tests/", "benchmarks/", "docs/", *OUTPUT_FOLDERS)):
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    params = OmegaConf.load(dest / "params.yaml")
+    for key, value in TINY.items():
+        OmegaConf.update(params, key, value)
+    OmegaConf.save(params, dest / "params.yaml")
+    for args in (
+        ["git", "init", "-q"],
+        ["git", "config", "user.name", "t"],  # dvc exp run commits experiments
+        ["git", "config", "user.email", "t@t"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "init"],
+    ):
+        subprocess.run(args, cwd=dest, check=True)
+    return dest
+
+
+def outputs(project: Path) -> list[str]:
+    """Every output path of every stage in ``project``'s dvc.lock."""
+    import yaml
+
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return sorted(out["path"] for stage in lock["stages"].values() for out in stage.get("outs", []))
+
+
+def content(path: Path) -> dict[str, str] | bytes:
+    """A folder's file hashes, or a file's bytes."""
+    return tree_hashes(path) if path.is_dir() else path.read_bytes()
+
+
+@dataclass(frozen=True)
+class RoundTrip:
+    """A pushed project (``origin``) and a fresh git clone of it (``clone``), nothing pulled yet."""
+
+    origin: Path
+    clone: Path
+
+
+def push_and_clone(reproduced: Path, tmp_path: Path, url: str, env: Mapping[str, str] | None = None) -> RoundTrip:
+    """A copy of ``reproduced`` with the default DVC remote ``storage`` at ``url``, its results
+    committed (dvc.lock, .dvc/config, the cache: false outputs) and pushed with ``env`` (the
+    remote's credentials and endpoint, if any), and a fresh git clone of it."""
+    origin = copy_project(reproduced, tmp_path / "origin")
+    run_cmd(["dvc", "remote", "add", "-d", "storage", url], origin)
+    run_cmd(["git", "add", "-A"], origin)
+    run_cmd(["git", "commit", "-qm", "pipeline run"], origin)
+    run_cmd(["dvc", "push"], origin, env=env)
+    clone = tmp_path / "clone"
+    run_cmd(["git", "clone", "-q", str(origin), str(clone)], tmp_path)
+    return RoundTrip(origin, clone)
+
+
+def pull_and_check(trip: RoundTrip, env: Mapping[str, str] | None = None) -> None:
+    """``a2net pull`` (the default remote) in the clone, with ``env``: every output byte-identical
+    to the origin's, and ``dvc repro`` there runs only the always-run toolchain check (its record is
+    unchanged), leaving git clean."""
+    run_cmd(["a2net", "pull"], trip.clone, env=env)
+    pulled = outputs(trip.origin)
+    assert {"data/synthetic", "data/shards", "models/train", "reports/metrics.json"} <= set(pulled)
+    for out in pulled:
+        assert content(trip.clone / out) == content(trip.origin / out), out
+    again = run_cmd(["dvc", "repro"], trip.clone, env=env)
+    assert re.findall(r"Running stage '(\w+)'", again.stdout) == ["toolchain"], again.stdout
+    assert run_cmd(["git", "status", "--porcelain"], trip.clone).stdout == ""

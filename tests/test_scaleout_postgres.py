@@ -5,16 +5,7 @@ racing promotions) and predict run against it over HTTP. Bad URIs and passwords 
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -23,68 +14,17 @@ from mlflow import MlflowClient
 
 from pipeline.cli import main as a2net
 
-from helpers import free_port, promote_concurrently, register_stand_in, tiny_overrides
+from helpers import TeamServer, free_port, promote_concurrently, register_stand_in, running_team_server, tiny_overrides
 from mlflow_server import GOOD_METRICS
 
 pytestmark = pytest.mark.scaleout
-A2NET = Path(sys.executable).with_name("a2net")
-
-
-@dataclass(frozen=True)
-class TeamServer:
-    url: str
-    database_port: int
-    folder: Path
-    process: subprocess.Popen
-
-    def database_uri(self, password: str | None = None) -> str:
-        secret = password or (self.folder / "postgres/password").read_text().strip()
-        return f"postgresql://mlflow:{secret}@127.0.0.1:{self.database_port}/mlflow"
-
-
-def _wait_for_line(log: Path, process: subprocess.Popen, pattern: str, timeout_s: float = 180) -> re.Match:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = re.search(pattern, log.read_text())
-        if found:
-            return found
-        assert process.poll() is None, f"a2net server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-        time.sleep(0.25)
-    raise AssertionError(f"no {pattern!r} after {timeout_s} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
 def team_server() -> Iterator[TeamServer]:
-    """``a2net server`` in a folder of its own (under /tmp, reachable by ``nobody``, whom
-    PostgreSQL runs as when the tests run as root); Ctrl-C stops it after the module."""
-    folder = Path(tempfile.mkdtemp(prefix="a2nets-team-"))
-    folder.chmod(0o755)
-    log = folder / "a2net-server.log"
-    port = free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(A2NET), "server", "--folder", str(folder / "server"), "--port", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        found = _wait_for_line(log, process, r"runs and registry in postgresql://mlflow:\*\*\*@127\.0\.0\.1:(\d+)/")
-        _wait_for_line(log, process, r"clients: export MLFLOW_TRACKING_URI=http://127\.0\.0\.1:\d+")
-        yield TeamServer(f"http://127.0.0.1:{port}", int(found.group(1)), folder / "server", process)
-        process.send_signal(signal.SIGINT)  # Ctrl-C
-        assert process.wait(timeout=60) == 0
-        assert not _pids_running_in(folder), "a process of the server outlived a2net server"
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _pids_running_in(folder: Path) -> list[int]:
-    """Processes whose command line names ``folder`` (the server's PostgreSQL, its MLflow)."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in out.splitlines() if str(folder) in line and "ps -eo" not in line]
+    """``a2net server`` on its own PostgreSQL and artifact folder; Ctrl-C stops it after the module."""
+    with running_team_server() as server:
+        yield server
 
 
 @pytest.fixture

@@ -55,7 +55,9 @@ PostgreSQL, artifacts in a folder or an object store, proxied by the server
 (clients need no storage credentials). Without --database it runs a local
 PostgreSQL cluster (pgserver's binaries) in FOLDER/postgres, made on first
 start with a generated password in FOLDER/postgres/password (as root it runs
-as nobody); artifacts default to FOLDER/artifacts. The database is checked
+as nobody); artifacts default to FOLDER/artifacts. An s3:// destination is
+reached with the server's AWS_* environment (AWS_ENDPOINT_URL for MinIO and
+other S3-compatible stores). The database and an S3 bucket are checked
 before anything starts. Prints the URL clients export as MLFLOW_TRACKING_URI.
 Stop it with Ctrl-C (the local cluster stops with it)."""
 
@@ -64,12 +66,13 @@ examples:
   a2net server                                  # http://127.0.0.1:5000
   a2net server --host 0.0.0.0 --allowed-hosts mlflow.internal:5000
   a2net server --database postgresql://mlflow:PASSWORD@db.internal:5432/mlflow \\
-    --artifacts s3://our-bucket/mlflow --host 0.0.0.0 --workers 4
+    --artifacts-destination s3://our-bucket/mlflow --host 0.0.0.0 --workers 4
 
 exit codes:
   0  stopped with Ctrl-C; else mlflow server's own status
   2  the database cannot be used (unreachable, wrong password, no such
-     database), or the local cluster or the server did not start"""
+     database), the S3 bucket cannot (no answer, no such bucket, no
+     credentials), or the local cluster or the server did not start"""
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -174,7 +177,13 @@ def add_server_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--folder", default="mlflow-server", help="local cluster and artifacts (default: mlflow-server)")
     p.add_argument("--database", metavar="URI", help="postgresql://USER:PASSWORD@HOST:PORT/DB instead of a local one")
     p.add_argument("--database-port", type=positive_int, help="the local cluster's port on 127.0.0.1 (default: free)")
-    p.add_argument("--artifacts", metavar="DEST", help="artifact folder or s3:// gs:// URL (default: FOLDER/artifacts)")
+    p.add_argument(
+        "--artifacts-destination",
+        "--artifacts",
+        dest="artifacts",
+        metavar="DEST",
+        help="artifact folder or s3:// gs:// URL (default: FOLDER/artifacts)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=positive_int, default=5000, help="port (default: 5000)")
     p.add_argument("--workers", type=positive_int, default=1, help="server worker processes (default: 1)")

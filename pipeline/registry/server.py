@@ -15,11 +15,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.errors import StageError
+from pipeline.core.errors import StageError, masked
+from pipeline.core.object_store import s3_bucket, s3_bucket_problem
 from pipeline.registry.local_postgres import LocalCluster
 from pipeline.registry.predict import checked_mlmodel, model_folder, resolve_version
 from pipeline.registry.scoring_app import MODEL_ENV
-from pipeline.tracking.database import check_database, masked
+from pipeline.tracking.database import check_database
 
 # What a server here does not need: MLflow's job runner (huey consumers for GenAI evaluation jobs,
 # started with the server by default) and usage telemetry. The caller's environment wins, so
@@ -52,10 +53,13 @@ class TrackingServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def artifacts_destination(self) -> str:
+        return self.artifacts or str((self.folder / "artifacts").resolve())
+
     def command(self) -> list[str]:
         """``mlflow server`` without the database URI (it goes in the environment, not in ps)."""
-        artifacts = self.artifacts or str((self.folder / "artifacts").resolve())
-        command = [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", artifacts]
+        command = [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", self.artifacts_destination]
         command += ["--host", self.host, "--port", str(self.port), "--workers", str(self.workers)]
         return command + (["--allowed-hosts", self.allowed_hosts] if self.allowed_hosts else [])
 
@@ -63,11 +67,13 @@ class TrackingServer:
 def run_tracking_server(server: TrackingServer, free_port: int) -> int:
     """Run ``mlflow server`` on PostgreSQL until Ctrl-C or SIGTERM stops it (and the local cluster).
 
-    The database is checked first, so a wrong password or an unreachable host is one line
-    before anything starts. ``free_port`` is where a local cluster listens (127.0.0.1 only).
-    Returns the server's exit status, 0 when stopped by a signal.
+    The port, an S3 artifact destination and the database are checked first, so a wrong
+    password, bucket or endpoint is one line before anything starts or is written. ``free_port``
+    is where a local cluster listens (127.0.0.1 only). Returns the server's exit status, 0 when
+    stopped by a signal.
     """
     check_port_free(server.host, server.port)
+    check_artifacts(server.artifacts_destination)
     processes: list[subprocess.Popen] = []
     try:
         with stops_on_signals():
@@ -86,6 +92,7 @@ def run_tracking_server(server: TrackingServer, free_port: int) -> int:
             except RuntimeError as err:
                 raise StageError(f"mlflow server on {server.url} did not start: {err} (its output is above)") from None
             print(f"MLflow tracking server on {server.url}: runs and registry in {masked(database)}", flush=True)
+            print(f"artifacts in {masked(server.artifacts_destination)}, proxied by the server", flush=True)
             print(f"clients: export MLFLOW_TRACKING_URI={server.url}", flush=True)
             return mlflow_server.wait()
     except KeyboardInterrupt:
@@ -93,6 +100,17 @@ def run_tracking_server(server: TrackingServer, free_port: int) -> int:
     finally:
         for process in processes:  # the MLflow server first, then the database it writes to
             stop_group(process)
+
+
+def check_artifacts(destination: str) -> None:
+    """StageError unless an S3 ``destination``'s bucket answers with the credentials and endpoint the
+    server will use (the environment's; ``MLFLOW_S3_ENDPOINT_URL`` first, as MLflow reads it). A
+    folder is made by MLflow itself; other stores are left to it."""
+    if s3_bucket(destination) is None:
+        return
+    problem = s3_bucket_problem(destination, os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
+    if problem:
+        raise StageError(f"cannot store artifacts in {masked(destination)}: {problem}")
 
 
 def serve_command(host: str, port: int) -> list[str]:

@@ -5,19 +5,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from pipeline.core.errors import StageError
+from pipeline.core.errors import StageError, masked
 
 ROLE = "mlflow"  # the cluster's superuser, and the database MLflow uses
 UNPRIVILEGED = "nobody"
-
-
-def masked(uri: str) -> str:
-    """``uri`` with its password shown as ``***`` (for messages and logs)."""
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def check_database(uri: str, timeout_s: int = 5) -> None:
