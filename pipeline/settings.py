@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.core.config import changed_settings, classes_file, config_md5, flatten
+from pipeline.data.shard_store import shards_location
 from pipeline.evaluation.plan import EvalPlan
 from pipeline.runtime.checkpoint import CHECKPOINT_FILE, ClipGeometry, FrameFormat, ModelSpec, Schedule
 from pipeline.tracking.run_record import RunSpec
@@ -52,7 +53,7 @@ def run_spec(cfg: DictConfig) -> RunSpec:
         experiment=str(cfg.mlflow.experiment),
         model_name=str(cfg.model.net.name),
         dataset=str(cfg.data.name),
-        shards_dir=Path(cfg.data.shards_dir),
+        shards_dir=shards_location(cfg.data.shards_dir),
         recipe=recipe,
         changed=changed_settings(cfg),
         params={key: str(value) for key, value in flatten(container).items()},
@@ -93,7 +94,7 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
         ),
         init=init_settings(cfg),
         run=run_spec(cfg),
-        shards_dir=Path(data.shards_dir),
+        shards_dir=shards_location(data.shards_dir),
         train_split=str(data.train_split),
         val_split=str(data.val_split),
         classes_file=classes_file(data),
@@ -115,7 +116,7 @@ def eval_plan(cfg: DictConfig) -> EvalPlan:
     ec = cfg.eval
     return EvalPlan(
         checkpoint=Path(cfg.train.out_dir) / CHECKPOINT_FILE,
-        shards_dir=Path(cfg.data.shards_dir),
+        shards_dir=shards_location(cfg.data.shards_dir),
         split=str(cfg.data.val_split),
         num_clips=int(ec.num_clips),
         num_crops=int(ec.num_crops),

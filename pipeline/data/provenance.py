@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from pipeline.data.layout import MANIFEST_FILE, PROVENANCE_FILE
+from pipeline.data.shard_store import ShardsLocation, open_store
 from pipeline.data.video import ffmpeg_version, ffmpeg_version_text
 
 TOOLCHAIN_TAG = "toolchain."  # prefix of the MLflow run and model-version tags naming it
@@ -43,28 +44,26 @@ def toolchain(ffmpeg_setting: str) -> dict[str, str]:
     }
 
 
-def shards_toolchain(shards_dir: Path) -> dict[str, str]:
+def shards_toolchain(shards_dir: ShardsLocation) -> dict[str, str]:
     """The toolchain recorded in ``<shards_dir>/provenance.json``; empty when there is none."""
-    path = Path(shards_dir) / PROVENANCE_FILE
     try:
-        return dict(json.loads(path.read_text())["toolchain"])
+        return dict(json.loads(open_store(shards_dir).read_bytes(PROVENANCE_FILE) or b"")["toolchain"])
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 
 
-def data_fingerprint(shards_dir: Path) -> dict[str, str]:
-    """Tags naming a training's data: manifest and shard-list hashes, dvc.lock's, the toolchain."""
-    shards_dir = Path(shards_dir)
-    manifest = shards_dir / MANIFEST_FILE
-    listing = "".join(
-        f"{p.relative_to(shards_dir).as_posix()}\t{p.stat().st_size}\n" for p in sorted(shards_dir.rglob("*.tar"))
-    )
+def data_fingerprint(shards_dir: ShardsLocation) -> dict[str, str]:
+    """Tags naming a training's data: manifest and shard-list hashes, dvc.lock's, the toolchain
+    (a folder and its copy in an object store get the same, but dvc.lock's)."""
+    store = open_store(shards_dir)
+    manifest = store.read_bytes(MANIFEST_FILE)
+    listing = "".join(f"{rel}\t{size}\n" for rel, size in store.tar_sizes().items())
     tags = {
-        "data.manifest_md5": hashlib.md5(manifest.read_bytes()).hexdigest() if manifest.is_file() else "missing",
+        "data.manifest_md5": hashlib.md5(manifest).hexdigest() if manifest is not None else "missing",
         "data.shards_list_md5": hashlib.md5(listing.encode()).hexdigest(),
         **{f"{TOOLCHAIN_TAG}{tool}": version for tool, version in shards_toolchain(shards_dir).items()},
     }
-    md5 = dvc_lock_md5(shards_dir)
+    md5 = dvc_lock_md5(Path(shards_dir))
     if md5:
         tags["data.dvc_md5"] = md5
     return tags

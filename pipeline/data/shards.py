@@ -2,23 +2,24 @@
 
 A shard ``<split>-000000.tar`` holds, per clip, ``<clip_id>.<frame:06d>.jpg`` members and a
 ``<clip_id>.json`` record. ``ClipDataset`` scans the tar headers once into an index of member
-offsets, so reading a training clip touches only the JPEGs of the frames it samples
-(``os.pread`` on a per-process file descriptor), and decodes them with
-``torchvision.io.decode_jpeg``. Every item draws its randomness from a generator seeded by
-(seed, epoch, index), so a sample is the same whatever the number of DataLoader workers or
-training processes.
+offsets, so reading a training clip touches only the JPEGs of the frames it samples (``os.pread``
+on a local folder; one batched ranged request to an object store, ``pipeline.data.shard_store``),
+and decodes them with ``torchvision.io.decode_jpeg``. Every item draws its randomness from a
+generator seeded by (seed, epoch, index), so a sample is the same whatever the number of
+DataLoader workers or training processes.
 
 Why not ``webdataset.WebDataset`` for reading: it streams whole tars in order (an
 ``IterableDataset``), so it reads and decodes every frame of every clip, and what a worker gets
 depends on how the shards are split among workers; a ``DistributedSampler`` over a map-style
 dataset gives every process exactly its share of the global batch, reading only sampled frames.
+On an object store that share is each rank's and worker's clips, not whole shards: a node streams
+none of the clips it does not train on, and the batches are those of the local folder.
 The shards stay plain WebDataset tars (written by ``webdataset.TarWriter``) for other readers.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from pipeline.core.errors import StageError
 from pipeline.core.seeds import derived_seed
-from pipeline.data.layout import FINGERPRINT, PROVENANCE_FILE, read_fingerprint, shard_pattern
+from pipeline.data.layout import FINGERPRINT, PROVENANCE_FILE, shard_pattern
+from pipeline.data.shard_store import LocalStore, RemoteStore, ShardsLocation, open_store
 
 Sampler = Callable[[int, torch.Generator], list[list[int]]]
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -70,22 +72,27 @@ def shard_paths(shards_dir: Path, split: str) -> list[Path]:
 
 
 def scan_shard(path: Path, shard: int = 0) -> list[ClipEntry]:
-    """Index the clips of one shard from its tar headers (reads only the small JSON members)."""
+    """Index the clips of one local shard from its tar headers (reads only the small JSON members)."""
+    with tarfile.open(path) as tar:
+        return scan_tar(tar, str(path), shard)
+
+
+def scan_tar(tar: tarfile.TarFile, where: str, shard: int = 0) -> list[ClipEntry]:
+    """Index the clips of an open shard (``where`` names it in errors)."""
     frames: dict[str, dict[int, tuple[int, int]]] = {}
     metas: dict[str, dict] = {}
-    with tarfile.open(path) as tar:
-        for member in tar:
-            key, _, suffix = member.name.partition(".")
-            if suffix == "json":
-                metas[key] = json.loads(tar.extractfile(member).read())
-            elif suffix.endswith(".jpg") and suffix[:-4].isdigit():
-                frames.setdefault(key, {})[int(suffix[:-4])] = (member.offset_data, member.size)
+    for member in tar:
+        key, _, suffix = member.name.partition(".")
+        if suffix == "json":
+            metas[key] = json.loads(tar.extractfile(member).read())
+        elif suffix.endswith(".jpg") and suffix[:-4].isdigit():
+            frames.setdefault(key, {})[int(suffix[:-4])] = (member.offset_data, member.size)
     entries = []
     for key, meta in metas.items():
         found = frames.get(key, {})
         if sorted(found) != list(range(meta["num_frames"])):
             raise StageError(
-                f"{path}: clip {key} has frames {len(found)} of {meta['num_frames']}; "
+                f"{where}: clip {key} has frames {len(found)} of {meta['num_frames']}; "
                 "rerun python -m pipeline.preprocess to rebuild the shards"
             )
         spans = np.array([found[i] for i in range(len(found))], dtype=np.int64).reshape(-1, 2)
@@ -93,8 +100,14 @@ def scan_shard(path: Path, shard: int = 0) -> list[ClipEntry]:
     return entries
 
 
-def _read_spans(fd: int, offsets: Sequence[int], sizes: Sequence[int]) -> list[bytes]:
-    return [os.pread(fd, int(size), int(offset)) for offset, size in zip(offsets, sizes)]
+def scan_store(store: LocalStore | RemoteStore, rel: str, shard: int) -> list[ClipEntry]:
+    """Index shard ``rel`` of ``store`` (a remote one is streamed once, and retried as a whole)."""
+
+    def scan() -> list[ClipEntry]:
+        with store.open(rel) as handle, tarfile.open(fileobj=handle) as tar:
+            return scan_tar(tar, store.where(rel), shard)
+
+    return store.retried(rel, scan)
 
 
 def decode_frames(jpegs: Sequence[bytes], indices: Sequence[int]) -> torch.Tensor:
@@ -111,18 +124,20 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed(seed, epoch, index))
 
 
-def _refuse_mixed_runs(shards_dir: Path, split: str, entries: list[ClipEntry], paths: list[Path]) -> None:
+def _refuse_mixed_runs(store: LocalStore | RemoteStore, split: str, entries: list[ClipEntry], names: list[str]):
     """StageError unless every clip carries the fingerprint of ``provenance.json`` (one run's shards).
 
-    Shards without a ``provenance.json`` beside them (made by hand) are not checked.
+    Shards without a readable ``provenance.json`` beside them (made by hand) are not checked.
     """
-    expected = read_fingerprint(shards_dir)
-    if expected is None:
+    try:
+        expected = str(json.loads(store.read_bytes(PROVENANCE_FILE) or b"")[FINGERPRINT])
+    except (ValueError, KeyError, TypeError):
         return
     foreign = [e for e in entries if e.meta.get(FINGERPRINT) != expected]
     if foreign:
+        first = names[foreign[0].shard].rpartition("/")[2]
         raise StageError(
-            f"{shards_dir / split}: {len(foreign)} clips (first {foreign[0].key} in {paths[foreign[0].shard].name}) "
+            f"{store.where(split)}: {len(foreign)} clips (first {foreign[0].key} in {first}) "
             f"were written by another preprocess run than {PROVENANCE_FILE} names; rerun python -m pipeline.preprocess"
         )
 
@@ -132,25 +147,32 @@ class ClipDataset(torch.utils.data.Dataset):
 
     ``sampler(num_frames, generator)`` returns V lists of frame indices (views);
     ``transform(frames, generator)`` gets the uint8 (V, T, C, H, W) views. Items are
-    ``{"frames": (V, T, C, H, W) tensor, "label": int, "key": str}``. File descriptors are
-    opened lazily per process and released by ``close()`` (or when the dataset is collected).
+    ``{"frames": (V, T, C, H, W) tensor, "label": int, "key": str}``. ``shards_dir`` is a folder
+    or a URL (``shard_store``); descriptors are opened lazily per process and released by
+    ``close()`` (or when the dataset is collected).
     """
 
     def __init__(
-        self, shards_dir: Path, split: str, sampler: Sampler, transform: Transform | None = None, seed: int = 0
+        self,
+        shards_dir: ShardsLocation,
+        split: str,
+        sampler: Sampler,
+        transform: Transform | None = None,
+        seed: int = 0,
     ):
-        self._fds: dict[int, int] = {}  # shard index -> this process's descriptor
-        if not Path(shards_dir).is_dir():
+        self.store = open_store(shards_dir)
+        if not self.store.exists():
             raise StageError(
-                f"shards dir {shards_dir} not found (data.shards_dir); run `python -m pipeline.preprocess` first"
+                f"shards dir {self.store.where()} not found (data.shards_dir); "
+                "run `python -m pipeline.preprocess` first"
             )
-        self.paths = shard_paths(shards_dir, split)
-        if not self.paths:
+        self.names = self.store.shards(split)
+        if not self.names:
             raise StageError(
-                f"{Path(shards_dir) / split}: no {split}-NNNNNN.tar shards; run python -m pipeline.preprocess first"
+                f"{self.store.where(split)}: no {split}-NNNNNN.tar shards; run python -m pipeline.preprocess first"
             )
-        self.entries = [e for i, p in enumerate(self.paths) for e in scan_shard(p, i)]
-        _refuse_mixed_runs(Path(shards_dir), split, self.entries, self.paths)
+        self.entries = [e for i, name in enumerate(self.names) for e in scan_store(self.store, name, i)]
+        _refuse_mixed_runs(self.store, split, self.entries, self.names)
         self.sampler, self.transform, self.seed = sampler, transform, seed
         self.epoch = 0
 
@@ -181,10 +203,7 @@ class ClipDataset(torch.utils.data.Dataset):
     def read_jpegs(self, index: int, frames: Sequence[int]) -> list[bytes]:
         """JPEG bytes of the given frames of clip ``index`` (only those are read)."""
         entry = self.entries[index]
-        fd = self._fds.get(entry.shard)
-        if fd is None:
-            fd = self._fds[entry.shard] = os.open(self.paths[entry.shard], os.O_RDONLY)
-        return _read_spans(fd, entry.offsets[list(frames)], entry.sizes[list(frames)])
+        return self.store.read_spans(self.names[entry.shard], entry.offsets[list(frames)], entry.sizes[list(frames)])
 
     def sample(self, index: int, generator: torch.Generator) -> SampledClip:
         """Draw clip ``index``'s views from ``generator`` and read the JPEGs they need."""
@@ -204,13 +223,9 @@ class ClipDataset(torch.utils.data.Dataset):
         return {"frames": frames, "label": int(entry.meta["label_index"]), "key": entry.key}
 
     def close(self) -> None:
-        """Close this process's shard file descriptors."""
-        fds, self._fds = self._fds, {}
-        for fd in fds.values():
-            os.close(fd)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_fds": {}}
+        """Release this process's shard descriptors."""
+        self.store.close()
 
     def __del__(self) -> None:
-        self.close()
+        if "store" in self.__dict__:  # not when __init__ failed before opening it
+            self.store.close()

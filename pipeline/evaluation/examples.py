@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from a2model import DoubleAttention
+from pipeline.data.shard_store import ShardsLocation
 from pipeline.data.shards import ClipDataset
 from pipeline.data.transforms import TestTransform, UniformClips
 from pipeline.evaluation.attention import central_view, plot_attention, view_attention
@@ -41,7 +42,7 @@ def figure_name(label: int, name: str) -> str:
 
 def attention_examples(
     trained: TrainedNet,
-    shards_dir: Path,
+    shards_dir: ShardsLocation,
     split: str,
     num_clips: int,
     num_crops: int,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -18,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pipeline.data.shard_store import ShardsLocation
 from pipeline.data.shards import ClipDataset
 from pipeline.data.transforms import TestTransform, UniformClips, normalize
 from pipeline.evaluation.meters import Evaluation
@@ -52,7 +52,7 @@ class SplitScores(NamedTuple):
 def score_split(
     net: nn.Module,
     views: TestViews,
-    shards_dir: Path,
+    shards_dir: ShardsLocation,
     split: str,
     batch_size: int,
     device: torch.device,
@@ -83,7 +83,7 @@ def score_split(
 
 def evaluate(
     trained: TrainedNet,
-    shards_dir: Path,
+    shards_dir: ShardsLocation,
     split: str,
     num_clips: int,
     num_crops: int,

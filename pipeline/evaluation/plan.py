@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.data.shard_store import ShardsLocation
+
 
 @dataclass(frozen=True)
 class EvalPlan:
@@ -12,7 +14,7 @@ class EvalPlan:
     reports go (``eval.*``; the run is the training's, found beside its checkpoint)."""
 
     checkpoint: Path  # train.out_dir/last.pt
-    shards_dir: Path
+    shards_dir: ShardsLocation  # a folder or an object-store URL
     split: str  # data.val_split
     num_clips: int
     num_crops: int

@@ -8,6 +8,7 @@ the model version and the promotion gate compares (``pipeline.registry.promotion
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -16,26 +17,32 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.core.errors import StageError
-from pipeline.data.layout import MANIFEST_FILE, shard_pattern
+from pipeline.data.layout import MANIFEST_FILE
+from pipeline.data.shard_store import LocalStore, RemoteStore, ShardsLocation, open_store
 
 RECORD_FILE = "evaluation.json"  # beside eval.metrics_file
 
 
-def split_digest(shards_dir: Path, split: str) -> str:
-    """sha256 of what an evaluation of ``split`` reads: its manifest rows and its shards' bytes."""
-    shards_dir = Path(shards_dir)
-    manifest = shards_dir / MANIFEST_FILE
-    if not manifest.is_file():
-        raise StageError(f"{manifest} not found; run the preprocess stage (data.shards_dir)")
+def split_digest(shards_dir: ShardsLocation, split: str) -> str:
+    """sha256 of what an evaluation of ``split`` reads: its manifest rows and its shards' bytes
+    (the same for a folder and for its copy in an object store)."""
+    store = open_store(shards_dir)
+    manifest = store.read_bytes(MANIFEST_FILE)
+    if manifest is None:
+        raise StageError(f"{store.where(MANIFEST_FILE)} not found; run the preprocess stage (data.shards_dir)")
     digest = hashlib.sha256()
-    lines = manifest.read_text().splitlines()
+    lines = manifest.decode().splitlines()
     column = lines[0].split(",").index("split") if lines else 0
     digest.update("\n".join([lines[0], *sorted(row for row in lines[1:] if row.split(",")[column] == split)]).encode())
-    pattern = shard_pattern(split)
-    for tar in sorted(p for p in (shards_dir / split).glob("*.tar") if pattern.fullmatch(p.name)):
-        with open(tar, "rb") as f:
-            digest.update(f"\n{tar.name}\n".encode() + hashlib.file_digest(f, "sha256").digest())
+    for rel in store.shards(split):
+        tar_sha256 = store.retried(rel, functools.partial(_sha256, store, rel))
+        digest.update(f"\n{rel.rpartition('/')[2]}\n".encode() + tar_sha256)
     return digest.hexdigest()
+
+
+def _sha256(store: LocalStore | RemoteStore, rel: str) -> bytes:
+    with store.open(rel) as handle:
+        return hashlib.file_digest(handle, "sha256").digest()
 
 
 @dataclass(frozen=True)

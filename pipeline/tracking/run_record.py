@@ -8,6 +8,7 @@ the next training in the same ``train.out_dir`` (one that trained to its last ep
 from __future__ import annotations
 
 import copy
+import io
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pipeline.core.errors import StageError
 from pipeline.core.files import write_atomic
 from pipeline.data.layout import MANIFEST_FILE
 from pipeline.data.provenance import data_fingerprint
+from pipeline.data.shard_store import ShardsLocation, is_url, open_store
 from pipeline.runtime.checkpoint import CHECKPOINT_FILE, Checkpoint
 from pipeline.tracking.store import dvc_experiment_tags, git_commit, setup_mlflow
 
@@ -36,7 +38,7 @@ class RunSpec:
     experiment: str
     model_name: str
     dataset: str  # data.name
-    shards_dir: Path
+    shards_dir: ShardsLocation  # a folder or an object-store URL
     recipe: str  # "for 60 epochs: batch 32, SGD lr 0.05 ...": how it trains, in words
     changed: dict[str, Any]  # model, data and train values that differ from pipeline/conf's defaults
     params: dict[str, str]  # the whole resolved config, flattened (``train.lr``)
@@ -87,17 +89,18 @@ def mlflow_run(spec: RunSpec, run_id: str | None, enabled: bool) -> Iterator[str
         yield run.info.run_id
 
 
-def log_dataset(shards_dir: Path, data_tags: Mapping[str, str]) -> None:
-    """The shards as the run's training dataset input: the manifest, its digest and source."""
+def log_dataset(shards_dir: ShardsLocation, data_tags: Mapping[str, str]) -> None:
+    """The shards as the run's training dataset input: the manifest, its digest and source (the
+    folder, or the object-store URL, which MLflow shows as an S3/GCS source)."""
     import pandas as pd
     from mlflow.data.sources import LocalArtifactDatasetSource
 
-    manifest = Path(shards_dir) / MANIFEST_FILE
-    if not manifest.is_file():
+    manifest = open_store(shards_dir).read_bytes(MANIFEST_FILE)
+    if manifest is None:
         return
-    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    table = pd.read_csv(io.BytesIO(manifest), dtype=str, keep_default_na=False)
     digest = data_tags.get("data.dvc_md5") or data_tags["data.manifest_md5"]  # DVC's hash of the shards, if locked
-    source = LocalArtifactDatasetSource(str(Path(shards_dir).resolve()))
+    source = str(shards_dir) if is_url(shards_dir) else LocalArtifactDatasetSource(str(Path(shards_dir).resolve()))
     dataset = mlflow.data.from_pandas(table, source=source, name=str(shards_dir), digest=digest.removesuffix(".dir"))
     mlflow.log_input(dataset, context="training")
 

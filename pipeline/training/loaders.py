@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from pipeline.core.errors import ConfigError
 from pipeline.data.device_decode import DeviceDecoded, EncodedClips, collate_encoded
-from pipeline.data.shards import ClipDataset, shard_paths
+from pipeline.data.shard_store import open_store
+from pipeline.data.shards import ClipDataset
 from pipeline.data.transforms import RandomClip, TestTransform, TrainTransform, UniformClips
 from pipeline.training.distributed import DistInfo
 from pipeline.training.seeding import seed_worker
@@ -76,7 +77,7 @@ def validation_loader(settings: TrainSettings, info: DistInfo) -> DataLoader | N
     multi-view accuracy).
     """
     s, clip = settings, settings.model.clip
-    if not s.val_every or not shard_paths(s.shards_dir, s.val_split):
+    if not s.val_every or not open_store(s.shards_dir).shards(s.val_split):
         return None
     val_set = ClipDataset(
         s.shards_dir, s.val_split, UniformClips(clip.num_frames, clip.stride, 1), TestTransform(clip.crop_size, 1)

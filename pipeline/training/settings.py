@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.data.shard_store import ShardsLocation
 from pipeline.runtime.checkpoint import ModelSpec, Schedule
 from pipeline.tracking.run_record import RunSpec
 
@@ -49,7 +50,7 @@ class TrainSettings:
     augmentation: Augmentation
     init: InitSettings
     run: RunSpec
-    shards_dir: Path
+    shards_dir: ShardsLocation  # a folder or an object-store URL
     train_split: str
     val_split: str
     classes_file: Path
