@@ -7,16 +7,38 @@ status ok | missing | failed and ffmpeg's reason) and ``provenance.json`` (forma
 decoding params, toolchain). Each clip is decoded by its own single-threaded ffmpeg with
 bit-exact scaling and JPEG-encoded with libjpeg-turbo's integer DCT, so the bytes depend neither
 on ``data.workers`` nor on the CPU; a killed run picks up after its last finished shard.
+``data.executor=dask`` spreads the clips over the workers of a running Dask cluster instead
+(``data.scheduler``, else ``$DASK_SCHEDULER_ADDRESS``), for the same bytes.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from pipeline.core.config import stage_main
+from pipeline.core.errors import ConfigError, shown
+from pipeline.core.schema import DASK_ADDRESS
 from pipeline.data.preprocessing import DecodeSettings, preprocess
+
+SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"  # Dask's own variable for it
+
+
+def scheduler_address(data: DictConfig) -> str | None:
+    """The Dask scheduler to decode on: None for ``data.executor=local``; else ``data.scheduler``,
+    or ``$DASK_SCHEDULER_ADDRESS`` when that is null."""
+    if data.executor == "local":
+        return None
+    address = data.scheduler or os.environ.get(SCHEDULER_ENV, "").strip()
+    if not address:
+        raise ConfigError(
+            f"data.executor=dask needs the scheduler's address: set data.scheduler=tcp://<host>:8786 or {SCHEDULER_ENV}"
+        )
+    if not DASK_ADDRESS.accepts(address):  # data.scheduler's own check ran with the config
+        raise ConfigError(f"{SCHEDULER_ENV}={shown(address)} is not valid: set it to {DASK_ADDRESS.expect}")
+    return address
 
 
 def run(cfg: DictConfig) -> int:
@@ -32,7 +54,12 @@ def run(cfg: DictConfig) -> int:
     )
     classes_file = None if data.classes is None else Path(data.classes)
     summary = preprocess(
-        Path(data.root), Path(data.shards_dir), classes_file=classes_file, settings=settings, workers=int(data.workers)
+        Path(data.root),
+        Path(data.shards_dir),
+        classes_file=classes_file,
+        settings=settings,
+        workers=int(data.workers),
+        scheduler=scheduler_address(data),
     )
     for split, c in summary["splits"].items():
         print(

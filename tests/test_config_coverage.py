@@ -51,6 +51,7 @@ EVAL_SPLIT = f"{EVALUATE}::test_evaluate_scores_every_video_of_data_val_split_in
 GENERATE = "tests/test_generate.py::test_the_stage_generates_what_its_generate_settings_say"
 SERVING = f"{REGISTRY}::test_the_registered_model_serves_within_the_register_serving_bounds"
 PROMOTE = f"{REGISTRY}::test_a2net_promote_gates_on_promote_metric_within_promote_margin"
+DASK_RUN = "tests/test_scaleout_dask.py::test_a_dask_run_spreads_the_clips_over_the_workers_and_writes_the_local_bytes"
 
 KEY_TESTS: dict[str, str] = {
     "video.ffmpeg": "tests/test_reproducibility.py::test_a_bad_video_ffmpeg_is_one_line_naming_the_setting",
@@ -64,6 +65,8 @@ KEY_TESTS: dict[str, str] = {
     "data.short_side": DECODE_SETTINGS,
     "data.jpeg_quality": PREPROCESS_CLI,
     "data.workers": f"{PREPROCESS}::test_data_workers_processes_decode_the_clips",
+    "data.executor": DASK_RUN,
+    "data.scheduler": DASK_RUN,
     "data.trim": f"{PREPROCESS}::test_data_trim_keeps_the_annotated_seconds_only",
     "data.samples_per_shard": DECODE_SETTINGS,
     "data.train_split": BAD_TRAIN_CONFIGS,

@@ -207,6 +207,8 @@ WHERE_NOT_WHAT = {  # settings that say where things go, not what a run learns
     "data.shards_dir",
     "data.classes",
     "data.workers",
+    "data.executor",
+    "data.scheduler",
 }
 
 

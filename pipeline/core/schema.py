@@ -10,6 +10,7 @@ checked (a stage's own tests may run on part of one).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,6 +63,10 @@ def number(
 BOOLEAN = Rule(lambda v: isinstance(v, bool), "true or false")
 TEXT = Rule(lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string")
 OPTIONAL_TEXT = Rule(lambda v: v is None or TEXT.accepts(v), "null or a non-empty string")
+DASK_ADDRESS = Rule(
+    lambda v: isinstance(v, str) and re.fullmatch(r"(tcp|tls)://[^\s/]+:\d{1,5}", v) is not None,
+    "a Dask scheduler address, tcp://<host>:<port>",
+)
 
 
 def choice(*options: Any) -> Rule:
@@ -98,6 +103,8 @@ RULES: dict[str, Rule] = {
     "data.short_side": integer(2),
     "data.jpeg_quality": integer(1, 100),
     "data.workers": integer(1),
+    "data.executor": choice("local", "dask"),
+    "data.scheduler": optional(DASK_ADDRESS),
     "data.trim": BOOLEAN,
     "data.samples_per_shard": integer(1),
     "data.train_split": TEXT,

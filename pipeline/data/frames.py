@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import sys
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import simplejpeg
-from tqdm import tqdm
 
 from pipeline.data.kinetics import Annotation
 from pipeline.data.video import WHEEL_FFMPEG, DecodeBudget, DecodeError, stream_jpeg_planes
@@ -47,6 +45,11 @@ class ClipResult:
     jpegs: list[bytes] = field(default_factory=list)
     height: int = 0
     width: int = 0
+
+
+# What decodes a run's clips: ``decode_all`` over local processes, or a cluster's workers
+# (``pipeline.data.dask_executor``); either yields the results in the jobs' order.
+Decoder = Callable[[list[ClipJob]], Generator[ClipResult, None, None]]
 
 
 def clip_jpegs(video: Path, *, fps: float, short_side: int, jpeg_quality: int,
@@ -89,17 +92,10 @@ def process_clip(job: ClipJob) -> ClipResult:
     return ClipResult("ok", "", jpegs, height, width)
 
 
-def decode_all(jobs: list[ClipJob], workers: int) -> Iterator[ClipResult]:
-    """Results of ``jobs`` in order, decoded by ``workers`` processes, with a progress bar."""
-    bar = tqdm(total=len(jobs), desc="preprocess", unit="clip", file=sys.stderr,
-               disable=not jobs, mininterval=1.0)
-    with bar:
-        if workers <= 1:
-            for job in jobs:
-                yield process_clip(job)
-                bar.update()
-            return
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for result in pool.imap(process_clip, jobs, chunksize=1):
-                yield result
-                bar.update()
+def decode_all(jobs: list[ClipJob], workers: int) -> Generator[ClipResult, None, None]:
+    """Results of ``jobs`` in order, decoded by ``workers`` local processes."""
+    if workers <= 1:
+        yield from map(process_clip, jobs)
+        return
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        yield from pool.imap(process_clip, jobs, chunksize=1)

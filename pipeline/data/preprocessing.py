@@ -10,20 +10,25 @@ with another fingerprint starts from a clean folder. Bad videos never stop the r
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+from tqdm import tqdm
+
 from pipeline.core.errors import StageError
 from pipeline.core.files import TMP_SUFFIX, write_atomic
-from pipeline.data.frames import ClipJob, decode_all
+from pipeline.data.frames import ClipJob, Decoder, decode_all
 from pipeline.data.kinetics import Annotation, find_video, load_classes, read_annotations
 from pipeline.data.layout import (FINGERPRINT, FORMAT_VERSION, MANIFEST_COLUMNS, MANIFEST_FILE, PROVENANCE_FILE,
                                   STATE_DIR, read_fingerprint, shard_name, shard_pattern)
@@ -54,8 +59,10 @@ class DecodeSettings:
         }
 
     def job(self, ann: Annotation, video: Path | None) -> ClipJob:
-        return ClipJob(ann, None if video is None else str(video), self.fps, self.short_side, self.jpeg_quality,
-                       self.trim, self.ffmpeg_setting)
+        """The clip's job; its video path absolute, as a cluster's workers have other working directories
+        (ffmpeg is handed the resolved path either way, so a failure's reason is the same)."""
+        return ClipJob(ann, None if video is None else str(video.absolute()), self.fps, self.short_side,
+                       self.jpeg_quality, self.trim, self.ffmpeg_setting)
 
 
 @dataclass
@@ -127,17 +134,33 @@ def plan_split(root: Path, shards_dir: Path, split: str, annotations: list[Annot
     return SplitPlan(split, annotations, videos, fingerprints, reused, rows)
 
 
-def write_shards(plans: list[SplitPlan], writers: dict[str, SplitWriter], settings: DecodeSettings, workers: int,
+def clip_decoder(workers: int, scheduler: str | None,
+                 ffmpeg_setting: str) -> contextlib.AbstractContextManager[Decoder]:
+    """Where the clips are decoded: ``workers`` local processes, or the workers of the Dask cluster
+    at ``scheduler`` (dask is imported only then)."""
+    if scheduler is None:
+        return contextlib.nullcontext(functools.partial(decode_all, workers=workers))
+    from pipeline.data.dask_executor import dask_decoder
+
+    return dask_decoder(scheduler, ffmpeg_setting)
+
+
+def write_shards(plans: list[SplitPlan], writers: dict[str, SplitWriter], settings: DecodeSettings, decode: Decoder,
                  shards_dir: Path) -> int:
     """Decode what the plans leave to do into their writers; return the number of clips decoded.
 
-    On any failure the open shards' temp files are dropped; a full or read-only disk is one line.
+    ``decode`` yields the results in the jobs' order, so the shards do not depend on who decoded
+    what. On any failure the open shards' temp files are dropped and the decoder is closed (a pool
+    ended, a cluster's tasks in flight cancelled); a full or read-only disk is one line.
     """
     slots = [(plan, i) for plan in plans for i in plan.todo]
     jobs = [settings.job(plan.annotations[i], plan.videos[i]) for plan, i in slots]
+    bar = tqdm(total=len(jobs), desc="preprocess", unit="clip", file=sys.stderr, disable=not jobs, mininterval=1.0)
     try:
-        for result, (plan, i) in zip(decode_all(jobs, workers), slots):
-            writers[plan.split].add(plan.annotations[i], plan.clip_fingerprints[i], result)
+        with contextlib.closing(decode(jobs)) as results, bar:
+            for result, (plan, i) in zip(results, slots):
+                writers[plan.split].add(plan.annotations[i], plan.clip_fingerprints[i], result)
+                bar.update()
         for writer in writers.values():
             writer.finish_shard()
     except BaseException as err:
@@ -173,10 +196,12 @@ def write_manifest(path: Path, rows: list[dict]) -> None:
 
 
 def preprocess(root: Path, shards_dir: Path, *, classes_file: Path | None, settings: DecodeSettings,
-               workers: int) -> dict:
+               workers: int, scheduler: str | None = None) -> dict:
     """Decode every annotated clip under ``root`` into shards + manifest under ``shards_dir``.
 
-    ``classes_file`` None means ``<root>/classes.txt``. Returns a summary ``{"splits": {split:
+    ``classes_file`` None means ``<root>/classes.txt``. The clips are decoded by ``workers`` local
+    processes, or with a ``scheduler`` address by the workers of that Dask cluster, reached before
+    anything is written; the bytes are the same. Returns a summary ``{"splits": {split:
     {ok, missing, failed, frames, shards}}, "reused_shards": n, "decoded_clips": n, "seconds": s}``.
     """
     provenance = settings.provenance()
@@ -187,11 +212,12 @@ def preprocess(root: Path, shards_dir: Path, *, classes_file: Path | None, setti
     classes = load_classes(root / "classes.txt" if classes_file is None else Path(classes_file))
     splits = by_split(read_annotations(root, classes))
     fingerprint = hashlib.sha256(json.dumps(provenance, sort_keys=True).encode()).hexdigest()[:20]
-    start_run(shards_dir, {**provenance, FINGERPRINT: fingerprint})
-    plans = [plan_split(root, shards_dir, split, anns, fingerprint) for split, anns in splits.items()]
-    writers = {plan.split: SplitWriter(shards_dir, plan.split, fingerprint, plan.reused_shards,
-                                       settings.samples_per_shard, settings.fps) for plan in plans}
-    decoded = write_shards(plans, writers, settings, workers, shards_dir)
+    with clip_decoder(workers, scheduler, settings.ffmpeg_setting) as decode:
+        start_run(shards_dir, {**provenance, FINGERPRINT: fingerprint})
+        plans = [plan_split(root, shards_dir, split, anns, fingerprint) for split, anns in splits.items()]
+        writers = {plan.split: SplitWriter(shards_dir, plan.split, fingerprint, plan.reused_shards,
+                                           settings.samples_per_shard, settings.fps) for plan in plans}
+        decoded = write_shards(plans, writers, settings, decode, shards_dir)
     manifest: list[dict] = []
     summary: dict = {"splits": {}, "reused_shards": sum(p.reused_shards for p in plans), "decoded_clips": decoded}
     for plan in plans:
