@@ -4,8 +4,10 @@ Both paths produce the same training input: one clip of T=8 frames stride 2 at a
 randomly cropped to 56x56, from the project's synthetic dataset (``pipeline.generate``)
 preprocessed at 10 fps, short side 64. The mp4 path decodes the whole video with ffmpeg (same
 fps and scale filters) for every clip, as PySlowFast's decoder does, then samples the same way.
-Both run through a DataLoader with the same worker count. Prints a Markdown table; the target
-is shards/mp4 >= 5.
+Both run through a DataLoader with the same worker count. The shards are also read streamed
+from an S3 store (moto's server on loopback, as in the scale-out tests: it measures the client's
+cost per clip, one batched ranged request, not a network's latency). Prints a Markdown table; the
+target is shards/mp4 >= 5.
 
     python benchmarks/loader.py [--workers 2] [--per-class 6] [--epochs 2]
 """
@@ -13,6 +15,9 @@ is shards/mp4 >= 5.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +33,7 @@ from pipeline.data.shards import ClipDataset, item_generator
 from pipeline.data.synthetic import generate_dataset
 from pipeline.data.video import ffmpeg_exe, short_side_scale
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' S3 server
 CLIP_LEN, STRIDE, CROP, FPS, SHORT_SIDE = 8, 2, 56, 10, 64
 TARGET = 5.0
 
@@ -99,6 +105,23 @@ def clips_per_second(dataset: torch.utils.data.Dataset, workers: int, epochs: in
     return count / (time.perf_counter() - started)
 
 
+@contextlib.contextmanager
+def streamed_copy(shards: Path):
+    """The URL of ``shards`` uploaded to a fresh S3 server; its clients' environment is set."""
+    from s3_server import S3Server
+
+    server = S3Server().start()
+    saved = dict(os.environ)
+    os.environ.update(server.env)
+    try:
+        server.make_bucket("loader-bench")
+        yield server.upload_folder(shards, "loader-bench", "shards")
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        server.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -125,6 +148,9 @@ def main() -> None:
         shard_rate = clips_per_second(from_shards, args.workers, args.epochs)
         mp4_rate = clips_per_second(from_mp4, args.workers, args.epochs)
         from_shards.close()
+        with streamed_copy(shards) as url:
+            streamed = ClipDataset(url, "train", sample_clip, random_crop)
+            streamed_rate = clips_per_second(streamed, args.workers, args.epochs)
     ratio = shard_rate / mp4_rate
     print(
         f"\nTraining clip loading, T={CLIP_LEN} stride {STRIDE}, crop {CROP}, "
@@ -135,7 +161,9 @@ def main() -> None:
     print("|---|---|")
     print(f"| mp4, ffmpeg decode per clip (PySlowFast style) | {mp4_rate:.0f} |")
     print(f"| JPEG shards, ClipDataset | {shard_rate:.0f} |")
+    print(f"| JPEG shards streamed from S3 (moto, loopback), ClipDataset | {streamed_rate:.0f} |")
     print(f"| **speed-up** | **{ratio:.1f}x** {'ok' if ratio >= TARGET else 'BELOW TARGET'} |")
+    print(f"| streamed / local shards | {streamed_rate / shard_rate:.2f}x |")
 
 
 if __name__ == "__main__":

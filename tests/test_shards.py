@@ -135,3 +135,22 @@ def test_no_resource_warnings_and_clear_error_without_shards(good_clip_shards, t
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
     with pytest.raises(StageError, match="run python -m pipeline.preprocess"):
         ClipDataset(tmp_path, "train", two_views)
+
+
+@pytest.mark.parametrize(
+    ("spans", "max_gap", "blocks"),
+    [
+        ([(0, 10), (10, 20)], 0, [(0, 20)]),  # touching
+        ([(0, 10), (15, 20)], 4, [(0, 10), (15, 20)]),  # a gap wider than allowed
+        ([(0, 10), (15, 20)], 5, [(0, 20)]),
+        ([(30, 40), (0, 10), (12, 14)], 2, [(0, 14), (30, 40)]),  # any order
+        ([(0, 50), (10, 20)], 0, [(0, 50)]),  # one inside another
+    ],
+)
+def test_spans_are_fetched_in_merged_blocks_and_cut_back_out(spans, max_gap, blocks) -> None:
+    from pipeline.data.shard_store import _cut_out, merged_blocks
+
+    assert merged_blocks(spans, max_gap) == blocks
+    data = bytes(range(64))
+    fetched = [data[start:end] for start, end in blocks]
+    assert [_cut_out(span, blocks, fetched) for span in spans] == [data[start:end] for start, end in spans]

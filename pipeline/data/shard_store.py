@@ -15,6 +15,7 @@ no credentials), is one ``StageError`` line naming the URL, with any password in
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import os
 import time
@@ -28,6 +29,7 @@ from pipeline.data.layout import shard_pattern
 ShardsLocation = Path | str  # a folder, or an fsspec URL kept as text (a Path would fold its "//")
 RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0, 8.0)  # waits between the tries of a remote read
 STREAM_BLOCK = 8 << 20  # bytes fetched at a time when a whole remote file is streamed
+MERGE_GAP = 256 << 10  # spans fewer bytes apart are fetched in one request (a request costs more than the gap)
 # failures that another try cannot mend (s3fs raises the first two; botocore the others, by name)
 FOR_GOOD = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 FOR_GOOD_NAMES = {"NoCredentialsError", "PartialCredentialsError", "InvalidBucketName", "NoSuchBucket"}
@@ -106,17 +108,20 @@ class RemoteStore:
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
-        self._fs = None
+        self._fs, self._pid = None, 0
 
     @property
     def fs(self):
-        if self._fs is None:
+        """This process's filesystem object: a forked DataLoader worker makes its own (a client's
+        event loop and connections cannot cross a fork)."""
+        if self._fs is None or self._pid != os.getpid():
             import fsspec
 
             try:
                 self._fs = fsspec.core.url_to_fs(self.url, skip_instance_cache=True)[0]
             except (ImportError, ValueError) as err:
                 raise StageError(f"cannot read {masked(self.url)} (data.shards_dir): {err}") from None
+            self._pid = os.getpid()
         return self._fs
 
     def where(self, rel: str = "") -> str:
@@ -168,11 +173,12 @@ class RemoteStore:
             yield handle
 
     def read_spans(self, rel: str, offsets: Sequence[int], sizes: Sequence[int]) -> list[bytes]:
-        path = self._path(rel)
-        starts = [int(offset) for offset in offsets]
-        ends = [start + int(size) for start, size in zip(starts, sizes)]
-        paths = [path] * len(starts)
-        return self._retried(self.where(rel), lambda: self.fs.cat_ranges(paths, starts, ends, on_error="raise"))
+        """The spans in as few requests as ``MERGE_GAP`` allows (a clip's frames: one), sent at once."""
+        spans = [(int(offset), int(offset) + int(size)) for offset, size in zip(offsets, sizes)]
+        blocks = merged_blocks(spans, MERGE_GAP)
+        paths, starts, ends = [self._path(rel)] * len(blocks), [b[0] for b in blocks], [b[1] for b in blocks]
+        data = self._retried(self.where(rel), lambda: self.fs.cat_ranges(paths, starts, ends, on_error="raise"))
+        return [_cut_out(span, blocks, data) for span in spans]
 
     def retried(self, rel: str, read: Callable[[], T]) -> T:
         """``read()`` (which reads ``rel``), tried again after a passing failure (see module doc)."""
@@ -195,6 +201,25 @@ class RemoteStore:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_fs": None}  # a worker process makes its own (its own event loop)
+
+
+def merged_blocks(spans: Sequence[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+    """Sorted (start, end) blocks covering every (start, end) span, joining spans at most
+    ``max_gap`` bytes apart into one block."""
+    blocks: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if blocks and start - blocks[-1][1] <= max_gap:
+            blocks[-1] = (blocks[-1][0], max(blocks[-1][1], end))
+        else:
+            blocks.append((start, end))
+    return blocks
+
+
+def _cut_out(span: tuple[int, int], blocks: list[tuple[int, int]], data: list[bytes]) -> bytes:
+    """The bytes of ``span`` from the fetched ``data`` of the block that holds it."""
+    index = bisect.bisect_right(blocks, (span[0], float("inf"))) - 1
+    start = blocks[index][0]
+    return data[index][span[0] - start : span[1] - start]
 
 
 def _failure_line(what: str, err: Exception, tries: int) -> str:
