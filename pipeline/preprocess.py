@@ -22,6 +22,7 @@ from pipeline.core.config import stage_main
 from pipeline.core.errors import ConfigError, shown
 from pipeline.core.schema import DASK_ADDRESS
 from pipeline.data.preprocessing import DecodeSettings, preprocess
+from pipeline.data.shard_store import local_folder
 
 SCHEDULER_ENV = "DASK_SCHEDULER_ADDRESS"  # Dask's own variable for it
 
@@ -55,7 +56,7 @@ def run(cfg: DictConfig) -> int:
     classes_file = None if data.classes is None else Path(data.classes)
     summary = preprocess(
         Path(data.root),
-        Path(data.shards_dir),
+        local_folder(data.shards_dir, "preprocess"),
         classes_file=classes_file,
         settings=settings,
         workers=int(data.workers),

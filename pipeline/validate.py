@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from pipeline.core.config import classes_file, stage_main
 from pipeline.data.clips import clip_span
+from pipeline.data.shard_store import local_folder
 from pipeline.quality.checks import Settings
 from pipeline.quality.validation import DATA_DOCS_DIR, SUMMARY_FILE, SUMMARY_HTML_FILE, failure_line, validate_dataset
 
@@ -31,7 +32,7 @@ def settings_from(cfg: DictConfig) -> Settings:
     return Settings(
         root=Path(data.root),
         classes_path=classes_file(data),
-        shards_dir=Path(data.shards_dir),
+        shards_dir=local_folder(data.shards_dir, "validate"),
         report_dir=Path(limits.report_dir),
         short_side=int(data.short_side),
         fps=float(data.fps),

@@ -154,3 +154,14 @@ def test_a_password_in_a_url_is_masked() -> None:
     with pytest.raises(StageError) as raised:
         shard_store.RemoteStore("nosuchscheme-a2nets://user:s3cret@host/b").read_bytes("manifest.csv")
     assert "s3cret" not in str(raised.value) and "***" in str(raised.value)
+
+
+@pytest.mark.parametrize("stage", ["preprocess", "validate"])
+def test_the_stages_that_write_or_check_a_folder_refuse_a_url_in_one_line(stage, workdir: Path, capsys) -> None:
+    import importlib
+
+    main = importlib.import_module(f"pipeline.{stage}").main
+    assert main(["data.shards_dir=s3://user:s3cret@bucket/shards"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the {stage} stage works on a local folder" in err, err
+    assert "s3cret" not in err and not any(workdir.iterdir())  # no local "s3:" folder

@@ -46,6 +46,16 @@ def shards_location(value: str | Path) -> ShardsLocation:
     return str(value).rstrip("/") if is_url(value) else Path(value)
 
 
+def local_folder(value: str | Path, stage: str) -> Path:
+    """``data.shards_dir`` for a stage that writes or checks a local folder; one line for a URL."""
+    if is_url(value):
+        raise StageError(
+            f"data.shards_dir={masked(str(value))} is an object store, but the {stage} stage works on a local "
+            "folder; give it a folder and copy that to the store (e.g. aws s3 sync) for training"
+        )
+    return Path(value)
+
+
 class LocalStore:
     """Shards in a local folder, read with ``os.pread`` on descriptors opened once per process."""
 
