@@ -14,7 +14,8 @@ from torchvision.io import decode_jpeg
 
 from pipeline.core.errors import StageError
 from pipeline.data.clips import random_clip_indices
-from pipeline.data.shards import ClipDataset, decode_frames, item_generator, shard_paths
+from pipeline.data.jpeg import decode_frames
+from pipeline.data.shards import ClipDataset, item_generator, shard_paths
 
 from helpers import CLASSES, GOOD_CLIPS, clip_id, iter_shard_clips, read_manifest, run_stage, write_kinetics_root
 

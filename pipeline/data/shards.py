@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from pipeline.core.errors import StageError
 from pipeline.core.seeds import derived_seed
+from pipeline.data.jpeg import decode_frames
 from pipeline.data.layout import FINGERPRINT, PROVENANCE_FILE, shard_pattern
 from pipeline.data.shard_store import LocalStore, RemoteStore, ShardsLocation, open_store
 
@@ -108,15 +108,6 @@ def scan_store(store: LocalStore | RemoteStore, rel: str, shard: int) -> list[Cl
             return scan_tar(tar, store.where(rel), shard)
 
     return store.retried(rel, scan)
-
-
-def decode_frames(jpegs: Sequence[bytes], indices: Sequence[int]) -> torch.Tensor:
-    """Decode the frames ``indices`` of ``jpegs`` to uint8 RGB (T, C, H, W), each JPEG once."""
-    unique = sorted(set(indices))
-    data = [torch.frombuffer(bytearray(jpegs[i]), dtype=torch.uint8) for i in unique]
-    decoded = decode_jpeg(data, mode=ImageReadMode.RGB)
-    position = {frame: k for k, frame in enumerate(unique)}
-    return torch.stack([decoded[position[i]] for i in indices])
 
 
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:

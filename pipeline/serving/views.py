@@ -19,7 +19,7 @@ import torch
 from pipeline.core.errors import StageError
 from pipeline.data.clips import uniform_clip_indices
 from pipeline.data.frames import TooLong, clip_jpegs
-from pipeline.data.shards import decode_frames
+from pipeline.data.jpeg import decode_frames
 from pipeline.data.transforms import TestTransform, normalize
 from pipeline.data.video import DecodeBudget, DecodeError, OverBudget
 from pipeline.serving.bounds import BUDGET_KEYS
