@@ -55,6 +55,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def stop_group(process: subprocess.Popen, timeout_s: float = 15) -> None:
+    """End ``process``' group (started with ``start_new_session``): SIGTERM, SIGKILL after
+    ``timeout_s`` (a process already gone is left be)."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def tree_hashes(folder: Path) -> dict[str, str]:
     """``{relative path: sha256}`` of every file under ``folder`` (compare two trees byte for byte)."""
     return {

@@ -10,8 +10,6 @@ memory); a ``Relay`` in front of it gives one that comes back with its data.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers import free_port
+from helpers import free_port, stop_group
 
 MOTO_SERVER = Path(sys.executable).with_name("moto_server")
 KEY_ID, SECRET = "a2nets-test-key", "a2nets-test-secret"  # moto accepts any; never a real key
@@ -69,9 +67,8 @@ class S3Server:
 
     def stop(self) -> None:
         """Stop the server (its buckets are gone)."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=30)
+        if self.process is not None:
+            stop_group(self.process)
         self.process = None
 
     def make_bucket(self, name: str) -> None:

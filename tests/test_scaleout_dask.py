@@ -29,7 +29,7 @@ from pipeline.data.frames import ClipJob
 from pipeline.data.kinetics import load_classes, read_annotations
 from pipeline.preprocess import main
 
-from helpers import FPS, SHORT_SIDE, free_port, read_manifest, run_stage, tree_hashes, write_kinetics_root
+from helpers import FPS, SHORT_SIDE, free_port, read_manifest, run_stage, stop_group, tree_hashes, write_kinetics_root
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.slow]
 DASK = Path(sys.executable).with_name("dask")
@@ -53,18 +53,6 @@ class Cluster:
 def start(command: list[str], log: Path, cwd: Path) -> subprocess.Popen:
     with log.open("ab") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
-
-
-def stop(process: subprocess.Popen) -> None:
-    """End ``process``' group: SIGTERM, SIGKILL after 15 s (a process already gone is left be)."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +98,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             yield Cluster(address, client, workers)
     finally:
         for process in reversed(processes):
-            stop(process)
+            stop_group(process)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from pipeline.registry.predict import load_model, predict
 from pipeline.registry.server import wait_healthy
 from pipeline.serving.package import SERVING_DISTRIBUTIONS, carried_files, entry_file, foreign_code
 
-from helpers import free_port, hostile_files
+from helpers import free_port, hostile_files, stop_group
 from mlflow_server import CLASSES, MLFLOW
 
 
@@ -68,11 +68,7 @@ def served(stand_in_store: dict, tmp_path_factory: pytest.TempPathFactory) -> It
         wait_healthy(url, process, timeout=120)
         yield url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_group(process)
         log.close()
 
 
