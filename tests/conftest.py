@@ -200,6 +200,18 @@ def fast_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def slow_video(fast_video: Path) -> Path:
+    """``fast_video`` four times over (stream-copied): 400,000 source frames, 4-13 s of CPU to decode
+    (ffmpeg's own threads spin less on a loaded machine), so a 1-s CPU budget is always spent."""
+    from pipeline.data.video import ffmpeg_exe
+
+    path = fast_video.with_name("slow.mp4")
+    command = [ffmpeg_exe(), "-v", "error", "-stream_loop", "3", "-i", str(fast_video), "-c", "copy", "-y", str(path)]
+    subprocess.run(command, check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
 def huge_frame(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One 16000x16000 PNG frame in a Matroska file of 780 kB (a 768 MB picture decoded)."""
     from helpers import lavfi_video
