@@ -6,6 +6,7 @@ process, in test_train)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,7 +55,7 @@ def start_node(node_rank: int, port: int, overrides: list[str], log: Path) -> su
         "pipeline.train",
         *overrides,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     with log.open("ab") as out:
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
 
@@ -79,9 +80,21 @@ def kill_node_after_first_epoch(overrides: list[str], checkpoint: Path, logs: Pa
     kill_node(nodes[1])
     try:
         return nodes[0].wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"node 0 outlived its peer by 120 s; where it waited:\n{stacks_of(nodes[0], logs / 'node0.log')}")
     finally:
         if nodes[0].poll() is None:
             kill_node(nodes[0])
+
+
+def stacks_of(agent: subprocess.Popen, log: Path) -> str:
+    """The end of a hung node's log after SIGABRT made its agent and worker print every thread's
+    stack (``PYTHONFAULTHANDLER``, set by ``start_node``)."""
+    for process in [psutil.Process(agent.pid), *psutil.Process(agent.pid).children(recursive=True)]:
+        process.send_signal(signal.SIGABRT)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        agent.wait(timeout=10)
+    return log.read_text()[-6000:]
 
 
 def kill_node(agent: subprocess.Popen) -> None:
